@@ -20,7 +20,7 @@ test-fast:
 	$(PY) -m pytest -q -m "not slow"
 
 bench:
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(BENCH)
 
 lint:
 	$(PY) -m ruff check nvsvideo tests bench
