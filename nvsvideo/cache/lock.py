@@ -1,0 +1,55 @@
+"""One writer per cache folder: an advisory `flock` on a lock file holding the owner's pid.
+
+The kernel releases a `flock` when its process dies, however it dies (SIGKILL included), so a lock
+file left behind by a killed run is stale by construction and simply taken over: no pid liveness
+guessing, no race between two processes "breaking" the same stale lock. The pid written inside is
+only there to tell the user who holds the cache. POSIX only (the `fcntl` module).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+from pathlib import Path
+
+from nvsvideo.errors import InputError
+
+
+class CacheLockedError(InputError):
+    """Another live process is writing the same cache folder."""
+
+
+class DirectoryLock:
+    """Exclusive, non-blocking lock on `directory/lock`; release with `release()` (idempotent).
+
+    The lock file itself is kept: deleting it would let a process that opened the old file and a
+    process that created a new one both hold "the" lock.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / "lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise `CacheLockedError` naming the process that holds it."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise CacheLockedError(
+                f"the inversion cache {self.path.parent} is in use by {holder}; "
+                "wait for that run to finish or stop it, then try again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
