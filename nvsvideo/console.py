@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -34,18 +35,18 @@ class Reporter:
 
     def info(self, message: str) -> None:
         if not self.quiet:
-            self.console.print(message)
+            self.console.print(escape(message), soft_wrap=True)
 
     def debug(self, message: str) -> None:
         if self.verbose and not self.quiet:
-            self.console.print(f"[dim]{message}[/dim]")
+            self.console.print(f"[dim]{escape(message)}[/dim]", soft_wrap=True)
 
     def warn(self, message: str) -> None:
         # Warnings survive --quiet: they tell the user the output may not be what they expect.
-        self.console.print(f"[yellow]warning:[/yellow] {message}")
+        self.console.print(f"[yellow]warning:[/yellow] {escape(message)}", soft_wrap=True)
 
     def error(self, message: str) -> None:
-        self.console.print(f"[red]error:[/red] {message}")
+        self.console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)
 
     @contextlib.contextmanager
     def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:

@@ -1,0 +1,31 @@
+"""Video I/O: probe a file, stream its frames, encode new ones with the source's timing and audio.
+
+Typical pipeline use:
+
+    info = probe(src)
+    reader = VideoReader(src, batch_size=16, info=info)
+    with VideoWriter(dst, width=info.width, height=info.height, fps=info.fps,
+                     time_base=info.time_base, audio_from=src) as writer:
+        for batch in reader:
+            writer.write(process(batch.frames), batch.pts)
+    if reader.warning:
+        reporter.warn(reader.warning)
+"""
+
+from nvsvideo.video.extract import ExtractResult, extract_frames
+from nvsvideo.video.probe import AudioStreamInfo, VideoInfo, probe
+from nvsvideo.video.reader import FrameBatch, TruncatedVideoWarning, VideoReader, read_frames
+from nvsvideo.video.writer import VideoWriter
+
+__all__ = [
+    "AudioStreamInfo",
+    "ExtractResult",
+    "FrameBatch",
+    "TruncatedVideoWarning",
+    "VideoInfo",
+    "VideoReader",
+    "VideoWriter",
+    "extract_frames",
+    "probe",
+    "read_frames",
+]

@@ -1,0 +1,266 @@
+"""Streaming H.264 encode with the source's timestamps and its audio copied packet for packet.
+
+A pipeline opens a `VideoReader` and a `VideoWriter`, pushes each processed batch with the batch's
+`pts`, and the writer interleaves the source's audio packets as the video advances. The audio is
+never re-encoded unless the output container cannot hold its codec (then it becomes AAC). The file
+appears under its final name only when the writer closes without error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import types
+from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+from av.video.reformatter import ColorRange, Colorspace
+
+from nvsvideo.errors import InputError, UsageError
+from nvsvideo.files import atomic_output
+from nvsvideo.video.probe import av_error_reason, open_video
+from nvsvideo.video.reader import RGB_WORKERS
+
+#: Output containers by suffix. Matroska is left out on purpose: it rounds timestamps to 1 ms and
+#: shifts them by the encoder delay, so it could not keep the source's timing exact.
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
+
+
+#: libx264's speed presets, fastest first (it checks them only when the encoder opens, too late for a clear error).
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
+
+#: The H.264 code for BT.709 matrix, primaries and transfer (ISO/IEC 23091-2 numbers them alike).
+_BT709 = 1
+
+_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
+def pad_to_even(frames: np.ndarray) -> np.ndarray:
+    """Pad [B, H, W, 3] frames to even H and W by repeating the last row/column (4:2:0 needs even sizes).
+
+    Padding keeps every source pixel (cropping would drop one); the repeated edge is invisible.
+    """
+    extra_h, extra_w = frames.shape[1] % 2, frames.shape[2] % 2
+    if not (extra_h or extra_w):
+        return frames
+    return np.pad(frames, ((0, 0), (0, extra_h), (0, extra_w), (0, 0)), mode="edge")
+
+
+def _container_takes(format_name: str, template: av.audio.stream.AudioStream) -> bool:
+    """True when `format_name` can store `template`'s codec as is (tried by writing a header in memory)."""
+    try:
+        with av.open(io.BytesIO(), mode="w", format=format_name) as trial:
+            trial.add_stream_from_template(template)
+            trial.start_encoding()
+    except (av.error.FFmpegError, ValueError):
+        return False
+    return True
+
+
+def _to_yuv(image: np.ndarray) -> av.VideoFrame:
+    """[H, W, 3] uint8 RGB (even H and W) -> a BT.709 limited-range yuv420p frame (runs in a worker thread)."""
+    rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+    return rgb.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG)
+
+
+class _AudioTrack:
+    """One source audio stream on its way into the output: copied, or re-encoded to AAC if it must be."""
+
+    def __init__(self, output: av.container.OutputContainer, source: av.audio.stream.AudioStream) -> None:
+        self.source = source
+        self.copied = _container_takes(output.format.name, source)
+        if self.copied:
+            self.stream = output.add_stream_from_template(source)
+            return
+        ctx = source.codec_context
+        if ctx is None:
+            raise InputError(
+                f"the source's audio stream #{source.index} can be neither copied into {output.format.name} "
+                "nor decoded; remove that stream from the source first"
+            )
+        # FFmpeg's default layout for the channel count: sources may carry an unnamed one ("1 channels").
+        layout = _DEFAULT_LAYOUTS.get(ctx.layout.nb_channels, "stereo")
+        self.stream = output.add_stream("aac", rate=ctx.sample_rate, layout=layout)
+        self.resampler = av.AudioResampler(format="fltp", layout=self.stream.layout, rate=ctx.sample_rate)
+
+    def mux(self, output: av.container.OutputContainer, packet: av.Packet | None) -> None:
+        """Write one source packet (None: flush the re-encoder at the end)."""
+        if self.copied:
+            if packet is not None:
+                packet.stream = self.stream
+                output.mux(packet)
+            return
+        for frame in packet.decode() if packet is not None else self.source.codec_context.decode(None):
+            for resampled in self.resampler.resample(frame):
+                output.mux(self.stream.encode(resampled))
+        if packet is None:
+            for resampled in self.resampler.resample(None):
+                output.mux(self.stream.encode(resampled))
+            output.mux(self.stream.encode(None))
+
+
+class VideoWriter:
+    """Encode RGB frames to H.264 (yuv420p) at exact timestamps, copying the audio of `audio_from`.
+
+    Use it as a context manager: on success the file is renamed into place, on any error the
+    temporary file is removed.
+
+    Example:
+        info = probe(src)
+        with VideoWriter(dst, width=info.width, height=info.height, fps=info.fps,
+                         time_base=info.time_base, audio_from=src) as writer:
+            for batch in VideoReader(src, info=info):
+                writer.write(render(batch.frames), batch.pts)
+
+    Odd sizes are padded by one repeated row/column (`output_size` says what was written).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        width: int,  # frame width the caller will pass in
+        height: int,  # frame height the caller will pass in
+        fps: Fraction | int,  # nominal frame rate (the encoder's rate control; timestamps come from `pts`)
+        time_base: Fraction | None = None,  # seconds per `pts` tick; default 1/fps (pts = frame number)
+        crf: int = 18,  # libx264 quality, 0 (lossless) .. 51; 18 is visually lossless
+        preset: str = "medium",  # libx264 speed/size trade-off, ultrafast .. veryslow
+        audio_from: str | Path | None = None,  # copy this file's audio streams
+        protect: tuple[Path, ...] = (),  # inputs that must never be overwritten (audio_from is added)
+    ) -> None:
+        path = Path(path)
+        if path.suffix.lower() not in CONTAINERS:
+            raise UsageError(f"cannot write {path.name}: use one of {', '.join(CONTAINERS)} as the output suffix")
+        if preset not in X264_PRESETS:
+            raise UsageError(f"unknown x264 preset {preset!r}; use one of {', '.join(X264_PRESETS)}")
+        if not 0 <= crf <= 51:
+            raise UsageError(f"crf must be between 0 and 51, got {crf}")
+        if width < 1 or height < 1 or fps <= 0:
+            raise UsageError(f"frame size and rate must be positive, got {width}x{height} at {fps} fps")
+        self.path = path
+        self.width, self.height = width, height
+        self.output_size = (width + width % 2, height + height % 2)
+        """(width, height) actually encoded: odd sizes grow by one padded pixel."""
+        self.fps = Fraction(fps)
+        self.time_base = Fraction(time_base) if time_base is not None else 1 / self.fps
+        self.frames_written = 0
+        self._last_pts: int | None = None
+        self.audio_warning: str | None = None
+        """Set when the source's audio broke off before its end (the copied part is kept)."""
+        self._tracks: list[_AudioTrack] = []
+        self._next_audio: tuple[_AudioTrack, av.Packet] | None = None
+        self._stack = contextlib.ExitStack()
+        protected = tuple(Path(p) for p in protect) + ((Path(audio_from),) if audio_from is not None else ())
+        try:
+            temp = self._stack.enter_context(atomic_output(path, protect=protected))
+            self._pool = self._stack.enter_context(ThreadPoolExecutor(RGB_WORKERS))
+            self._out = self._stack.enter_context(av.open(str(temp), mode="w", format=CONTAINERS[path.suffix.lower()]))
+            self._video = self._add_video(crf, preset)
+            if audio_from is not None:
+                self._open_audio(Path(audio_from))
+        except BaseException as err:
+            self._stack.__exit__(type(err), err, err.__traceback__)
+            raise
+
+    def _add_video(self, crf: int, preset: str) -> av.video.stream.VideoStream:
+        stream = self._out.add_stream("libx264", rate=self.fps, options={"crf": str(crf), "preset": preset})
+        stream.width, stream.height = self.output_size
+        stream.pix_fmt = "yuv420p"
+        stream.time_base = self.time_base
+        ctx = stream.codec_context
+        ctx.time_base = self.time_base
+        # Tagged BT.709 (limited range): players honour the tags, and untagged HD would be guessed as 709
+        # while FFmpeg's default RGB conversion is 601, a visible colour shift.
+        ctx.colorspace = ctx.color_primaries = ctx.color_trc = _BT709
+        ctx.color_range = ColorRange.MPEG
+        return stream
+
+    def _open_audio(self, source: Path) -> None:
+        source_file = self._stack.enter_context(open_video(source))[0]
+        self._tracks = [_AudioTrack(self._out, s) for s in source_file.streams.audio]
+        by_index = {t.source.index: t for t in self._tracks}
+        # Packets without a dts are demux flush markers, not audio.
+        self._audio_packets = (
+            (by_index[p.stream.index], p)
+            for p in source_file.demux(*source_file.streams.audio)
+            if p.size and p.dts is not None
+        )
+        if self._tracks:
+            self._advance_audio()
+
+    def _advance_audio(self) -> None:
+        """Read the next source audio packet; a source whose audio breaks off keeps what was copied."""
+        try:
+            self._next_audio = next(self._audio_packets, None)
+        except av.error.FFmpegError as err:
+            self._next_audio = None
+            self.audio_warning = f"the audio of the source stops early ({av_error_reason(err)})"
+
+    def write(self, frames: np.ndarray, pts: np.ndarray | None = None) -> None:
+        """Encode uint8 RGB frames [B, H, W, 3] at timestamps `pts` (int [B], ticks of `time_base`).
+
+        Without `pts`, the n-th frame written (counting from 0) is stamped n / fps. Timestamps must increase.
+        """
+        assert frames.ndim == 4 and frames.shape[1:] == (self.height, self.width, 3), frames.shape
+        assert frames.dtype == np.uint8, frames.dtype
+        if pts is None:
+            first = self.frames_written
+            step = 1 / (self.fps * self.time_base)
+            pts = np.array([round((first + i) * step) for i in range(len(frames))], dtype=np.int64)
+        assert pts.shape == (len(frames),), pts.shape
+        if not len(frames):
+            return
+        stamps = pts.tolist()
+        for before, stamp in zip([self._last_pts, *stamps[:-1]], stamps, strict=True):
+            if before is not None and stamp <= before:
+                raise ValueError(f"timestamps must increase: {stamp} after {before}")
+        # The RGB -> YUV conversions run in the pool while libx264 encodes on its own threads.
+        for frame, stamp in zip(self._pool.map(_to_yuv, pad_to_even(frames)), stamps, strict=True):
+            frame.pts = stamp
+            frame.time_base = self.time_base
+            self._out.mux(self._video.encode(frame))
+            self.frames_written += 1
+        self._last_pts = stamps[-1]
+        self._mux_audio_until(float((self._last_pts + 1) * self.time_base))
+
+    def _mux_audio_until(self, seconds: float | None) -> None:
+        """Copy source audio packets up to `seconds` (None: all the rest), keeping the file interleaved."""
+        while self._next_audio is not None:
+            track, packet = self._next_audio
+            if seconds is not None and float(packet.dts * packet.time_base) > seconds:
+                return
+            track.mux(self._out, packet)
+            self._advance_audio()
+
+    def close(self) -> None:
+        """Flush the encoder, copy the remaining audio, and move the file into place."""
+        if self.frames_written == 0:
+            raise ValueError("no frames were written; refusing to create an empty video")
+        self._out.mux(self._video.encode(None))
+        self._mux_audio_until(None)
+        for track in self._tracks:
+            track.mux(self._out, None)
+        self._stack.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            try:
+                self.close()
+            except BaseException as err:
+                self._stack.__exit__(type(err), err, err.__traceback__)
+                raise
+        else:
+            self._stack.__exit__(exc_type, exc, tb)
+
