@@ -1,0 +1,307 @@
+"""The EG3D / TriPlaneNet in-the-wild face crop, with its exact forward and inverse transform.
+
+The official preprocessing (Deep3DFaceRecon's `align_img`, then EG3D's `crop_images_in_the_wild.py`):
+1. five points: eye centres, nose tip, mouth corners, with y flipped to point up (y' = H - 1 - y);
+2. a weak-perspective fit (POS) of those points to five standard 3D face points gives a scale s
+   (pixels per model unit) and the image position t of the model origin;
+3. the image is resized by k = 300 / s (bicubic, sizes truncated to integers), a 1024 window is cut
+   around t (offsets truncated to integers), its central 700 x 700 is resized to 512 (Lanczos).
+
+The net effect is an axis-aligned square of (7/3)·s source pixels (no rotation: roll stays in the
+picture and goes into the camera). We keep that geometry as one affine map and resample once, with
+Lanczos over the exact source rectangle, instead of twice.
+
+Coordinates: pixel centres at integers, x right, y down, in the frame and in the crop alike (the
+convention of dlib's and FAN's landmarks). `CropTransform.matrix` maps frame -> crop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+#: Deep3DFaceRecon's five standard 3D landmarks (BFM units, y up, +z towards the camera), in the order
+#: left eye, right eye, nose tip, left mouth corner, right mouth corner ("left" = smaller image x).
+STANDARD_POINTS_3D = np.array([
+    [-0.3115, 0.2904, 0.1338],
+    [0.3098, 0.2897, 0.1318],
+    [0.0033, -0.0462, 0.5524],
+    [-0.2522, -0.3813, 0.2241],
+    [0.2485, -0.3813, 0.2224],
+])
+ALIGN_WINDOW = 1024
+"""Side of the official intermediate window (`target_size`)."""
+ALIGN_RESCALE = 300.0
+"""Official `rescale_factor`: the image is resized by ALIGN_RESCALE / s."""
+CENTER_CROP = 700
+"""Side of the centre square of the window that becomes the output: (7/3)·s source pixels."""
+OUTPUT_SIZE = 512
+
+
+@dataclass(frozen=True, eq=False)
+class CropTransform:
+    """An axis-aligned frame -> crop map (scale and translation per axis) and the crop's size."""
+
+    matrix: np.ndarray
+    """float64 [3, 3]: homogeneous (x, y, 1) in frame pixels -> crop pixels."""
+    output_size: int
+    """Side of the square crop in pixels."""
+
+    def __post_init__(self) -> None:
+        assert self.matrix.shape == (3, 3), self.matrix.shape
+        assert self.matrix[0, 1] == 0 and self.matrix[1, 0] == 0, "crops are axis-aligned (no rotation)"
+        assert self.matrix[0, 0] > 0 and self.matrix[1, 1] > 0, self.matrix
+
+    @property
+    def inverse(self) -> np.ndarray:
+        """float64 [3, 3]: crop pixels -> frame pixels."""
+        return np.linalg.inv(self.matrix)
+
+    def to_json(self) -> dict:
+        """Plain-JSON form (for tracks.json)."""
+        return {"matrix": self.matrix.tolist(), "output_size": self.output_size}
+
+    @classmethod
+    def from_json(cls, data: dict) -> CropTransform:
+        return cls(matrix=np.asarray(data["matrix"], np.float64), output_size=int(data["output_size"]))
+
+
+@dataclass(frozen=True)
+class CropSquare:
+    """The crop as a square in the frame: the quantities a video smooths over time."""
+
+    cx: float
+    """Centre x in frame pixels."""
+    cy: float
+    """Centre y in frame pixels."""
+    side: float
+    """Side in frame pixels, (7/3)·s."""
+
+
+def five_points(landmarks: np.ndarray) -> np.ndarray:
+    """The five alignment points from the 68 iBUG landmarks.
+
+    Args:
+        landmarks: float [68, 2].
+
+    Returns:
+        float64 [5, 2]: left eye centre (mean of 36-41), right eye centre (mean of 42-47), nose tip (30),
+        left mouth corner (48), right mouth corner (54); "left" is the smaller image x.
+    """
+    assert landmarks.shape == (68, 2), landmarks.shape
+    lm = landmarks.astype(np.float64)
+    return np.stack([lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]])
+
+
+def fit_weak_perspective(points: np.ndarray, model: np.ndarray = STANDARD_POINTS_3D) -> tuple[np.ndarray, float]:
+    """Least-squares weak-perspective (affine) projection of 3D model points onto image points (POS).
+
+    Solves u_i = r1·X_i + t_x and v_i = r2·X_i + t_y for r1, r2 (3 each) and t; the scale is the mean
+    of |r1| and |r2|.
+
+    Args:
+        points: float [N, 2] image points (N >= 4), in whatever 2D frame the caller wants t in.
+        model: float [N, 3] corresponding 3D points.
+
+    Returns:
+        (t float64 [2]: where the model origin projects, s: pixels per model unit).
+    """
+    n = len(points)
+    assert points.shape == (n, 2) and model.shape == (n, 3) and n >= 4, (points.shape, model.shape)
+    a = np.zeros((2 * n, 8))
+    a[0::2, 0:3] = model
+    a[0::2, 3] = 1.0
+    a[1::2, 4:7] = model
+    a[1::2, 7] = 1.0
+    solution = np.linalg.lstsq(a, points.reshape(-1).astype(np.float64), rcond=None)[0]
+    scale = (np.linalg.norm(solution[0:3]) + np.linalg.norm(solution[4:7])) / 2.0
+    return np.array([solution[3], solution[7]]), float(scale)
+
+
+def _pose_fit(landmarks: np.ndarray, image_height: int) -> tuple[np.ndarray, float]:
+    """The official fit: five points with y flipped up (y' = H - 1 - y), then POS. Returns (t y-up, s)."""
+    points = five_points(landmarks)
+    points[:, 1] = image_height - 1 - points[:, 1]
+    t, s = fit_weak_perspective(points)
+    if not s > 0:
+        raise ValueError(f"degenerate landmarks: the face fit has scale {s}")
+    return t, s
+
+
+def crop_square_from_landmarks(landmarks: np.ndarray, image_height: int) -> CropSquare:
+    """The official crop square without the integer truncations of its resize-then-cut implementation.
+
+    The official crop spans `CENTER_CROP / k` = (7/3)·s pixels; its centre is at pixel x = t_x - 1/2,
+    y = H - t_y - 1/2 (the official code mixes pixel-centre and pixel-corner conventions there).
+
+    Args:
+        landmarks: float [68, 2] frame pixels.
+        image_height: frame height H (the official fit flips y about it).
+    """
+    t, s = _pose_fit(landmarks, image_height)
+    return CropSquare(cx=float(t[0] - 0.5), cy=float(image_height - t[1] - 0.5), side=CENTER_CROP * s / ALIGN_RESCALE)
+
+
+def _transform_from_corner_map(sx: float, sy: float, bx: float, by: float, output_size: int) -> CropTransform:
+    """Build a `CropTransform` from a map in pixel-corner coordinates, q = s·p + b.
+
+    With corners at integers a pixel centre sits at +1/2, so in centre coordinates q = s·p + b + (s - 1)/2.
+    """
+    matrix = np.array([[sx, 0.0, bx + (sx - 1.0) / 2.0],
+                       [0.0, sy, by + (sy - 1.0) / 2.0],
+                       [0.0, 0.0, 1.0]])
+    return CropTransform(matrix=matrix, output_size=output_size)
+
+
+def _corner_map(tf: CropTransform) -> tuple[float, float, float, float]:
+    """Inverse of `_transform_from_corner_map`: (sx, sy, bx, by) of q = s·p + b in corner coordinates."""
+    sx, sy = tf.matrix[0, 0], tf.matrix[1, 1]
+    return sx, sy, tf.matrix[0, 2] - (sx - 1.0) / 2.0, tf.matrix[1, 2] - (sy - 1.0) / 2.0
+
+
+def crop_transform_from_square(square: CropSquare, output_size: int = OUTPUT_SIZE) -> CropTransform:
+    """Map the square `square` onto an `output_size` crop (for smoothed squares in videos)."""
+    a = output_size / square.side
+    # Corner coordinates: the square's centre (cx + 1/2) goes to the crop centre output_size / 2.
+    return _transform_from_corner_map(a, a, output_size / 2 - a * (square.cx + 0.5),
+                                      output_size / 2 - a * (square.cy + 0.5), output_size)
+
+
+def crop_transform_from_landmarks(landmarks: np.ndarray, image_hw: tuple[int, int],
+                                  output_size: int = OUTPUT_SIZE) -> CropTransform:
+    """The exact official crop of one image, integer truncations included.
+
+    The official resized image size and window offset are truncated to integers, which moves points
+    of the frame by less than 1.5 pixels of the 1024 window, i.e. under 1.1 output pixels, against
+    `crop_transform_from_square(crop_square_from_landmarks(...))`; videos use that continuous form,
+    whose square can be smoothed over time.
+
+    Args:
+        landmarks: float [68, 2] frame pixels.
+        image_hw: (H, W) of the frame.
+        output_size: side of the output crop (official: 512).
+    """
+    h, w = image_hw
+    t, s = _pose_fit(landmarks, h)
+    k = ALIGN_RESCALE / s
+    resized_w, resized_h = int(w * k), int(h * k)
+    left = int(resized_w / 2 - ALIGN_WINDOW / 2 + (t[0] - w / 2) * k)
+    top = int(resized_h / 2 - ALIGN_WINDOW / 2 + (h / 2 - t[1]) * k)
+    inner = int(ALIGN_WINDOW / 2 - CENTER_CROP / 2)
+    zoom = output_size / CENTER_CROP
+    return _transform_from_corner_map(resized_w / w * zoom, resized_h / h * zoom,
+                                      -(left + inner) * zoom, -(top + inner) * zoom, output_size)
+
+
+def points_to_crop(points: np.ndarray, tf: CropTransform) -> np.ndarray:
+    """Frame pixels -> crop pixels. points: float [N, 2]; returns float64 [N, 2]."""
+    return points @ tf.matrix[:2, :2].T + tf.matrix[:2, 2]
+
+
+def points_from_crop(points: np.ndarray, tf: CropTransform) -> np.ndarray:
+    """Crop pixels -> frame pixels. points: float [N, 2]; returns float64 [N, 2]."""
+    inverse = tf.inverse
+    return points @ inverse[:2, :2].T + inverse[:2, 2]
+
+
+def _lanczos_margin(scale: float) -> int:
+    """Source pixels Lanczos-3 reads beyond a resampled rectangle, at output/source `scale`."""
+    return math.ceil(3.0 * max(1.0, 1.0 / scale)) + 1
+
+
+def _resample(image: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
+    """Lanczos-resample the corner-coordinate rectangle `box` of `image` to `size` (w, h).
+
+    The rectangle may leave the image: the outside is black, as in the official crop. Only the
+    rectangle plus the filter's reach is copied, so the cost does not depend on the frame size.
+
+    Args:
+        image: uint8 [H, W, C].
+        box: (x0, y0, x1, y1) in pixel-corner coordinates.
+        size: output (width, height).
+
+    Returns:
+        uint8 [size[1], size[0], C], a new writable array.
+    """
+    x0, y0, x1, y1 = box
+    margin = _lanczos_margin(min(size[0] / (x1 - x0), size[1] / (y1 - y0)))
+    left, top = math.floor(x0) - margin, math.floor(y0) - margin
+    right, bottom = math.ceil(x1) + margin, math.ceil(y1) + margin
+    window = np.zeros((bottom - top, right - left, image.shape[2]), np.uint8)
+    h, w = image.shape[:2]
+    sx0, sy0, sx1, sy1 = max(left, 0), max(top, 0), min(right, w), min(bottom, h)
+    if sx0 < sx1 and sy0 < sy1:
+        window[sy0 - top:sy1 - top, sx0 - left:sx1 - left] = image[sy0:sy1, sx0:sx1]
+    resized = Image.fromarray(window).resize(size, Image.Resampling.LANCZOS,
+                                             box=(x0 - left, y0 - top, x1 - left, y1 - top))
+    return np.array(resized)
+
+
+def apply_crop(image: np.ndarray, tf: CropTransform) -> np.ndarray:
+    """Cut the crop out of a frame (Lanczos, black outside the frame).
+
+    Args:
+        image: uint8 [H, W, 3] RGB frame.
+        tf: frame -> crop transform.
+
+    Returns:
+        uint8 [S, S, 3] with S = tf.output_size.
+    """
+    assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8, (image.shape, image.dtype)
+    sx, sy, bx, by = _corner_map(tf)
+    size = tf.output_size
+    return _resample(image, (-bx / sx, -by / sy, (size - bx) / sx, (size - by) / sy), (size, size))
+
+
+def feather_weights(coords: np.ndarray, size: int, feather: float) -> np.ndarray:
+    """Blend weight along one crop axis: 1 inside, easing to 0 at the crop's edges.
+
+    Args:
+        coords: float [N] pixel-corner coordinates in the crop (0 .. size).
+        size: crop side.
+        feather: width of the ramp as a fraction of `size` (0 = hard edge).
+
+    Returns:
+        float32 [N] in [0, 1]: a smoothstep of the distance to the nearer edge.
+    """
+    inside = np.minimum(coords, size - coords)
+    if feather <= 0:
+        return (inside > 0).astype(np.float32)
+    ramp = np.clip(inside / (feather * size), 0.0, 1.0)
+    return (ramp * ramp * (3.0 - 2.0 * ramp)).astype(np.float32)
+
+
+def paste_back(frame: np.ndarray, crop_image: np.ndarray, tf: CropTransform, mask_feather: float = 0.1) -> np.ndarray:
+    """Put a (re-rendered) crop back where it came from in the frame, through the exact inverse map.
+
+    Args:
+        frame: uint8 [H, W, 3] original frame.
+        crop_image: uint8 [S, S, 3] crop in the geometry of `tf`.
+        tf: the frame -> crop transform the crop was made with.
+        mask_feather: width of the soft blend at the crop's border, as a fraction of the crop side.
+
+    Returns:
+        uint8 [H, W, 3]: a new frame; pixels outside the crop's footprint are unchanged.
+    """
+    size = tf.output_size
+    assert crop_image.shape == (size, size, 3) and crop_image.dtype == np.uint8, crop_image.shape
+    sx, sy, bx, by = _corner_map(tf)
+    h, w = frame.shape[:2]
+    # Whole frame pixels inside the crop's footprint (corner coordinates), clipped to the frame.
+    x0, x1 = max(math.ceil(-bx / sx), 0), min(math.floor((size - bx) / sx), w)
+    y0, y1 = max(math.ceil(-by / sy), 0), min(math.floor((size - by) / sy), h)
+    out = frame.copy()
+    if x0 >= x1 or y0 >= y1:
+        return out
+    box = (sx * x0 + bx, sy * y0 + by, sx * x1 + bx, sy * y1 + by)
+    patch = _resample(crop_image, box, (x1 - x0, y1 - y0)).astype(np.float32)
+    # Weights at the frame pixel centres (corner coordinate + 1/2), mapped into the crop.
+    wx = feather_weights(sx * (np.arange(x0, x1) + 0.5) + bx, size, mask_feather)
+    wy = feather_weights(sy * (np.arange(y0, y1) + 0.5) + by, size, mask_feather)
+    weight = (wy[:, None] * wx[None, :])[..., None]
+    region = out[y0:y1, x0:x1].astype(np.float32)
+    out[y0:y1, x0:x1] = np.rint(region + weight * (patch - region)).clip(0, 255).astype(np.uint8)
+    return out
