@@ -17,8 +17,9 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from nvsvideo import __version__
+from nvsvideo.cameras.paths import CAMERA_PATH_HELP
 from nvsvideo.console import Reporter
-from nvsvideo.errors import EXIT_CODES, EXIT_INTERRUPTED, NvsError
+from nvsvideo.errors import EXIT_CODES, EXIT_INTERRUPTED, NvsError, UsageError
 
 app = typer.Typer(
     name="nvsvideo",
@@ -34,6 +35,19 @@ Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and warn
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="More detail; full tracebacks on errors.")]
 Json = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda[:N] | mps. A missing GPU is an error.")]
+WeightsDir = Annotated[
+    Path | None,
+    typer.Option("--weights", help="Folder of weight files (default: $NVSVIDEO_HOME, else ~/.cache/nvsvideo)."),
+]
+
+# Face-stage options, shared by every command that aligns a video.
+Landmarks = Annotated[str, typer.Option("--landmarks", help="auto | dlib | fan | file: where the 68 landmarks come from.")]
+LandmarksFile = Annotated[Path | None, typer.Option("--landmarks-file", help="Per-frame landmarks or boxes (JSON) for --landmarks file.")]
+FanDetector = Annotated[str, typer.Option("--fan-detector", help="Face detector of the fan backend: sfd | blazeface | retinaface | dlib.")]
+FaceIndex = Annotated[int, typer.Option("--face-index", min=0, help="Which face to follow: 0 = largest in the first frame with faces.")]
+MaxGap = Annotated[int, typer.Option("--max-gap", min=0, help="Frames without a face up to this long are interpolated; longer gaps pass through.")]
+Smooth = Annotated[float, typer.Option("--smooth", min=0.0, help="Temporal smoothing of crops and poses: Gaussian sigma in seconds (0 = off).")]
+Causal = Annotated[bool, typer.Option("--causal", help="Causal (one-euro) smoothing for streaming instead of zero-phase.")]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -138,11 +152,6 @@ weights_app = typer.Typer(
     no_args_is_help=False,
 )
 app.add_typer(weights_app, name="weights")
-
-WeightsDir = Annotated[
-    Path | None,
-    typer.Option("--weights", help="Folder of weight files (default: $NVSVIDEO_HOME, else ~/.cache/nvsvideo)."),
-]
 
 
 def _print_weights(weights_dir: Path | None, *, deep: bool, json_out: bool, quiet: bool) -> list[Any]:
@@ -275,6 +284,100 @@ def weights_fetch(
     paths = {entry.name: str(fetch_weight(entry, folder, os.environ, reporter)) for entry in entries}
     if json_out:
         Reporter.emit_json({"weights_dir": str(folder), "files": paths})
+
+
+@app.command()
+@command
+def sample(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output video (.mp4/.mov).")],
+    seed: Annotated[int, typer.Option("--seed", help="Identity: z = numpy RandomState(seed).randn(512).")] = 0,
+    yaw_path: Annotated[str, typer.Option("--yaw-path", "--camera-path", help=CAMERA_PATH_HELP)] = "orbit",
+    yaw: Annotated[float, typer.Option("--yaw", help="Degrees added to the path's yaw (LookAt h = pi/2 + yaw).")] = 0.0,
+    pitch: Annotated[float, typer.Option("--pitch", help="Degrees added to the path's pitch (positive = camera above).")] = 0.0,
+    frames: Annotated[int | None, typer.Option("--frames", min=1, help="Number of frames (default 120).")] = None,
+    seconds: Annotated[float | None, typer.Option("--seconds", min=0.01, help="Duration instead of --frames.")] = None,
+    fps: Annotated[str, typer.Option("--fps", help="Frame rate, e.g. 30 or 30000/1001.")] = "30",
+    truncation: Annotated[float, typer.Option("--truncation", help="Truncation psi (1 = none).")] = 1.0,
+    render_resolution: Annotated[int | None, typer.Option("--render-resolution", min=16, help="Neural rendering resolution (default: the checkpoint's).")] = None,
+    samples: Annotated[float, typer.Option("--samples", min=0.1, help="Depth-sample multiplier (the official inversion scripts use 2).")] = 1.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Frames rendered at once.")] = 1,
+    depth: Annotated[Path | None, typer.Option("--depth", help="Also write the depth as a colour video here.")] = None,
+    frames_dir: Annotated[Path | None, typer.Option("--frames-dir", help="Also write every frame as a PNG into this new folder.")] = None,
+    eg3d: Annotated[Path | None, typer.Option("--eg3d", help="EG3D checkpoint (.pkl, .safetensors or TriPlaneNet .pt); default: from the weights folder.")] = None,
+    weights_dir: WeightsDir = None,
+    device: Device = "auto",
+    json_out: Json = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Render a random identity along a camera path: the generator end to end, no input video."""
+    from nvsvideo.device import resolve_device
+    from nvsvideo.pipelines.common import load_generator, parse_fps, resolve_eg3d_file
+    from nvsvideo.pipelines.sample import SampleConfig, run_sample
+    from nvsvideo.render import RenderOptions
+
+    reporter = Reporter(quiet=quiet, verbose=verbose)
+    rate = parse_fps(fps)
+    if frames is not None and seconds is not None:
+        raise UsageError("give --frames or --seconds, not both")
+    count = frames if frames is not None else (max(1, round(seconds * rate)) if seconds is not None else 120)
+    torch_device = resolve_device(device)
+    generator = load_generator(resolve_eg3d_file(eg3d, weights_dir), torch_device)
+    config = SampleConfig(seed=seed, camera_path=yaw_path, yaw=yaw, pitch=pitch, frames=count, fps=rate,
+                          truncation=truncation, batch_size=batch_size)
+    render = RenderOptions(neural_rendering_resolution=render_resolution, samples_multiplier=samples, seed=seed)
+    summary = run_sample(generator, config, render, out, device=torch_device, reporter=reporter,
+                         depth_output=depth, frames_dir=frames_dir)
+    reporter.info(f"wrote {summary['frames']} frames to {out}")
+    if json_out:
+        Reporter.emit_json(summary)
+
+
+def _align_setup(device: str, landmarks: str, landmarks_file: Path | None, fan_detector: str, face_index: int,
+                 max_gap: int, smooth: float, causal: bool, batch_size: int = 16) -> tuple[Any, Any, Any]:
+    """(torch device, landmark backend, AlignConfig) from the shared face-stage options."""
+    from nvsvideo.device import resolve_device
+    from nvsvideo.face.landmarks import LandmarkConfig, create_backend
+    from nvsvideo.pipelines.align import AlignConfig
+    from nvsvideo.temporal.tracking import TrackerConfig
+
+    torch_device = resolve_device(device)
+    backend = create_backend(LandmarkConfig(backend=landmarks, fan_detector=fan_detector,
+                                            landmarks_file=landmarks_file), torch_device)
+    config = AlignConfig(tracker=TrackerConfig(face_index=face_index, max_gap=max_gap), smooth=smooth,
+                         causal=causal, batch_size=batch_size)
+    return torch_device, backend, config
+
+
+@app.command()
+@command
+def align(
+    source: Annotated[Path, typer.Argument(help="Video, image, or folder of images.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create: 512 crops, dataset.json, tracks.json.")],
+    preview: Annotated[bool, typer.Option("--preview", help="Also write preview.mp4 with landmarks, crop and head axes.")] = False,
+    cameras: Annotated[Path | None, typer.Option("--cameras", help="Use the cameras of an official dataset.json instead of ours.")] = None,
+    landmarks: Landmarks = "auto",
+    landmarks_file: LandmarksFile = None,
+    fan_detector: FanDetector = "sfd",
+    face_index: FaceIndex = 0,
+    max_gap: MaxGap = 5,
+    smooth: Smooth = 0.1,
+    causal: Causal = False,
+    device: Device = "auto",
+    json_out: Json = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Aligned 512x512 face crops with EG3D cameras, stable over time (the official label format)."""
+    from nvsvideo.pipelines.align import run_align
+
+    reporter = Reporter(quiet=quiet, verbose=verbose)
+    _, backend, config = _align_setup(device, landmarks, landmarks_file, fan_detector, face_index, max_gap,
+                                      smooth, causal)
+    summary = run_align(source, out, backend, config, reporter, preview=preview, cameras=cameras)
+    reporter.info(f"wrote {summary['crops']} crops of {summary['frames']} frames to {out}")
+    if json_out:
+        Reporter.emit_json(summary)
 
 
 def main() -> None:

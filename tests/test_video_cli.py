@@ -8,12 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from media import make_audio_only, make_clip, make_faststart, make_truncated, make_unsupported_codec
 from PIL import Image
 from typer.testing import CliRunner
 
 from nvsvideo.cli import app
 from nvsvideo.video import VideoReader
+
+from media import make_audio_only, make_clip, make_faststart, make_truncated, make_unsupported_codec
 
 runner = CliRunner()
 

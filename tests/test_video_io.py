@@ -10,10 +10,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from media import ffmpeg_exe, make_clip, make_faststart, make_truncated
 
 from nvsvideo.errors import UsageError
 from nvsvideo.video import TruncatedVideoWarning, VideoReader, VideoWriter, probe, read_frames
+
+from media import ffmpeg_exe, make_clip, make_faststart, make_truncated
 
 
 def decode_all(path: Path) -> tuple[np.ndarray, list[Fraction]]:

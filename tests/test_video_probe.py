@@ -6,10 +6,11 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
-from media import make_clip, make_faststart, make_truncated
 
 from nvsvideo.video import probe
 from nvsvideo.video.probe import normalize_rotation
+
+from media import make_clip, make_faststart, make_truncated
 
 
 def test_ntsc_rate_is_an_exact_fraction(tmp_path: Path) -> None:

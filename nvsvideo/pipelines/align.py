@@ -1,0 +1,456 @@
+"""Align stage: frames -> landmarks -> one tracked subject -> smoothed 512 crops and EG3D cameras.
+
+Two passes over the video keep memory independent of its length while allowing zero-phase smoothing:
+pass 1 streams the frames through the landmark backend and the tracker and keeps only a few numbers
+per frame (landmarks, crop square, camera); smoothing then runs over those whole-video series; pass 2
+(`iter_crops`) decodes again and cuts each frame's crop with its smoothed transform, batch by batch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from nvsvideo.cameras.eg3d import lookat_angles, split_label
+from nvsvideo.console import Reporter
+from nvsvideo.errors import InputError, NoFaceError, UsageError
+from nvsvideo.face.crop import (
+    CropSquare,
+    CropTransform,
+    apply_crop,
+    crop_square_from_landmarks,
+    crop_transform_from_landmarks,
+    crop_transform_from_square,
+    points_from_crop,
+    points_to_crop,
+)
+from nvsvideo.face.landmarks import Face, LandmarkBackend
+from nvsvideo.face.pose import estimate_label, project, solve_head_pose
+from nvsvideo.files import atomic_directory, atomic_output
+from nvsvideo.temporal.smoothing import (
+    jitter,
+    lag_frames,
+    one_euro_labels,
+    one_euro_series,
+    sigma_frames,
+    smooth_crop,
+    smooth_labels,
+)
+from nvsvideo.temporal.tracking import FaceTracker, TrackerConfig, TrackStatus, select_face, track_stream
+from nvsvideo.video import FrameBatch, VideoInfo, VideoReader, VideoWriter, probe
+
+#: Image suffixes `align` accepts as stills.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+TRACKS_FORMAT = "nvsvideo-tracks/1"
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """How frames are aligned."""
+
+    tracker: TrackerConfig = TrackerConfig()
+    """Subject selection and gap handling."""
+    smooth: float = 0.1
+    """Temporal smoothing strength: Gaussian sigma in seconds (0 = off)."""
+    causal: bool = False
+    """Use the causal one-euro filter (streaming) instead of zero-phase smoothing."""
+    batch_size: int = 16
+    """Frames per landmark batch."""
+    crop_size: int = 512
+    """Side of the aligned crops."""
+
+
+@dataclass(eq=False)
+class FrameAlignment:
+    """One frame's subject: landmarks, crop and camera (None where the subject is missing)."""
+
+    index: int
+    pts: int
+    time: float
+    status: TrackStatus
+    landmarks: np.ndarray | None = None
+    """[68, 2] frame pixels."""
+    box: np.ndarray | None = None
+    raw_square: CropSquare | None = None
+    """The crop square from this frame's landmarks alone."""
+    transform: CropTransform | None = None
+    """The crop actually used (smoothed over time for videos)."""
+    raw_label: np.ndarray | None = None
+    """[25] camera from this frame's landmarks in the used crop."""
+    label: np.ndarray | None = None
+    """[25] camera actually used (smoothed over time for videos)."""
+    residual: float | None = None
+    """RMS pose-fit residual, crop pixels."""
+
+    @property
+    def has_face(self) -> bool:
+        return self.transform is not None
+
+    def to_json(self) -> dict[str, Any]:
+        def arr(x: np.ndarray | None) -> list | None:
+            return None if x is None else np.round(x, 6).tolist()
+
+        return {
+            "index": self.index, "pts": self.pts, "time": self.time, "status": self.status.value,
+            "landmarks": None if self.landmarks is None else np.round(self.landmarks, 3).tolist(),
+            "box": arr(self.box),
+            "raw_crop": None if self.raw_square is None else
+            {"cx": self.raw_square.cx, "cy": self.raw_square.cy, "side": self.raw_square.side},
+            "crop_transform": None if self.transform is None else self.transform.to_json(),
+            "raw_label": arr(self.raw_label), "label": arr(self.label),
+            "raw_pose": None if self.raw_label is None else _angles(self.raw_label),
+            "pose": None if self.label is None else _angles(self.label),
+            "pose_residual_px": self.residual,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> FrameAlignment:
+        def arr(x: list | None) -> np.ndarray | None:
+            return None if x is None else np.asarray(x, np.float64)
+
+        raw = d.get("raw_crop")
+        return cls(
+            index=int(d["index"]), pts=int(d["pts"]), time=float(d["time"]), status=TrackStatus(d["status"]),
+            landmarks=arr(d["landmarks"]), box=arr(d["box"]),
+            raw_square=None if raw is None else CropSquare(raw["cx"], raw["cy"], raw["side"]),
+            transform=None if d["crop_transform"] is None else CropTransform.from_json(d["crop_transform"]),
+            raw_label=arr(d["raw_label"]), label=arr(d["label"]), residual=d.get("pose_residual_px"),
+        )
+
+
+@dataclass(eq=False)
+class VideoAlignment:
+    """Every frame's alignment plus what is needed to redo pass 2 and to check the file still matches."""
+
+    source: str
+    width: int
+    height: int
+    fps: Fraction
+    time_base: Fraction
+    frames: list[FrameAlignment]
+    settings: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def valid(self) -> np.ndarray:
+        """[T] bool: frames whose subject has a crop and camera."""
+        return np.array([f.has_face for f in self.frames], dtype=bool)
+
+    def labels(self) -> np.ndarray:
+        """[T, 25] cameras used; NaN rows where the subject is missing."""
+        out = np.full((len(self.frames), 25), np.nan)
+        for i, f in enumerate(self.frames):
+            if f.label is not None:
+                out[i] = f.label
+        return out
+
+    def times(self) -> np.ndarray:
+        return np.array([f.time for f in self.frames], dtype=np.float64)
+
+    def summary(self) -> dict[str, Any]:
+        counts = {s.value: sum(f.status is s for f in self.frames) for s in TrackStatus}
+        return {"source": self.source, "frames": len(self.frames), **counts,
+                "faces_found": int(self.valid().sum()), "metrics": self.metrics}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": TRACKS_FORMAT, "source": self.source, "width": self.width, "height": self.height,
+            "fps": str(self.fps), "time_base": str(self.time_base), "settings": self.settings,
+            "metrics": self.metrics, "frames": [f.to_json() for f in self.frames],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> VideoAlignment:
+        if d.get("format") != TRACKS_FORMAT:
+            raise InputError(f"not an nvsvideo tracks file (format {d.get('format')!r}, expected {TRACKS_FORMAT})")
+        return cls(source=d["source"], width=int(d["width"]), height=int(d["height"]), fps=Fraction(d["fps"]),
+                   time_base=Fraction(d["time_base"]), frames=[FrameAlignment.from_json(f) for f in d["frames"]],
+                   settings=d.get("settings", {}), metrics=d.get("metrics", {}))
+
+    def save(self, path: Path) -> None:
+        with atomic_output(path) as tmp:
+            tmp.write_text(json.dumps(self.to_json()))
+
+    @classmethod
+    def load(cls, path: Path) -> VideoAlignment:
+        try:
+            return cls.from_json(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise InputError(f"cannot read the tracks file {path}: {err}") from None
+
+
+def _angles(label: np.ndarray) -> dict[str, float]:
+    yaw, pitch, roll = lookat_angles(split_label(label)[0])
+    return {"yaw": round(float(yaw), 4), "pitch": round(float(pitch), 4), "roll": round(float(roll), 4)}
+
+
+def detect_stream(backend: LandmarkBackend, batches: Iterable[FrameBatch]) -> Iterator[tuple[tuple[int, int, float], list[Face]]]:
+    """(frame index, pts, seconds) with the faces of that frame, batch by batch."""
+    for batch in batches:
+        faces = backend.detect(batch.frames, start=int(batch.indices[0]))
+        seconds = batch.pts_seconds
+        for i in range(len(batch)):
+            yield (int(batch.indices[i]), int(batch.pts[i]), float(seconds[i])), faces[i]
+
+
+def track_video(video: Path, backend: LandmarkBackend, config: AlignConfig, reporter: Reporter,
+                info: VideoInfo | None = None) -> VideoAlignment:
+    """Pass 1 and smoothing: the subject's landmarks, crops and cameras in every frame of `video`.
+
+    Raises:
+        NoFaceError: the subject appears in no frame.
+    """
+    info = info or probe(video)
+    tracker = FaceTracker(config.tracker)
+    reader = VideoReader(video, batch_size=config.batch_size, info=info)
+    frames: list[FrameAlignment] = []
+    with reporter.progress("landmarks", info.frame_count) as advance:
+        for (index, pts, seconds), record in track_stream(detect_stream(backend, reader), tracker):
+            frames.append(FrameAlignment(index, pts, seconds, record.status, record.landmarks, record.box))
+            advance(1)
+    if reader.warning:
+        reporter.warn(reader.warning)
+    tracker.check_found(str(video))
+    alignment = VideoAlignment(source=str(video), width=info.width, height=info.height, fps=info.fps,
+                               time_base=info.time_base, frames=frames)
+    smooth_alignment(alignment, config)
+    return alignment
+
+
+def smooth_alignment(alignment: VideoAlignment, config: AlignConfig) -> None:
+    """Fill crops and cameras: smooth the crop squares, estimate poses in the smoothed crops, smooth the poses.
+
+    The pose is estimated in the crop actually used so that the camera describes that crop exactly.
+    Records jitter (RMS second difference) of raw vs smoothed series and, for zero-phase smoothing, the lag.
+    """
+    frames = [f for f in alignment.frames if f.landmarks is not None]
+    if not frames:
+        return
+    for f in frames:
+        f.raw_square = crop_square_from_landmarks(f.landmarks, alignment.height)
+    centers = np.array([[f.raw_square.cx, f.raw_square.cy] for f in frames])
+    sides = np.array([f.raw_square.side for f in frames])
+    fps = float(alignment.fps)
+    sigma = sigma_frames(config.smooth, fps)
+    if config.smooth == 0:
+        s_centers, s_sides = centers, sides
+    elif config.causal:
+        series = one_euro_series(np.column_stack([centers, np.log(sides)]), fps)
+        s_centers, s_sides = series[:, :2], np.exp(series[:, 2])
+    else:
+        s_centers, s_sides = smooth_crop(centers, sides, sigma)
+    for f, c, s in zip(frames, s_centers, s_sides, strict=True):
+        f.transform = crop_transform_from_square(CropSquare(float(c[0]), float(c[1]), float(s)), config.crop_size)
+        f.raw_label, pose = estimate_label(points_to_crop(f.landmarks, f.transform), config.crop_size)
+        f.residual = round(pose.residual, 3)
+    raw_labels = np.stack([f.raw_label for f in frames])
+    if config.smooth == 0:
+        labels = raw_labels
+    elif config.causal:
+        labels = one_euro_labels(raw_labels, fps)
+    else:
+        labels = smooth_labels(raw_labels, sigma)
+    for f, label in zip(frames, labels, strict=True):
+        f.label = label
+    alignment.metrics = temporal_metrics(centers, sides, s_centers, s_sides, raw_labels, labels,
+                                         zero_phase=not config.causal and config.smooth > 0)
+    alignment.settings.update(smooth=config.smooth, causal=config.causal, crop_size=config.crop_size,
+                              face_index=config.tracker.face_index, max_gap=config.tracker.max_gap)
+
+
+def temporal_metrics(centers: np.ndarray, sides: np.ndarray, s_centers: np.ndarray, s_sides: np.ndarray,
+                     raw_labels: np.ndarray, labels: np.ndarray, *, zero_phase: bool) -> dict[str, Any]:
+    """Jitter of crop centre (px), crop side (px) and pose angles (degrees), raw vs smoothed, and the lag.
+
+    Frames are taken in order as consecutive; gaps in the track are bridged (a slight overestimate of jitter).
+    """
+    raw_angles = lookat_angles(split_label(raw_labels)[0])
+    angles = lookat_angles(split_label(labels)[0])
+
+    def pair(raw: np.ndarray, smooth: np.ndarray) -> dict[str, float]:
+        r, s = jitter(raw), jitter(smooth)
+        return {"raw": round(r, 4), "smoothed": round(s, 4), "reduction": round(r / s, 2) if s > 0 else None}
+
+    metrics: dict[str, Any] = {
+        "jitter_crop_center_px": pair(centers, s_centers),
+        "jitter_crop_size_px": pair(sides, s_sides),
+        "jitter_pose_deg": pair(raw_angles, angles),
+    }
+    if len(centers) >= 8:
+        metrics["lag_frames"] = {
+            "crop_center": round(lag_frames(centers[:, 0], s_centers[:, 0]), 3),
+            "pose_yaw": round(lag_frames(raw_angles[:, 0], angles[:, 0]), 3),
+            "zero_phase": zero_phase,
+        }
+    return metrics
+
+
+def iter_crops(video: Path, alignment: VideoAlignment, batch_size: int = 16
+               ) -> Iterator[tuple[FrameBatch, list[np.ndarray | None]]]:
+    """Pass 2: each decoded batch with its frames' aligned crops (None where the subject is missing)."""
+    by_index = {f.index: f for f in alignment.frames}
+    for batch in VideoReader(video, batch_size=batch_size):
+        crops = []
+        for i, frame in zip(batch.indices.tolist(), batch.frames, strict=True):
+            record = by_index.get(i)
+            crops.append(apply_crop(frame, record.transform) if record is not None and record.has_face else None)
+        yield batch, crops
+
+
+def align_images(paths: list[Path], backend: LandmarkBackend, config: AlignConfig) -> list[tuple[Path, FrameAlignment, np.ndarray | None]]:
+    """Align stills one by one with the exact official crop (no smoothing across items).
+
+    Returns:
+        (path, alignment, crop or None) per image; an image without a face has status missing.
+    """
+    results = []
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as im:
+                image = np.asarray(im.convert("RGB"))
+        except OSError as err:
+            raise InputError(f"cannot read image {path}: {err}") from None
+        faces = backend.detect(image[None])[0]
+        face = select_face(faces, config.tracker.face_index)
+        if face is None:
+            results.append((path, FrameAlignment(i, i, 0.0, TrackStatus.MISSING), None))
+            continue
+        tf = crop_transform_from_landmarks(face.landmarks, image.shape[:2], config.crop_size)
+        label, pose = estimate_label(points_to_crop(face.landmarks, tf), config.crop_size)
+        record = FrameAlignment(i, i, 0.0, TrackStatus.DETECTED, face.landmarks, face.box, transform=tf,
+                                raw_label=label, label=label, residual=round(pose.residual, 3))
+        results.append((path, record, apply_crop(image, tf)))
+    if not any(r[2] is not None for r in results):
+        raise NoFaceError(f"no face was found in any of the {len(paths)} image(s)")
+    return results
+
+
+def image_inputs(path: Path) -> list[Path] | None:
+    """The stills to align when `path` is an image or a folder of images; None for a video file."""
+    if path.is_dir():
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+        if not images:
+            raise InputError(f"{path} is a folder with no images ({', '.join(IMAGE_SUFFIXES)})")
+        return images
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        if not path.is_file():
+            raise InputError(f"{path} does not exist")
+        return [path]
+    return None
+
+
+def read_official_cameras(path: Path) -> list[tuple[str, np.ndarray]]:
+    """Labels from an official EG3D/TriPlaneNet `dataset.json` ({"labels": [[name, [25 floats]], ...]}), by name."""
+    try:
+        data = json.loads(path.read_text())
+        labels = [(str(name), np.asarray(label, np.float64)) for name, label in data["labels"]]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InputError(f"cannot read cameras from {path}: {err}") from None
+    if any(label.shape != (25,) for _, label in labels):
+        raise InputError(f"{path}: every label must have 25 numbers")
+    return sorted(labels)
+
+
+def apply_official_cameras(alignment: VideoAlignment, cameras: list[tuple[str, np.ndarray]]) -> None:
+    """Replace our cameras with official ones, matched in frame order to the frames that have a face."""
+    frames = [f for f in alignment.frames if f.has_face]
+    if len(cameras) != len(frames):
+        raise UsageError(f"--cameras has {len(cameras)} labels but {len(frames)} frames have a face; "
+                         "the file must come from the same video and face")
+    for f, (_, label) in zip(frames, cameras, strict=True):
+        f.label = label
+
+
+def run_align(source: Path, out_dir: Path, backend: LandmarkBackend, config: AlignConfig, reporter: Reporter, *,
+              preview: bool = False, cameras: Path | None = None) -> dict[str, Any]:
+    """`nvsvideo align`: crops, dataset.json (official label format) and tracks.json in a new folder.
+
+    `cameras` (an official dataset.json) replaces our cameras: matched by file stem for stills, in frame
+    order for a video.
+
+    Returns:
+        a JSON-ready summary.
+    """
+    started = time.perf_counter()
+    stills = image_inputs(source)
+    official = read_official_cameras(cameras) if cameras is not None else None
+    with atomic_directory(out_dir) as tmp:
+        crops_written: list[tuple[str, FrameAlignment]] = []
+        if stills is not None:
+            results = align_images(stills, backend, config)
+            if official is not None:
+                apply_official_cameras_by_name(results, official)
+            for path, record, crop in results:
+                if crop is not None:
+                    Image.fromarray(crop).save(tmp / f"{path.stem}.png")
+                    crops_written.append((f"{path.stem}.png", record))
+            alignment = VideoAlignment(source=str(source), width=0, height=0, fps=Fraction(1), time_base=Fraction(1),
+                                       frames=[r for _, r, _ in results], settings={"stills": True})
+        else:
+            alignment = track_video(source, backend, config, reporter)
+            if official is not None:
+                apply_official_cameras(alignment, official)
+            by_index = {f.index: f for f in alignment.frames}
+            with reporter.progress("crops", len(alignment.frames)) as advance:
+                for batch, crops in iter_crops(source, alignment, config.batch_size):
+                    for index, crop in zip(batch.indices.tolist(), crops, strict=True):
+                        if crop is not None:
+                            Image.fromarray(crop).save(tmp / f"{index:06d}.png", compress_level=1)
+                            crops_written.append((f"{index:06d}.png", by_index[index]))
+                    advance(len(batch))
+            if preview:
+                write_preview(source, alignment, tmp / "preview.mp4", config.batch_size)
+        dataset = {"labels": [[name, record.label.tolist()] for name, record in crops_written]}
+        (tmp / "dataset.json").write_text(json.dumps(dataset))
+        (tmp / "tracks.json").write_text(json.dumps(alignment.to_json()))
+    summary = alignment.summary()
+    summary.update(output=str(out_dir), crops=len(crops_written), seconds=round(time.perf_counter() - started, 3))
+    return summary
+
+
+def apply_official_cameras_by_name(results: list[tuple[Path, FrameAlignment, np.ndarray | None]],
+                                   cameras: list[tuple[str, np.ndarray]]) -> None:
+    """Replace the cameras of stills with official ones of the same file stem."""
+    by_stem = {Path(name).stem: label for name, label in cameras}
+    for path, record, crop in results:
+        if crop is None:
+            continue
+        if path.stem not in by_stem:
+            raise UsageError(f"--cameras has no label for {path.name}")
+        record.label = by_stem[path.stem]
+
+
+def write_preview(video: Path, alignment: VideoAlignment, output: Path, batch_size: int) -> None:
+    """A copy of the video with the subject's landmarks, crop square and head axes drawn on it."""
+    by_index = {f.index: f for f in alignment.frames}
+    axes = np.array([[0, 0, 0], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5]], dtype=np.float64)
+
+    with VideoWriter(output, width=alignment.width, height=alignment.height, fps=alignment.fps,
+                     time_base=alignment.time_base, audio_from=video) as writer:
+        for batch in VideoReader(video, batch_size=batch_size):
+            drawn = []
+            for index, frame in zip(batch.indices.tolist(), batch.frames, strict=True):
+                image = Image.fromarray(frame)
+                record = by_index.get(index)
+                if record is not None and record.has_face:
+                    draw = ImageDraw.Draw(image)
+                    for x, y in record.landmarks:
+                        draw.ellipse([x - 1.5, y - 1.5, x + 1.5, y + 1.5], fill=(0, 255, 0))
+                    corners = points_from_crop(np.array([[0, 0], [record.transform.output_size - 1] * 2], float),
+                                               record.transform)
+                    draw.rectangle([*corners[0], *corners[1]], outline=(255, 255, 0))
+                    crop_lm = points_to_crop(record.landmarks, record.transform)
+                    rotation, translation, _ = solve_head_pose(crop_lm, record.transform.output_size)
+                    tips = points_from_crop(project(axes, rotation, translation, record.transform.output_size),
+                                            record.transform)
+                    for tip, colour in zip(tips[1:], [(255, 0, 0), (0, 255, 0), (0, 128, 255)], strict=True):
+                        draw.line([*tips[0], *tip], fill=colour, width=3)
+                drawn.append(np.asarray(image))
+            writer.write(np.stack(drawn), batch.pts)
