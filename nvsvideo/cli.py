@@ -380,6 +380,157 @@ def align(
         Reporter.emit_json(summary)
 
 
+# Inversion options, shared by invert, rerender and edit.
+ModelVersion = Annotated[str, typer.Option("--model", help="TriPlaneNet version: v1 or v2.")]
+TriPlaneNetFile = Annotated[Path | None, typer.Option("--triplanenet", help="TriPlaneNet checkpoint (.pt/.pth); default: from the weights folder.")]
+Eg3dFile = Annotated[Path | None, typer.Option("--eg3d", help="EG3D generator replacing the one inside the TriPlaneNet file (.pkl/.safetensors/.pt).")]
+CacheDir = Annotated[Path | None, typer.Option("--cache", help="Inversion cache folder (default: VIDEO.nvs beside the video).")]
+Store = Annotated[str, typer.Option("--store", help="What the cache keeps: planes (fast re-render) | offsets | recompute (smallest).")]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Frames per encoder/render batch.")]
+Seed = Annotated[int, typer.Option("--seed", help="Base seed of the renderer's depth samples (frame i uses seed+i).")]
+Fresh = Annotated[bool, typer.Option("--fresh", help="Discard a cache made with other settings instead of stopping.")]
+
+
+def _invert_setup(video: Path, cache: Path | None, model: str, triplanenet: Path | None, eg3d: Path | None,
+                  weights_dir: Path | None, store: str, batch_size: int, seed: int, fresh: bool,
+                  torch_device: Any) -> tuple[Path, Any, list[Path], Any]:
+    """(cache dir, TriPlaneNet, its files, InvertConfig) from the shared inversion options."""
+    from nvsvideo.cache import StoreMode
+    from nvsvideo.pipelines.common import load_inverter
+    from nvsvideo.pipelines.invert import InvertConfig, default_cache_dir
+
+    try:
+        mode = StoreMode(store)
+    except ValueError:
+        raise UsageError(f"unknown --store {store!r}: use planes, offsets or recompute") from None
+    inverter, files = load_inverter(model, triplanenet, eg3d, weights_dir, torch_device)
+    config = InvertConfig(store=mode, batch_size=batch_size, seed=seed, fresh=fresh)
+    return cache or default_cache_dir(video), inverter, files, config
+
+
+@app.command()
+@command
+def invert(
+    video: Annotated[Path, typer.Argument(help="Video to invert.")],
+    out: CacheDir = None,
+    model: ModelVersion = "v2",
+    triplanenet: TriPlaneNetFile = None,
+    eg3d: Eg3dFile = None,
+    store: Store = "planes",
+    batch_size: BatchSize = 4,
+    seed: Seed = 0,
+    fresh: Fresh = False,
+    landmarks: Landmarks = "auto",
+    landmarks_file: LandmarksFile = None,
+    fan_detector: FanDetector = "sfd",
+    face_index: FaceIndex = 0,
+    max_gap: MaxGap = 5,
+    smooth: Smooth = 0.1,
+    causal: Causal = False,
+    weights_dir: WeightsDir = None,
+    device: Device = "auto",
+    json_out: Json = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Align and invert every frame once into a resumable cache (re-runs skip finished frames)."""
+    from nvsvideo.pipelines.invert import run_invert
+
+    reporter = Reporter(quiet=quiet, verbose=verbose)
+    torch_device, backend, align_config = _align_setup(device, landmarks, landmarks_file, fan_detector, face_index,
+                                                       max_gap, smooth, causal)
+    cache_dir, inverter, files, config = _invert_setup(video, out, model, triplanenet, eg3d, weights_dir, store,
+                                                       batch_size, seed, fresh, torch_device)
+    _, summary = run_invert(video, cache_dir, inverter, files, backend, align_config, config,
+                            device=torch_device, reporter=reporter)
+    reporter.info(f"inverted {summary['inverted']} frames ({summary['cache_hits']} already cached) into {cache_dir}; "
+                  f"cache size {summary['cache_bytes'] / 1e6:.1f} MB")
+    if json_out:
+        Reporter.emit_json(summary)
+
+
+def rerender(
+    ctx: typer.Context,
+    video: Annotated[Path, typer.Argument(help="Input video.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output video (.mp4/.mov).")],
+    yaw_path: Annotated[str | None, typer.Option("--yaw-path", "--camera-path", help=CAMERA_PATH_HELP + " Default: orbit for rerender, follow (the input view) for edit.")] = None,
+    output: Annotated[str, typer.Option("--output", help="crop | paste (into the original frame) | compare (input | reconstruction | novel).")] = "paste",
+    size: Annotated[int, typer.Option("--size", min=64, help="Face size of crop/compare outputs.")] = 512,
+    samples: Annotated[float, typer.Option("--samples", min=0.1, help="Depth-sample multiplier of the novel views.")] = 2.0,
+    render_resolution: Annotated[int | None, typer.Option("--render-resolution", min=16, help="Neural rendering resolution of the novel views.")] = None,
+    keep_ood: Annotated[bool, typer.Option("--keep-ood", help="Blend back what the generator cannot reproduce (hands, glasses, background) near the input view.")] = False,
+    depth: Annotated[Path | None, typer.Option("--depth", help="Also write the rendered depth as a colour video here.")] = None,
+    mesh: Annotated[Path | None, typer.Option("--mesh", help="Also export one frame's shape (.ply/.obj; needs scikit-image).")] = None,
+    mesh_frame: Annotated[int | None, typer.Option("--mesh-frame", min=0, help="Frame for --mesh (default: the first with a face).")] = None,
+    direction: Annotated[list[str] | None, typer.Option("--direction", help="Edit: a name in the weights folder's edits/ or a .pt/.npy path; repeatable.")] = None,
+    strength: Annotated[list[float] | None, typer.Option("--strength", help="Edit strength; once for all edits or once per --direction.")] = None,
+    strength_ramp: Annotated[list[str] | None, typer.Option("--strength-ramp", help="Strength over time, e.g. 0s:0,1s:1,4s:1,5s:0.")] = None,
+    edit_offsets: Annotated[str, typer.Option("--edit-offsets", help="keep (default: tri-plane offsets stay, In-N-Out style) | drop (fade them where edits are on).")] = "keep",
+    crf: Annotated[int, typer.Option("--crf", min=0, max=51, help="libx264 quality (lower = better).")] = 18,
+    cache: CacheDir = None,
+    model: ModelVersion = "v2",
+    triplanenet: TriPlaneNetFile = None,
+    eg3d: Eg3dFile = None,
+    store: Store = "planes",
+    batch_size: BatchSize = 4,
+    seed: Seed = 0,
+    fresh: Fresh = False,
+    landmarks: Landmarks = "auto",
+    landmarks_file: LandmarksFile = None,
+    fan_detector: FanDetector = "sfd",
+    face_index: FaceIndex = 0,
+    max_gap: MaxGap = 5,
+    smooth: Smooth = 0.1,
+    causal: Causal = False,
+    weights_dir: WeightsDir = None,
+    device: Device = "auto",
+    json_out: Json = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Re-render a portrait video from new camera viewpoints (decode, align, invert, render, encode with audio)."""
+    import os
+
+    from nvsvideo.compose.layout import OutputMode
+    from nvsvideo.compose.ood import KeepOodOptions
+    from nvsvideo.edits import OffsetPolicy, load_edit, parse_edit_specs
+    from nvsvideo.pipelines.rerender import RerenderConfig, run_rerender
+    from nvsvideo.render import RenderOptions
+    from nvsvideo.weights import resolve_weights_dir
+
+    editing = ctx.info_name == "edit"
+    if editing and not direction:
+        raise UsageError("edit needs at least one --direction (a name from `nvsvideo weights` or a file)")
+    try:
+        mode, policy = OutputMode(output), OffsetPolicy(edit_offsets)
+    except ValueError as err:
+        raise UsageError(f"{err}: --output takes crop, paste or compare; --edit-offsets keep or drop") from None
+    reporter = Reporter(quiet=quiet, verbose=verbose)
+    torch_device, backend, align_config = _align_setup(device, landmarks, landmarks_file, fan_detector, face_index,
+                                                       max_gap, smooth, causal)
+    specs = parse_edit_specs(direction or [], strength or [], strength_ramp or [])
+    folder = resolve_weights_dir(weights_dir, os.environ)
+    edits = tuple(load_edit(spec, folder, torch_device) for spec in specs)
+    cache_dir, inverter, files, invert_config = _invert_setup(video, cache, model, triplanenet, eg3d, weights_dir,
+                                                              store, batch_size, seed, fresh, torch_device)
+    config = RerenderConfig(
+        camera_path=yaw_path or ("follow" if editing else "orbit"), output=mode, size=size,
+        render=RenderOptions(neural_rendering_resolution=render_resolution, samples_multiplier=samples, seed=seed),
+        keep_ood=KeepOodOptions() if keep_ood else None, edits=edits, offset_policy=policy, batch_size=batch_size,
+        crf=crf, depth=depth, mesh=mesh, mesh_frame=mesh_frame)
+    summary = run_rerender(video, out, cache_dir, inverter, files, backend, align_config, invert_config, config,
+                           device=torch_device, reporter=reporter)
+    reporter.info(f"wrote {summary['frames']} frames ({summary['rendered']} rendered) to {out}")
+    if json_out:
+        Reporter.emit_json(summary)
+
+
+# One implementation, two names: `edit` is `rerender` with edits required and the input view by default.
+app.command("rerender")(command(rerender))
+app.command("edit", help="Edit a portrait video with latent directions or StyleCLIP mappers (any camera path of rerender "
+                         "applies; default: the input view).")(command(rerender))
+
+
 def main() -> None:
     """Console-script entry point."""
     sys.exit(app())

@@ -292,15 +292,19 @@ def temporal_metrics(centers: np.ndarray, sides: np.ndarray, s_centers: np.ndarr
     return metrics
 
 
-def iter_crops(video: Path, alignment: VideoAlignment, batch_size: int = 16
+def iter_crops(video: Path, alignment: VideoAlignment, batch_size: int = 16, only: set[int] | None = None
                ) -> Iterator[tuple[FrameBatch, list[np.ndarray | None]]]:
-    """Pass 2: each decoded batch with its frames' aligned crops (None where the subject is missing)."""
+    """Pass 2: each decoded batch with its frames' aligned crops.
+
+    A crop is None where the subject is missing, or where `only` is given and excludes the frame.
+    """
     by_index = {f.index: f for f in alignment.frames}
     for batch in VideoReader(video, batch_size=batch_size):
         crops = []
         for i, frame in zip(batch.indices.tolist(), batch.frames, strict=True):
             record = by_index.get(i)
-            crops.append(apply_crop(frame, record.transform) if record is not None and record.has_face else None)
+            wanted = record is not None and record.has_face and (only is None or i in only)
+            crops.append(apply_crop(frame, record.transform) if wanted else None)
         yield batch, crops
 
 

@@ -1,0 +1,79 @@
+"""Wiring shared by the pipelines: finding and loading the models a command needs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+from nvsvideo.errors import InputError, UsageError
+from nvsvideo.models.eg3d.checkpoint import build_generator, load_eg3d
+from nvsvideo.models.eg3d.generator import TriPlaneGenerator
+from nvsvideo.models.triplanenet.checkpoint import load_triplanenet
+from nvsvideo.models.triplanenet.model import TriPlaneNet
+from nvsvideo.weights import require_weight, resolve_weights_dir
+
+#: The EG3D checkpoint used when none is named: the rebalanced FFHQ model renders side views best.
+DEFAULT_EG3D = "eg3d-ffhqrebalanced512-128"
+
+
+def resolve_eg3d_file(explicit: Path | None, weights_dir: Path | None,
+                      env: Mapping[str, str] | None = None) -> Path:
+    """The EG3D file to use: `explicit` if given (must exist), else the default from the weights folder.
+
+    Raises:
+        InputError: an explicit path that does not exist.
+        WeightsError: no explicit path and the default checkpoint is not installed (says where to put it).
+    """
+    env = os.environ if env is None else env
+    if explicit is not None:
+        if not explicit.is_file():
+            raise InputError(f"EG3D file {explicit} does not exist")
+        return explicit
+    return require_weight(DEFAULT_EG3D, resolve_weights_dir(weights_dir, env), env)
+
+
+def load_generator(path: Path, device: torch.device) -> TriPlaneGenerator:
+    """Load an EG3D checkpoint (official .pkl, our .safetensors, or a TriPlaneNet .pt) onto `device`."""
+    return build_generator(load_eg3d(path), device)
+
+
+def parse_fps(text: str) -> Fraction:
+    """'30', '29.97' or '30000/1001' -> an exact positive frame rate."""
+    try:
+        rate = Fraction(text.strip())
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"bad frame rate {text!r}: use e.g. 30, 25 or 30000/1001") from None
+    if rate <= 0:
+        raise UsageError(f"the frame rate must be positive, got {text}")
+    return rate
+
+
+def resolve_triplanenet_file(version: str, explicit: Path | None, weights_dir: Path | None,
+                             env: Mapping[str, str] | None = None) -> Path:
+    """The TriPlaneNet checkpoint: `explicit` if given, else `triplanenet-<version>` from the weights folder."""
+    env = os.environ if env is None else env
+    if version not in ("v1", "v2"):
+        raise UsageError(f"unknown TriPlaneNet version {version!r}: use v1 or v2")
+    if explicit is not None:
+        if not explicit.is_file():
+            raise InputError(f"TriPlaneNet file {explicit} does not exist")
+        return explicit
+    return require_weight(f"triplanenet-{version}", resolve_weights_dir(weights_dir, env), env)
+
+
+def load_inverter(version: str, triplanenet: Path | None, eg3d: Path | None, weights_dir: Path | None,
+                  device: torch.device) -> tuple[TriPlaneNet, list[Path]]:
+    """The TriPlaneNet model (with its own or an explicit EG3D generator) and the files it came from.
+
+    Raises:
+        UsageError: the file's version differs from the one asked for with --model.
+    """
+    path = resolve_triplanenet_file(version, triplanenet, weights_dir)
+    model = load_triplanenet(path, device, eg3d_path=eg3d)
+    if triplanenet is None and model.version != version:
+        raise UsageError(f"{path} is a TriPlaneNet {model.version} checkpoint, not {version}")
+    return model, [path] + ([eg3d] if eg3d is not None else [])

@@ -1,0 +1,257 @@
+"""`nvsvideo rerender` / `nvsvideo edit`: decode -> align -> invert -> (edit) -> render along a camera path ->
+compose -> encode, as one streaming pass over the video that reuses the inversion cache.
+
+Memory stays flat in the video's length: frames are decoded, rendered and encoded batch by batch, and
+the cache is read one chunk at a time. Frames without a face are passed through (or letterboxed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from nvsvideo.cache import FrameRecord, InversionCache, file_fingerprint
+from nvsvideo.cameras.paths import evaluate_camera_path, parse_camera_path
+from nvsvideo.compose.depth import depth_to_rgb
+from nvsvideo.compose.layout import (
+    OutputMode,
+    compose_frame,
+    from_uint8_frames,
+    output_shape,
+    to_uint8_frames,
+)
+from nvsvideo.compose.mesh import export_mesh
+from nvsvideo.compose.ood import KeepOodOptions, OodKeeper
+from nvsvideo.console import Reporter
+from nvsvideo.edits import Edit, OffsetPolicy, apply_edits, offset_weights
+from nvsvideo.errors import NoFaceError, UsageError
+from nvsvideo.face.crop import apply_crop
+from nvsvideo.face.landmarks import LandmarkBackend
+from nvsvideo.models.triplanenet.model import TriPlaneNet
+from nvsvideo.pipelines.align import AlignConfig, VideoAlignment
+from nvsvideo.pipelines.invert import InvertConfig, invert_batch, open_cache, run_invert
+from nvsvideo.render import RenderOptions, render_views
+from nvsvideo.video import VideoReader, VideoWriter, probe
+
+
+@dataclass(frozen=True)
+class RerenderConfig:
+    """What to render and how to write it."""
+
+    camera_path: str = "orbit"
+    """Camera path spec (`nvsvideo.cameras.paths.parse_camera_path`)."""
+    output: OutputMode = OutputMode.PASTE
+    """crop: the 512 face; paste: pasted back into the frame; compare: input | reconstruction | novel."""
+    size: int = 512
+    """Side of the face in crop/compare outputs."""
+    render: RenderOptions = RenderOptions(samples_multiplier=2.0)
+    """Rendering of the novel views (per-frame seeds; the official scripts double the samples)."""
+    keep_ood: KeepOodOptions | None = None
+    """Blend back what the generator cannot reproduce, near the input view; None = off."""
+    edits: Sequence[Edit] = field(default_factory=tuple)
+    """Latent edits applied to the cached codes."""
+    offset_policy: OffsetPolicy = OffsetPolicy.KEEP
+    """What edits do to the tri-plane offsets."""
+    batch_size: int = 4
+    """Frames rendered at once."""
+    crf: int = 18
+    """libx264 quality."""
+    depth: Path | None = None
+    """Also write the rendered depth as a colour video."""
+    mesh: Path | None = None
+    """Also export the shape of one frame (.ply/.obj)."""
+    mesh_frame: int | None = None
+    """Frame for --mesh (default: the first frame with a face)."""
+    mesh_resolution: int = 256
+    """Marching-cubes grid points per axis."""
+
+
+def fill_missing(labels: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """[T, 25] labels with rows of faceless frames copied from the nearest frame with a face.
+
+    Camera paths that follow the input need a camera in every frame; faceless frames are not rendered,
+    so the copy only keeps the path defined there.
+    """
+    if not valid.any():
+        raise NoFaceError("no frame has a face, so there is no input camera to follow")
+    good = np.flatnonzero(valid)
+    nearest = good[np.abs(np.arange(len(labels))[:, None] - good[None]).argmin(1)]
+    return labels[nearest]
+
+
+def output_cameras(alignment: VideoAlignment, spec: str) -> np.ndarray:
+    """[T, 25] render camera per frame along the path."""
+    parsed = parse_camera_path(spec)
+    inputs = fill_missing(alignment.labels(), alignment.valid())
+    return evaluate_camera_path(parsed, alignment.times(), float(alignment.fps), input_labels=inputs)
+
+
+def cached_planes(model: TriPlaneNet, record: FrameRecord, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ws [14,512], offsets [96,H,W]) of a cached frame, whatever the store mode kept."""
+    ws = record.ws.to(device)
+    if record.offsets is not None:
+        return ws, record.offsets.to(device).float()
+    assert record.planes is not None, "recompute-mode records are re-inverted by the caller"
+    base = model.decoder.synthesize_planes(ws[None], noise_mode=model.render_options.noise_mode)[0]
+    return ws, record.planes.to(device).float() - base
+
+
+@torch.inference_mode()
+def edited_planes(model: TriPlaneNet, ws: torch.Tensor, offsets: torch.Tensor, times: np.ndarray,
+                  config: RerenderConfig, fps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ws', planes') for a batch: edits on the codes, offsets kept or faded as the policy says.
+
+    Args:
+        ws: [B, 14, 512] cached codes.
+        offsets: [B, 96, H, W] cached offsets.
+        times: [B] frame times in seconds (edit ramps).
+    """
+    if not config.edits:
+        return ws, model.decoder.synthesize_planes(ws, noise_mode=model.render_options.noise_mode) + offsets
+    t = torch.from_numpy(times).to(ws.device)
+    ws_edit = apply_edits(ws, config.edits, t, fps=fps)
+    weights = offset_weights(config.edits, t, config.offset_policy, fps=fps).to(offsets)
+    base = model.decoder.synthesize_planes(ws_edit, noise_mode=model.render_options.noise_mode)
+    return ws_edit, base + offsets * weights[:, None, None, None]
+
+
+def run_rerender(
+    video: Path,
+    output: Path,
+    cache_dir: Path,
+    model: TriPlaneNet,
+    model_files: list[Path],
+    backend: LandmarkBackend,
+    align_config: AlignConfig,
+    invert_config: InvertConfig,
+    config: RerenderConfig,
+    *,
+    device: torch.device,
+    reporter: Reporter,
+) -> dict[str, Any]:
+    """The whole job for one video. Returns a JSON-ready summary (frames, faces, seconds per stage, cache hits)."""
+    info = probe(video)
+    if config.output is OutputMode.PASTE and config.size != 512:
+        reporter.warn("--size applies to crop and compare outputs; paste keeps the input's frame size")
+    parse_camera_path(config.camera_path)  # a bad spec fails before the long stages
+    alignment, inverted = run_invert(video, cache_dir, model, model_files, backend, align_config, invert_config,
+                                     device=device, reporter=reporter)
+    cameras = output_cameras(alignment, config.camera_path)
+    fingerprints = {f"model{i}": file_fingerprint(p) for i, p in enumerate(model_files)}
+    started = time.perf_counter()
+    out_h, out_w = output_shape(config.output, (info.height, info.width), config.size)
+    keeper = OodKeeper(config.keep_ood) if config.keep_ood is not None else None
+    fps = float(alignment.fps)
+    rendered = 0
+    with contextlib.ExitStack() as stack:
+        cache = stack.enter_context(open_cache(cache_dir, alignment, model, invert_config, fingerprints, reporter,
+                                               verify=False))
+        records = cache.iter_frames()
+        writer = stack.enter_context(VideoWriter(output, width=out_w, height=out_h, fps=info.fps,
+                                                 time_base=info.time_base, crf=config.crf, audio_from=video))
+        depth_writer = None
+        if config.depth is not None:
+            res = int(config.render.neural_rendering_resolution or model.decoder.neural_rendering_resolution)
+            depth_writer = stack.enter_context(VideoWriter(config.depth, width=res, height=res, fps=info.fps,
+                                                           time_base=info.time_base, crf=config.crf,
+                                                           protect=(video,)))
+        advance = stack.enter_context(reporter.progress("rendering", len(alignment.frames)))
+        reader = VideoReader(video, batch_size=config.batch_size, info=info)
+        for batch in reader:
+            frames_out, depth_out = [], []
+            items = [(int(i), frame, next(records)) for i, frame in zip(batch.indices, batch.frames, strict=True)]
+            faces = [(i, frame, rec) for i, frame, rec in items if alignment.frames[i].has_face and rec[1] is not None]
+            novel_by_index: dict[int, tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]] = {}
+            if faces:
+                novel_by_index = render_faces(model, alignment, cameras, faces, config, invert_config, keeper,
+                                              device, fps)
+            for i, frame, _ in items:
+                got = novel_by_index.get(i)
+                if got is None:
+                    if keeper is not None:
+                        keeper.reset()
+                    frames_out.append(compose_frame(config.output, frame, None, None, size=config.size))
+                    if depth_writer is not None:
+                        depth_out.append(np.zeros((depth_writer.height, depth_writer.width, 3), np.uint8))
+                    continue
+                novel, crop, recon, depth = got
+                frames_out.append(compose_frame(config.output, frame, alignment.frames[i].transform, novel,
+                                                size=config.size, input_crop=crop, reconstruction=recon))
+                depth_out.append(depth)
+                rendered += 1
+            writer.write(np.stack(frames_out), batch.pts)
+            if depth_writer is not None:
+                depth_writer.write(np.stack(depth_out), batch.pts)
+            advance(len(batch))
+        if reader.warning:
+            reporter.warn(reader.warning)
+        if config.mesh is not None:
+            export_frame_mesh(model, cache, alignment, config, device)
+    render_seconds = round(time.perf_counter() - started, 3)
+    return {
+        "video": str(video), "output": str(output), "frames": len(alignment.frames),
+        "faces_found": inverted["faces_found"], "rendered": rendered, "camera_path": config.camera_path,
+        "output_mode": config.output.value, "edits": [e.summary() for e in config.edits],
+        "cache": str(cache_dir), "cache_hits": inverted["cache_hits"], "inverted": inverted["inverted"],
+        "seconds": {**inverted["seconds"], "render": render_seconds},
+        "depth": str(config.depth) if config.depth else None, "mesh": str(config.mesh) if config.mesh else None,
+    }
+
+
+def render_faces(model: TriPlaneNet, alignment: VideoAlignment, cameras: np.ndarray,
+                 faces: list[tuple[int, np.ndarray, tuple[int, FrameRecord | None]]], config: RerenderConfig,
+                 invert_config: InvertConfig, keeper: OodKeeper | None, device: torch.device, fps: float
+                 ) -> dict[int, tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]]:
+    """Render the face frames of one batch: {frame: (novel uint8, input crop, reconstruction, depth rgb)}."""
+    indices = [i for i, _, _ in faces]
+    crops = np.stack([apply_crop(frame, alignment.frames[i].transform) for i, frame, _ in faces])
+    records = [rec for _, _, (_, rec) in faces]
+    if any(r.planes is None and r.offsets is None for r in records):
+        # recompute store mode: the offsets are predicted again (deterministic per-frame seeds: same result).
+        labels = np.stack([alignment.frames[i].label for i in indices])
+        records = invert_batch(model, crops, labels, indices, invert_config, device)
+    parts = [cached_planes(model, r, device) for r in records]
+    ws = torch.stack([p[0] for p in parts])
+    offsets = torch.stack([p[1] for p in parts])
+    ws_out, planes = edited_planes(model, ws, offsets, alignment.times()[indices], config, fps)
+    out_labels = torch.from_numpy(cameras[indices]).float()
+    result = render_views(model.decoder, planes, ws_out, out_labels, indices, config.render)
+    novel = result["image"]
+    recon = np.stack([r.extras["recon"].numpy() for r in records])
+    if keeper is not None:
+        in_labels = np.stack([alignment.frames[i].label for i in indices])
+        weights = keeper.view_weights(in_labels, cameras[indices])
+        novel, _ = keeper(novel, from_uint8_frames(crops, device=novel.device), from_uint8_frames(recon, device=novel.device),
+                          weights)
+    depth = depth_to_rgb(result["image_depth"], model.decoder.rendering_kwargs)
+    novel_u8 = to_uint8_frames(novel)
+    return {i: (novel_u8[j], crops[j], recon[j], depth[j]) for j, i in enumerate(indices)}
+
+
+def export_frame_mesh(model: TriPlaneNet, cache: InversionCache, alignment: VideoAlignment,
+                      config: RerenderConfig, device: torch.device) -> None:
+    """Marching cubes on the density of one frame's (edited) tri-planes."""
+    assert config.mesh is not None
+    valid = np.flatnonzero(alignment.valid())
+    frame = int(valid[0]) if config.mesh_frame is None else config.mesh_frame
+    record = cache.get(frame)
+    if record is None or record.ws is None:
+        raise UsageError(f"--mesh-frame {frame} has no face; choose one of the frames with a face")
+    if record.planes is None and record.offsets is None:
+        raise UsageError("--mesh needs planes or offsets in the cache; invert with --store planes or offsets")
+    ws, offsets = cached_planes(model, record, device)
+    _, planes = edited_planes(model, ws[None], offsets[None], alignment.times()[[frame]], config, float(alignment.fps))
+
+    def density(points: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model.decoder.sample_points(planes, points[None].to(device))[0][0, :, 0]
+
+    export_mesh(config.mesh, density, resolution=config.mesh_resolution,
+                box_size=float(model.decoder.rendering_kwargs["box_warp"]), device=device)

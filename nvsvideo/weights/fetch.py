@@ -1,0 +1,63 @@
+"""Download a known weight file from its official location, atomically, with a progress bar."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import IO
+
+from nvsvideo.console import Reporter
+from nvsvideo.errors import WeightsError
+from nvsvideo.files import atomic_output
+from nvsvideo.weights.registry import WeightFile, expected_path, how_to_get, locate
+from nvsvideo.weights.verify import quick_check
+
+Opener = Callable[..., IO[bytes]]
+
+_CHUNK = 1 << 20
+_TIMEOUT_S = 30.0
+
+
+def fetch_weight(
+    entry: WeightFile,
+    weights_dir: Path,
+    env: Mapping[str, str],
+    reporter: Reporter,
+    *,
+    opener: Opener = urllib.request.urlopen,
+) -> Path:
+    """Download `entry` to where it is looked for, unless it is already there; returns its path.
+
+    Args:
+        opener: `urllib.request.urlopen` or a stand-in with the same call (url, timeout=...).
+
+    Raises:
+        WeightsError: no direct download exists, the network is unreachable, or the reply is not
+            a model file; the message says which file to put where.
+    """
+    present = locate(entry, weights_dir, env)
+    if present is not None:
+        reporter.info(f"{entry.name}: already present at {present}")
+        return present
+    if not entry.direct:
+        raise WeightsError(f"{entry.name} cannot be downloaded automatically; {how_to_get(entry, weights_dir, env)}")
+    target = expected_path(entry, weights_dir, env)
+    try:
+        with opener(entry.url, timeout=_TIMEOUT_S) as response, atomic_output(target) as tmp:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            with open(tmp, "wb") as out, reporter.progress(f"{entry.filename} (MB)", total and -(-total // _CHUNK)) as advance:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    advance(1)
+            problem = quick_check(tmp)
+            if problem:
+                raise WeightsError(f"the download of {entry.url} is not a model file ({problem}); {how_to_get(entry, weights_dir, env)}")
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+        reason = getattr(err, "reason", err)
+        raise WeightsError(
+            f"could not download {entry.filename} ({reason}); download {entry.url} yourself and save it as {target}"
+        ) from None
+    reporter.info(f"{entry.name}: saved {target}")
+    return target

@@ -1,0 +1,201 @@
+"""Every weight file nvsvideo can use: what it is for, where it is looked for, where to get it.
+
+Files live in one weights folder, chosen by `--weights DIR`, else `$NVSVIDEO_HOME`, else
+`~/.cache/nvsvideo`. The one exception is face-alignment's FAN, which that package only ever reads
+from torch hub's checkpoint folder. Nothing here reads the environment by itself: callers pass it in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from nvsvideo.errors import WeightsError
+
+#: Kinds, which also select the verifier in `nvsvideo.weights.verify`.
+KIND_EG3D = "eg3d"
+KIND_TRIPLANENET = "triplanenet"
+KIND_MAPPER = "mapper"
+KIND_DIRECTION = "direction"
+KIND_LANDMARKS = "landmarks"
+
+#: Where a file is looked for: our weights folder or torch hub's checkpoint folder.
+HOME = "home"
+TORCH_HUB = "torch-hub"
+
+_NGC = "https://api.ngc.nvidia.com/v2/models/nvidia/research/eg3d/versions/1/files/"
+_PREIM3D = (
+    "https://raw.githubusercontent.com/mybabyyh/Preim3D/c9fdcc8b365402431a37992cc5ee70b77cda1ac1/"
+    "editings/interfacegan_directions/inversion/"
+)
+# The 40 CelebA attributes PREIM3D ships one w+ direction for (MIT licence).
+_PREIM3D_ATTRIBUTES = (
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs", "Big_Lips",
+    "Big_Nose", "Black_Hair", "Blond_Hair", "Brown_Hair", "Bushy_Eyebrows", "Chubby", "Double_Chin",
+    "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones", "Male", "Mouth_Slightly_Open",
+    "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin", "Pointy_Nose", "Receding_Hairline",
+    "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat",
+    "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One known weight file.
+
+    `filename` is relative to its folder (`location`); `also_accepted` are other names that hold
+    the same weights (e.g. the `.safetensors` made by `nvsvideo weights convert`), tried after it.
+    `url` is the official download; `direct` says whether a plain HTTP GET of it yields the file
+    (Google Drive links need a browser).
+    """
+
+    name: str
+    kind: str
+    filename: str
+    purpose: str
+    url: str
+    direct: bool
+    source: str
+    location: str = HOME
+    also_accepted: tuple[str, ...] = ()
+    variant: str = ""
+
+
+def _eg3d(name: str, stem: str, purpose: str) -> WeightFile:
+    return WeightFile(
+        name=name,
+        kind=KIND_EG3D,
+        filename=f"{stem}.pkl",
+        also_accepted=(f"{stem}.safetensors",),
+        purpose=purpose,
+        url=_NGC + f"{stem}.pkl",
+        direct=True,
+        source="NVIDIA NGC, EG3D release (catalog.ngc.nvidia.com/orgs/nvidia/teams/research/models/eg3d)",
+    )
+
+
+def _direction(attribute: str) -> WeightFile:
+    return WeightFile(
+        name=f"direction-{attribute.lower().replace('_', '-')}",
+        kind=KIND_DIRECTION,
+        filename=f"directions/{attribute}.pt",
+        purpose=f"linear w+ edit '{attribute}' (InterFaceGAN-style, 14x512)",
+        url=_PREIM3D + f"{attribute}.pt",
+        direct=True,
+        source="PREIM3D (github.com/mybabyyh/Preim3D, MIT licence)",
+    )
+
+
+KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
+    _eg3d("eg3d-ffhqrebalanced512-128", "ffhqrebalanced512-128", "EG3D generator, FFHQ rebalanced (recommended)"),
+    _eg3d("eg3d-ffhq512-128", "ffhq512-128", "EG3D generator, FFHQ"),
+    WeightFile(
+        name="triplanenet-v1",
+        kind=KIND_TRIPLANENET,
+        variant="v1",
+        filename="triplanenet_final.pth",
+        purpose="TriPlaneNet v1 encoder (image -> w+ and tri-plane offsets), includes the EG3D generator",
+        url="https://drive.google.com/uc?id=17pzNC00BOFCu0oCqbCybfAiaZF7iwNUU",
+        direct=False,
+        source="TriPlaneNet release (github.com/anantarb/triplanenet, scripts/install_deps.sh)",
+    ),
+    WeightFile(
+        name="triplanenet-v2",
+        kind=KIND_TRIPLANENET,
+        variant="v2",
+        filename="triplanenet_v2_final.pth",
+        purpose="TriPlaneNet v2 encoder (image -> w+ and tri-planes), includes the EG3D generator",
+        url="https://drive.google.com/uc?id=1Q7hGZw97nTmRyJ-itVGRaFJn9KyjAuhn",
+        direct=False,
+        source="TriPlaneNet release (github.com/anantarb/triplanenet, scripts/install_deps.sh)",
+    ),
+    WeightFile(
+        name="mapper-eyeglasses",
+        kind=KIND_MAPPER,
+        filename="mappers/eyeglasses.pt",
+        purpose="StyleCLIP latent mapper for EG3D, edit 'eyeglasses' (from In-N-Out)",
+        url="https://drive.google.com/file/d/1IVm-IcKXkAHPu8_eMOZTuKdmxSAZjVU2/view",
+        direct=False,
+        source="In-N-Out mapper_results.zip (github.com/Twizwei/in-n-out, CC BY-NC): "
+        "take mapper_results/eyeglasses/checkpoints/best_model.pt",
+    ),
+    *(_direction(attribute) for attribute in _PREIM3D_ATTRIBUTES),
+    WeightFile(
+        name="fan-2d",
+        kind=KIND_LANDMARKS,
+        filename="2DFAN4-11f355bf06.pth.tar",
+        location=TORCH_HUB,
+        purpose="face-alignment 2D FAN landmarks (optional `fan` extra)",
+        url="https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar",
+        direct=True,
+        source="face-alignment (github.com/1adrianb/face-alignment)",
+    ),
+)
+
+
+def get_weight(name: str) -> WeightFile:
+    """The registry entry called `name`, or a `WeightsError` listing what exists."""
+    for entry in KNOWN_WEIGHTS:
+        if entry.name == name:
+            return entry
+    raise WeightsError(f"unknown weight file '{name}'; run `nvsvideo weights` to list the known names")
+
+
+def resolve_weights_dir(override: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
+    """The weights folder: `override` (`--weights`), else `$NVSVIDEO_HOME`, else `~/.cache/nvsvideo`."""
+    if override is not None:
+        return Path(override).expanduser()
+    if env.get("NVSVIDEO_HOME"):
+        return Path(env["NVSVIDEO_HOME"]).expanduser()
+    return Path.home() / ".cache" / "nvsvideo"
+
+
+def torch_hub_checkpoints_dir(env: Mapping[str, str]) -> Path:
+    """torch hub's checkpoint folder: `$TORCH_HOME/hub/checkpoints`, TORCH_HOME defaulting as torch does."""
+    if env.get("TORCH_HOME"):
+        torch_home = Path(env["TORCH_HOME"]).expanduser()
+    else:
+        cache = Path(env["XDG_CACHE_HOME"]).expanduser() if env.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+        torch_home = cache / "torch"
+    return torch_home / "hub" / "checkpoints"
+
+
+def expected_path(entry: WeightFile, weights_dir: Path, env: Mapping[str, str]) -> Path:
+    """Where `entry` should be put."""
+    folder = torch_hub_checkpoints_dir(env) if entry.location == TORCH_HUB else weights_dir
+    return folder / entry.filename
+
+
+def locate(entry: WeightFile, weights_dir: Path, env: Mapping[str, str]) -> Path | None:
+    """The existing file for `entry` (its main name first, then the accepted alternatives), or None."""
+    main = expected_path(entry, weights_dir, env)
+    for candidate in (main, *(main.parent / alt for alt in entry.also_accepted)):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def how_to_get(entry: WeightFile, weights_dir: Path, env: Mapping[str, str]) -> str:
+    """One sentence telling the user where to get `entry` and where to put it."""
+    target = expected_path(entry, weights_dir, env)
+    if entry.direct:
+        return f"run `nvsvideo weights fetch {entry.name}` or download {entry.url} and save it as {target}"
+    return f"download it from {entry.url} ({entry.source}) and save it as {target}"
+
+
+def require_weight(name: str, weights_dir: Path, env: Mapping[str, str] | None = None) -> Path:
+    """The path of weight file `name`, or a `WeightsError` saying which file, where to put it, where to get it.
+
+    Args:
+        name: a registry name such as `eg3d-ffhqrebalanced512-128`.
+        weights_dir: the resolved weights folder (see `resolve_weights_dir`).
+        env: environment for torch hub's folder (only FAN lives there); defaults to `os.environ`.
+    """
+    env = os.environ if env is None else env
+    entry = get_weight(name)
+    found = locate(entry, weights_dir, env)
+    if found is None:
+        raise WeightsError(f"missing weight file {entry.filename} ({entry.purpose}): {how_to_get(entry, weights_dir, env)}")
+    return found
