@@ -412,7 +412,7 @@ def _invert_setup(video: Path, cache: Path | None, model: str, triplanenet: Path
 @command
 def invert(
     video: Annotated[Path, typer.Argument(help="Video to invert.")],
-    out: CacheDir = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", "--cache", help="Cache folder to create or resume (default: VIDEO.nvs beside the video).")] = None,
     model: ModelVersion = "v2",
     triplanenet: TriPlaneNetFile = None,
     eg3d: Eg3dFile = None,

@@ -124,7 +124,7 @@ def invert_batch(model: TriPlaneNet, crops: np.ndarray, labels: np.ndarray, fram
     """Invert one batch of crops; each frame's random draws come from its own seed."""
     x = from_uint8_frames(crops, device=device)
     c = torch.from_numpy(labels).float().to(device)
-    result = model.invert(x, c, rngs=frame_generators(frame_indices, config.seed))
+    result = model.invert(x, c, rng=frame_generators(frame_indices, config.seed))
     recon = to_uint8_frames(result.image)
     records = []
     for j in range(len(frame_indices)):

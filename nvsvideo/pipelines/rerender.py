@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from nvsvideo.cache import FrameRecord, InversionCache, file_fingerprint
 from nvsvideo.cameras.paths import evaluate_camera_path, parse_camera_path
@@ -228,8 +229,9 @@ def render_faces(model: TriPlaneNet, alignment: VideoAlignment, cameras: np.ndar
     if keeper is not None:
         in_labels = np.stack([alignment.frames[i].label for i in indices])
         weights = keeper.view_weights(in_labels, cameras[indices])
-        novel, _ = keeper(novel, from_uint8_frames(crops, device=novel.device), from_uint8_frames(recon, device=novel.device),
-                          weights)
+        # The mask compares input and reconstruction at the render's resolution.
+        inputs = F.interpolate(from_uint8_frames(crops, device=novel.device), size=novel.shape[-2:], mode="area")
+        novel, _ = keeper(novel, inputs, from_uint8_frames(recon, device=novel.device), weights)
     depth = depth_to_rgb(result["image_depth"], model.decoder.rendering_kwargs)
     novel_u8 = to_uint8_frames(novel)
     return {i: (novel_u8[j], crops[j], recon[j], depth[j]) for j, i in enumerate(indices)}

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import torch
 
 from nvsvideo.models.eg3d.generator import TriPlaneGenerator
-from nvsvideo.models.eg3d.renderer import RenderSettings, SampleDraws
 
 
 @dataclass(frozen=True)
@@ -40,26 +39,6 @@ def frame_generators(frame_indices: Sequence[int], seed: int) -> list[torch.Gene
     return [torch.Generator(device="cpu").manual_seed(seed + int(i)) for i in frame_indices]
 
 
-def frame_draws(generator: TriPlaneGenerator, rngs: Sequence[torch.Generator], *,
-                neural_rendering_resolution: int | None, samples_multiplier: float,
-                device: torch.device) -> SampleDraws:
-    """The next random depth draws of each frame's generator, stacked in batch order.
-
-    Args:
-        generator: supplies the rendering configuration (sample counts, resolution).
-        rngs: [B] per-frame generators (see `frame_generators`); each advances by one render's draws.
-        neural_rendering_resolution: rays per side, None for the checkpoint's value.
-        samples_multiplier: factor on both depth sample counts.
-        device: where the draws are used.
-    Returns:
-        draws with batch size B.
-    """
-    res = int(neural_rendering_resolution or generator.neural_rendering_resolution)
-    settings = RenderSettings.from_rendering_kwargs(generator.rendering_kwargs, samples_multiplier)
-    parts = [SampleDraws.draw(1, res * res, settings, rng, device) for rng in rngs]
-    return SampleDraws(torch.cat([p.jitter for p in parts]), torch.cat([p.importance for p in parts]))
-
-
 @torch.inference_mode()
 def render_views(generator: TriPlaneGenerator, planes: torch.Tensor, ws: torch.Tensor, labels: torch.Tensor,
                  frame_indices: Sequence[int], options: RenderOptions) -> dict[str, torch.Tensor]:
@@ -76,13 +55,10 @@ def render_views(generator: TriPlaneGenerator, planes: torch.Tensor, ws: torch.T
         the generator's outputs: 'image' [B, 3, 512, 512] in about [-1, 1], 'image_raw', 'image_depth' [B, 1, N, N].
     """
     assert planes.shape[0] == ws.shape[0] == labels.shape[0] == len(frame_indices), "batch sizes differ"
-    draws = frame_draws(generator, frame_generators(frame_indices, options.seed),
-                        neural_rendering_resolution=options.neural_rendering_resolution,
-                        samples_multiplier=options.samples_multiplier, device=planes.device)
     return generator.render_planes(
         planes, ws, labels.to(planes.device, torch.float32),
         neural_rendering_resolution=options.neural_rendering_resolution,
         samples_multiplier=options.samples_multiplier,
         chunk_rays=options.chunk_rays,
-        draws=draws,
+        rng=frame_generators(frame_indices, options.seed),
     )

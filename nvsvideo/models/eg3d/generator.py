@@ -10,6 +10,8 @@ G_ema loads with `load_state_dict(strict=True)`. Differences from the official m
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -129,7 +131,7 @@ class TriPlaneGenerator(nn.Module):
         c: torch.Tensor,
         *,
         neural_rendering_resolution: int | None = None,
-        rng: torch.Generator | None = None,
+        rng: torch.Generator | Sequence[torch.Generator] | None = None,
         samples_multiplier: float = 1.0,
         chunk_rays: int | None = None,
         draws: SampleDraws | None = None,
@@ -141,7 +143,8 @@ class TriPlaneGenerator(nn.Module):
             c: [B, 25] render camera (flattened cam2world, then flattened normalised intrinsics).
             neural_rendering_resolution: N, rays per side (default: the checkpoint's value); this call only.
             rng: generator of the two random draws (stratified jitter, importance uniforms); None uses torch's
-                global generator like the official code. Seed one per frame for flicker-free, reproducible video.
+                global generator like the official code; a sequence gives each batch item its own generator
+                (one per video frame: flicker-free, reproducible, independent of batching).
             samples_multiplier: scales both sample counts (the official scripts use 2).
             chunk_rays: render this many rays of one image at a time; bounds memory, same result.
                 None renders up to 128 x 128 rays of 48 samples at once (`renderer.DEFAULT_CHUNK_SAMPLES`).
@@ -184,7 +187,7 @@ class TriPlaneGenerator(nn.Module):
         *,
         neural_rendering_resolution: int | None = None,
         noise_mode: str = "const",
-        rng: torch.Generator | None = None,
+        rng: torch.Generator | Sequence[torch.Generator] | None = None,
         samples_multiplier: float = 1.0,
         chunk_rays: int | None = None,
         draws: SampleDraws | None = None,
@@ -202,7 +205,9 @@ class TriPlaneGenerator(nn.Module):
         assert ws.shape[0] == planes.shape[0], f"batch mismatch: planes {tuple(planes.shape)}, ws {tuple(ws.shape)}"
         out = self.render_features(planes, c, neural_rendering_resolution=neural_rendering_resolution, rng=rng,
                                    samples_multiplier=samples_multiplier, chunk_rays=chunk_rays, draws=draws)
-        image = self.super_resolve(out["feature_image"], ws, rng=rng, force_fp32=force_fp32)
+        # Per-item generators drive only the ray draws; 'random' SR noise (unused by FFHQ models) then uses the global one.
+        sr_rng = rng if isinstance(rng, torch.Generator) else None
+        image = self.super_resolve(out["feature_image"], ws, rng=sr_rng, force_fp32=force_fp32)
         return {"image": image, **out}
 
     def synthesis(self, ws: torch.Tensor, c: torch.Tensor, *, noise_mode: str = "const",

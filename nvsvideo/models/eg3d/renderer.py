@@ -13,6 +13,7 @@ Conventions (see `shared/interop/eg3d_facts.md` §3.3-3.6):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -94,13 +95,18 @@ class SampleDraws:
     """[N, M, D_imp] uniforms in [0, 1) that drive inverse-CDF importance sampling."""
 
     @classmethod
-    def draw(cls, batch: int, num_rays: int, settings: RenderSettings, rng: torch.Generator | None,
-             device: torch.device) -> SampleDraws:
+    def draw(cls, batch: int, num_rays: int, settings: RenderSettings,
+             rng: torch.Generator | Sequence[torch.Generator] | None, device: torch.device) -> SampleDraws:
         """Draw both tensors from `rng` (the global generator when None), on the generator's device.
 
         Shapes and order equal the official code's `rand_like([N, M, D, 1])` then `rand([N*M, D_imp])`, so a
-        generator seeded like the official global one gives bitwise the same numbers.
+        generator seeded like the official global one gives bitwise the same numbers. A sequence of `batch`
+        generators draws each item from its own: a video frame's render then does not depend on its batch.
         """
+        if isinstance(rng, Sequence):
+            assert len(rng) == batch, f"{len(rng)} generators for a batch of {batch}"
+            parts = [cls.draw(1, num_rays, settings, item_rng, device) for item_rng in rng]
+            return cls(torch.cat([p.jitter for p in parts]), torch.cat([p.importance for p in parts]))
         gen_device = rng.device if rng is not None else device
         jitter = torch.rand((batch, num_rays, settings.depth_resolution, 1), generator=rng, device=gen_device)
         importance = torch.rand((batch * num_rays, settings.depth_resolution_importance), generator=rng,

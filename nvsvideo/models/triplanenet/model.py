@@ -15,6 +15,7 @@ returned planes with `TriPlaneNet.render`, without rerunning the encoders.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -154,7 +155,7 @@ class TriPlaneNet(nn.Module):
         ws: torch.Tensor,
         c: torch.Tensor,
         *,
-        rng: torch.Generator | None = None,
+        rng: torch.Generator | Sequence[torch.Generator] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Render tri-planes with the model's `render_options`.
 
@@ -188,7 +189,7 @@ class TriPlaneNet(nn.Module):
         x: torch.Tensor,
         c: torch.Tensor,
         *,
-        rng: torch.Generator | None = None,
+        rng: torch.Generator | Sequence[torch.Generator] | None = None,
     ) -> InversionResult:
         """Invert aligned face crops once: codes, final planes and the reconstruction at the input camera.
 
@@ -199,7 +200,8 @@ class TriPlaneNet(nn.Module):
         Args:
             x: [B, 3, 512, 512] aligned crops in [-1, 1] (crops already at 256 are used as they are).
             c: [B, 25] their camera labels.
-            rng: generator for the stochastic ray samples; None uses torch's global generator.
+            rng: generator for the stochastic ray samples; None uses torch's global generator; a sequence gives
+                each frame its own (its renders then do not depend on the batch it is in).
         Returns:
             `InversionResult`.
         """
@@ -227,7 +229,7 @@ class TriPlaneNet(nn.Module):
         )
 
     def _render_pooled(
-        self, planes: torch.Tensor, ws: torch.Tensor, c: torch.Tensor, rng: torch.Generator | None
+        self, planes: torch.Tensor, ws: torch.Tensor, c: torch.Tensor, rng: torch.Generator | Sequence[torch.Generator] | None
     ) -> torch.Tensor:
         """Render at `c` and pool the 512 image to the encoders' resolution (area mean, as trained)."""
         image = self.render(planes, ws, c, rng=rng)["image"]
