@@ -38,6 +38,10 @@ class WeightsError(NvsError):
     exit_code = 5
 
 
+class UnsafeCheckpointError(WeightsError):
+    """A model file asks to load code or objects outside what is allowed; nothing from it was run."""
+
+
 class DeviceError(NvsError):
     """The requested compute device is not available."""
 

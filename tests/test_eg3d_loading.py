@@ -22,10 +22,9 @@ import torch
 from typer.testing import CliRunner
 
 from nvsvideo.cli import app
-from nvsvideo.errors import WeightsError
+from nvsvideo.errors import UnsafeCheckpointError, WeightsError
 from nvsvideo.models.eg3d.checkpoint import (
     EG3DCheckpoint,
-    UnsafeCheckpointError,
     build_generator,
     load_eg3d,
     save_eg3d,

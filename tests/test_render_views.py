@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tiny_models import tiny_eg3d_checkpoint, tiny_triplanenet
 
 from nvsvideo.cameras.eg3d import intrinsics, lookat_cam2world, make_label
 from nvsvideo.models.eg3d.checkpoint import build_generator
 from nvsvideo.render import RenderOptions, frame_generators, render_views
+
+from tiny_models import tiny_eg3d_checkpoint, tiny_triplanenet
 
 
 def labels(yaws: list[float]) -> torch.Tensor:

@@ -12,12 +12,13 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from face_clips import face_clip_with_gap
-from tiny_models import save_tiny_eg3d, save_tiny_triplanenet
 from typer.testing import CliRunner
 
 from nvsvideo.cli import app
 from nvsvideo.video import VideoReader, probe
+
+from face_clips import face_clip_with_gap
+from tiny_models import save_tiny_eg3d, save_tiny_triplanenet
 
 runner = CliRunner()
 FRAMES = 10

@@ -52,7 +52,7 @@ def test_sample_cli_writes_video_depth_and_frames(tiny_eg3d: Path, tmp_path: Pat
     summary = json.loads(result.stdout)
     assert summary["frames"] == 3
     info = probe(out)
-    assert (info.width, info.height, info.frame_count) == (512, 512, 3)
+    assert (info.width, info.height, info.frame_count) == (128, 128, 3)  # the tiny model renders 128 px
     assert str(info.fps) == "30000/1001"
     assert probe(depth).width == TINY_NEURAL_RES
     assert sorted(p.name for p in frames_dir.iterdir()) == ["000000.png", "000001.png", "000002.png"]

@@ -109,7 +109,7 @@ def test_a_loaded_tiny_v2_inverts_exactly_like_the_in_memory_one(tmp_path: Path,
     for field in dataclasses.fields(ours):
         a, b = getattr(ours, field.name), getattr(theirs, field.name)
         assert torch.isfinite(a).all() and torch.equal(a, b), field.name
-    assert ours.image.shape == (1, 3, 512, 512) and ours.depth.shape == (1, 1, 32, 32)
+    assert ours.image.shape == (1, 3, 128, 128) and ours.depth.shape == (1, 1, 32, 32)
     # Tests downstream need a model whose codes depend on the input, not a constant.
     assert not torch.allclose(model.encode_ws(torch.zeros(1, 3, 256, 256)), ours.ws)
 

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from nvsvideo.errors import WeightsError
+from nvsvideo.torchfile import load_weights_only
 from nvsvideo.weights.registry import (
     KIND_DIRECTION,
     KIND_EG3D,
@@ -123,9 +124,8 @@ def quick_check(path: Path) -> str | None:
 
 def _torch_object(path: Path) -> Any:
     """`torch.load(weights_only=True)`; zip archives are memory-mapped so big encoders stay cheap to check."""
-    from nvsvideo.models.eg3d.checkpoint import torch_load_safe
 
-    return torch_load_safe(path, mmap=zipfile.is_zipfile(path))
+    return load_weights_only(path, mmap=zipfile.is_zipfile(path))
 
 
 def _shapes(tensors: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ import torch
 
 from nvsvideo.errors import WeightsError
 from nvsvideo.files import atomic_output
+from nvsvideo.torchfile import load_weights_only
 
 if TYPE_CHECKING:
     from nvsvideo.models.eg3d.generator import TriPlaneGenerator
@@ -32,10 +32,6 @@ TRAINING_ONLY_BUFFERS = frozenset({"dataset_label_std"})
 
 #: TriPlaneNet's own loader forces this neural rendering resolution onto its converted `.pth` generator.
 _TRIPLANENET_RENDER_RESOLUTION = 128
-
-
-class UnsafeCheckpointError(WeightsError):
-    """The file asks to load code or objects outside the allow-list; nothing from it was run."""
 
 
 @dataclass
@@ -75,7 +71,7 @@ def load_eg3d(path: str | os.PathLike[str]) -> EG3DCheckpoint:
     if suffix == ".safetensors":
         return _read_safetensors(path)
     if suffix in (".pt", ".pth"):
-        return _from_torch_object(torch_load_safe(path), path)
+        return _from_torch_object(load_weights_only(path, what="EG3D checkpoint"), path)
     raise WeightsError(f"{path} has an unknown suffix; EG3D weights must be .pkl, .safetensors, .pt or .pth")
 
 
@@ -149,22 +145,6 @@ def _read_safetensors(path: Path) -> EG3DCheckpoint:
         state_dict=state_dict,
         source=str(path),
     )
-
-
-def torch_load_safe(path: Path, *, mmap: bool = False) -> Any:
-    """`torch.load` with `weights_only=True`; refusals become `UnsafeCheckpointError`.
-
-    `mmap` maps a zip-format file instead of reading it, for checks that only need shapes.
-    """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as err:
-        reason = next((line.strip() for line in str(err).splitlines() if "Unsupported" in line or "global" in line), "")
-        raise UnsafeCheckpointError(
-            f"{path} holds objects that torch's safe loader refuses{f' ({reason})' if reason else ''}; nothing from it was run"
-        ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as err:
-        raise WeightsError(f"{path} is not a readable PyTorch file ({type(err).__name__}: {err})") from None
 
 
 def _tensor_dict(value: Any) -> bool:

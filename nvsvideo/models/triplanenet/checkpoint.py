@@ -12,12 +12,11 @@ is given, which then replaces `decoder.*` entirely.
 from __future__ import annotations
 
 import os
-import pickle
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
@@ -30,6 +29,7 @@ from nvsvideo.models.triplanenet.offsets_v1 import UP_CHANNELS_V1, TriPlaneOffse
 from nvsvideo.models.triplanenet.offsets_v2 import UP_CHANNELS_V2, TriPlanePredictorV2
 from nvsvideo.models.triplanenet.psp import GradualStyleEncoder
 from nvsvideo.models.triplanenet.unet import Upsample
+from nvsvideo.torchfile import load_weights_only
 
 Variant = Literal["v1", "v2-pixelshuffle", "v2-nearest"]
 
@@ -214,7 +214,7 @@ def read_triplanenet(path: str | os.PathLike[str]) -> TriPlaneNetCheckpoint:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"TriPlaneNet checkpoint {path} does not exist; check the path or run `nvsvideo weights`")
-    obj = _torch_load_weights_only(path)
+    obj = load_weights_only(path, what="TriPlaneNet checkpoint")
     state = obj.get("state_dict") if isinstance(obj, dict) else None
     if state is None and isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
         state = obj
@@ -303,12 +303,3 @@ def _load_strict(module: nn.Module, tensors: Mapping[str, torch.Tensor], prefix:
         raise WeightsError(f"{source}: the '{prefix}' tensors do not fit the detected architecture ({detail[:300]})") from None
 
 
-def _torch_load_weights_only(path: Path) -> Any:
-    """`torch.load(weights_only=True)`: nothing in the file can run code; refusals become WeightsError."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "refused"
-        raise WeightsError(f"{path} holds objects the safe loader refuses ({first[:200]}); nothing from it was run") from None
-    except (RuntimeError, OSError, EOFError, ValueError) as err:
-        raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from None
