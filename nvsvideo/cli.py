@@ -449,24 +449,38 @@ def invert(
         Reporter.emit_json(summary)
 
 
+# Render and edit options, shared by rerender, edit and batch.
+CameraPath = Annotated[str | None, typer.Option("--yaw-path", "--camera-path", help=CAMERA_PATH_HELP + " Default: orbit, or follow (the input view) when editing.")]
+Layout = Annotated[str, typer.Option("--output", help="crop | paste (into the original frame) | compare (input | reconstruction | novel).")]
+FaceSize = Annotated[int, typer.Option("--size", min=64, help="Face size of crop/compare outputs.")]
+Samples = Annotated[float, typer.Option("--samples", min=0.1, help="Depth-sample multiplier of the novel views.")]
+RenderResolution = Annotated[int | None, typer.Option("--render-resolution", min=16, help="Neural rendering resolution of the novel views.")]
+KeepOod = Annotated[bool, typer.Option("--keep-ood", help="Blend back what the generator cannot reproduce (hands, glasses, background) near the input view.")]
+Direction = Annotated[list[str] | None, typer.Option("--direction", help="Edit: a name in the weights folder's edits/ or a .pt/.npy path; repeatable.")]
+Strength = Annotated[list[float] | None, typer.Option("--strength", help="Edit strength; once for all edits or once per --direction.")]
+StrengthRamp = Annotated[list[str] | None, typer.Option("--strength-ramp", help="Strength over time, e.g. 0s:0,1s:1,4s:1,5s:0.")]
+EditOffsets = Annotated[str, typer.Option("--edit-offsets", help="keep (default: tri-plane offsets stay, In-N-Out style) | drop (fade them where edits are on).")]
+Crf = Annotated[int, typer.Option("--crf", min=0, max=51, help="libx264 quality (lower = better).")]
+
+
 def rerender(
     ctx: typer.Context,
     video: Annotated[Path, typer.Argument(help="Input video.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output video (.mp4/.mov).")],
-    yaw_path: Annotated[str | None, typer.Option("--yaw-path", "--camera-path", help=CAMERA_PATH_HELP + " Default: orbit for rerender, follow (the input view) for edit.")] = None,
-    output: Annotated[str, typer.Option("--output", help="crop | paste (into the original frame) | compare (input | reconstruction | novel).")] = "paste",
-    size: Annotated[int, typer.Option("--size", min=64, help="Face size of crop/compare outputs.")] = 512,
-    samples: Annotated[float, typer.Option("--samples", min=0.1, help="Depth-sample multiplier of the novel views.")] = 2.0,
-    render_resolution: Annotated[int | None, typer.Option("--render-resolution", min=16, help="Neural rendering resolution of the novel views.")] = None,
-    keep_ood: Annotated[bool, typer.Option("--keep-ood", help="Blend back what the generator cannot reproduce (hands, glasses, background) near the input view.")] = False,
+    yaw_path: CameraPath = None,
+    output: Layout = "paste",
+    size: FaceSize = 512,
+    samples: Samples = 2.0,
+    render_resolution: RenderResolution = None,
+    keep_ood: KeepOod = False,
     depth: Annotated[Path | None, typer.Option("--depth", help="Also write the rendered depth as a colour video here.")] = None,
     mesh: Annotated[Path | None, typer.Option("--mesh", help="Also export one frame's shape (.ply/.obj; needs scikit-image).")] = None,
     mesh_frame: Annotated[int | None, typer.Option("--mesh-frame", min=0, help="Frame for --mesh (default: the first with a face).")] = None,
-    direction: Annotated[list[str] | None, typer.Option("--direction", help="Edit: a name in the weights folder's edits/ or a .pt/.npy path; repeatable.")] = None,
-    strength: Annotated[list[float] | None, typer.Option("--strength", help="Edit strength; once for all edits or once per --direction.")] = None,
-    strength_ramp: Annotated[list[str] | None, typer.Option("--strength-ramp", help="Strength over time, e.g. 0s:0,1s:1,4s:1,5s:0.")] = None,
-    edit_offsets: Annotated[str, typer.Option("--edit-offsets", help="keep (default: tri-plane offsets stay, In-N-Out style) | drop (fade them where edits are on).")] = "keep",
-    crf: Annotated[int, typer.Option("--crf", min=0, max=51, help="libx264 quality (lower = better).")] = 18,
+    direction: Direction = None,
+    strength: Strength = None,
+    strength_ramp: StrengthRamp = None,
+    edit_offsets: EditOffsets = "keep",
+    crf: Crf = 18,
     cache: CacheDir = None,
     model: ModelVersion = "v2",
     triplanenet: TriPlaneNetFile = None,
@@ -529,6 +543,81 @@ def rerender(
 app.command("rerender")(command(rerender))
 app.command("edit", help="Edit a portrait video with latent directions or StyleCLIP mappers (any camera path of rerender "
                          "applies; default: the input view).")(command(rerender))
+
+
+@app.command()
+@command
+def batch(
+    inputs: Annotated[list[str], typer.Argument(help="Videos, folders, glob patterns (quoted) or manifests (.csv/.jsonl with an input column, optional output and per-video option columns).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (with --ray: one every node can reach): the videos, report.jsonl and the inversion caches (.cache/).")],
+    yaw_path: CameraPath = None,
+    output: Layout = "paste",
+    size: FaceSize = 512,
+    samples: Samples = 2.0,
+    render_resolution: RenderResolution = None,
+    keep_ood: KeepOod = False,
+    direction: Direction = None,
+    strength: Strength = None,
+    strength_ramp: StrengthRamp = None,
+    edit_offsets: EditOffsets = "keep",
+    crf: Crf = 18,
+    model: ModelVersion = "v2",
+    triplanenet: TriPlaneNetFile = None,
+    eg3d: Eg3dFile = None,
+    store: Store = "planes",
+    batch_size: BatchSize = 4,
+    seed: Seed = 0,
+    fresh: Fresh = False,
+    landmarks: Landmarks = "auto",
+    fan_detector: FanDetector = "sfd",
+    face_index: FaceIndex = 0,
+    max_gap: MaxGap = 5,
+    smooth: Smooth = 0.1,
+    causal: Causal = False,
+    weights_dir: WeightsDir = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Worker processes on this machine, one device each (--device cuda spreads them over cuda:0..N-1); with --ray, the number of actors (default: as many as fit).")] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="Run each video as a Ray task (needs the ray extra of nvsvideo) on a local Ray instance, or on --ray-address.")] = False,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster to join (auto, ray://HOST:10001); implies --ray.")] = None,
+    ray_cpus: Annotated[int | None, typer.Option("--ray-cpus", min=1, help="CPUs of the local Ray instance (default: all).")] = None,
+    cpus_per_task: Annotated[float, typer.Option("--cpus-per-task", min=0.0, help="CPUs each Ray actor reserves.")] = 1.0,
+    gpus_per_task: Annotated[float, typer.Option("--gpus-per-task", min=0.0, help="GPUs each Ray actor reserves (0.5 puts two on a GPU).")] = 0.0,
+    retries: Annotated[int, typer.Option("--retries", min=0, help="Resubmissions of a video whose worker died (a video that fails is not retried).")] = 1,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo videos whose output exists (default: skip them).")] = False,
+    recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also take videos from sub-folders of folder INPUTS.")] = False,
+    device: Device = "auto",
+    json_out: Json = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Re-render or edit many videos: one report line per video; exit 7 when some failed (the rest still run).
+
+    Takes the options of rerender and edit (--direction makes it an edit, from the input view by default).
+
+    Finished outputs are skipped; inversions are cached in OUTDIR/.cache, so an interrupted batch resumes.
+
+    --json prints one JSON line per video on stdout as it finishes. --device takes a list (cuda:0,cuda:2) for --workers.
+    """
+    from nvsvideo.batch import BatchArgs, run_from_args
+    from nvsvideo.pipelines.batch import BatchJobOptions, rerender_job
+
+    def text(path: Path | None) -> str | None:
+        # Absolute: workers (Ray actors on other nodes included) may not share this working directory.
+        return str(path.absolute()) if path is not None else None
+
+    options = BatchJobOptions(
+        camera_path=yaw_path, output_mode=output, size=size, samples=samples, render_resolution=render_resolution,
+        keep_ood=keep_ood, direction=tuple(direction or ()), strength=tuple(strength or ()),
+        strength_ramp=tuple(strength_ramp or ()), edit_offsets=edit_offsets, crf=crf, model=model,
+        triplanenet=text(triplanenet), eg3d=text(eg3d), weights_dir=text(weights_dir), store=store,
+        batch_size=batch_size, seed=seed, fresh=fresh, landmarks=landmarks, fan_detector=fan_detector,
+        face_index=face_index, max_gap=max_gap, smooth=smooth, causal=causal)
+    options.check()
+    args = BatchArgs(
+        inputs=inputs, outdir=out, overwrite=overwrite, recursive=recursive, device=device, workers=workers,
+        ray=ray_address if ray_address is not None else ("" if ray else None), ray_cpus=ray_cpus,
+        cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task, retries=retries, json_lines=json_out,
+        quiet=quiet, verbose=verbose)
+    run_from_args(args, rerender_job, options.to_dict()).raise_for_failures()
 
 
 def main() -> None:

@@ -115,7 +115,7 @@ def test_a_task_whose_actor_dies_is_retried_and_the_batch_completes(
         inputs, tmp_path / "out", RayExecutor(retries=1), fn=die_once_job, options={"marker": str(marker)}
     )
     assert marker.exists()
-    assert result.exit_code == 0
+    assert result.exit_code == 0, [(i.input, i.status, i.reason, i.attempts) for i in result.items]
     assert {Path(i.input).stem: i.attempts for i in result.items} == {"a": 1, "b": 2}
     expected = run(inputs, tmp_path / "local", SequentialExecutor())
     assert expected.exit_code == 0

@@ -157,3 +157,17 @@ def test_bad_inputs_give_one_message_and_no_output(setup: dict[str, Path], tmp_p
                                    *models(setup)])
     assert bad_path.exit_code == 2
     assert not out.exists()
+
+
+def test_corrupt_chunk_is_recomputed_bit_identically(setup: dict[str, Path], inverted: dict) -> None:
+    chunks = sorted((setup["clip"].with_name("clip.mp4.nvs") / "inversion" / "chunks").glob("*.safetensors"))
+    assert chunks
+    original = {p.name: p.read_bytes() for p in chunks}
+    damaged = bytearray(original[chunks[0].name])
+    damaged[len(damaged) // 2] ^= 0xFF
+    chunks[0].write_bytes(bytes(damaged))
+    result = runner.invoke(app, ["invert", str(setup["clip"]), *models(setup), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["inverted"] > 0  # the damaged chunk's frames were inverted again
+    again = {p.name: p.read_bytes() for p in (chunks[0].parent).glob("*.safetensors")}
+    assert again == original

@@ -15,6 +15,7 @@ import collections
 import concurrent.futures as cf
 import math
 import multiprocessing
+import os
 import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
@@ -181,8 +182,13 @@ class SequentialExecutor:
 _process_context: WorkerContext | None = None
 
 
-def _init_process(device: str, name: str) -> None:
+def _init_process(device: str, name: str, cpu_threads: int | None) -> None:
     global _process_context
+    if cpu_threads is not None:
+        # N CPU workers each using every core would oversubscribe the machine and run slower than one.
+        import torch
+
+        torch.set_num_threads(cpu_threads)
     _process_context = WorkerContext(device=device, worker=name)
 
 
@@ -194,8 +200,8 @@ def _run_in_process(fn: ProcessFn, spec: JobSpec) -> JobOutcome:
 class _ProcessSlot:
     """A one-process `ProcessPoolExecutor` pinned to one device."""
 
-    def __init__(self, device: str, name: str) -> None:
-        self.device, self.name = device, name
+    def __init__(self, device: str, name: str, cpu_threads: int | None) -> None:
+        self.device, self.name, self.cpu_threads = device, name, cpu_threads
         self._pool = self._start()
 
     def _start(self) -> cf.ProcessPoolExecutor:
@@ -204,7 +210,7 @@ class _ProcessSlot:
             max_workers=1,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_process,
-            initargs=(self.device, self.name),
+            initargs=(self.device, self.name, self.cpu_threads),
         )
 
     def submit(self, fn: ProcessFn, spec: JobSpec) -> cf.Future[JobOutcome]:
@@ -248,7 +254,9 @@ class ProcessExecutor:
         # Workers start on first need, so a batch of one video starts one process.
         while len(self._slots) < min(self.workers, len(specs)):
             i = len(self._slots)
-            self._slots.append(_ProcessSlot(self.devices[i % len(self.devices)], f"proc-{i}"))
+            device = self.devices[i % len(self.devices)]
+            threads = max(1, (os.cpu_count() or 1) // self.workers) if device == "cpu" else None
+            self._slots.append(_ProcessSlot(device, f"proc-{i}", threads))
         yield from _dispatch(self._slots, fn, specs, retries=self.retries, death=(BrokenProcessPool,))
 
 
@@ -261,6 +269,13 @@ class _RayWorker:
     def run(self, fn: ProcessFn, spec: JobSpec) -> JobOutcome:
         return run_job(fn, spec, self.context)
 
+    def ready(self) -> bool:
+        return True
+
+
+#: How long a retry waits for Ray to bring a dead actor back.
+_RESTART_TIMEOUT_S = 60.0
+
 
 class _RaySlot:
     def __init__(self, actor: Any) -> None:
@@ -270,7 +285,22 @@ class _RaySlot:
         return self.actor.run.remote(fn, spec).future()
 
     def restart(self) -> None:
-        """Ray restarts a dead actor itself (`max_restarts=-1`); the next job waits for it."""
+        """Wait until Ray has restarted the dead actor (`max_restarts=-1`).
+
+        A task sent while the actor is still restarting is refused, which would count as a second death.
+        """
+        import ray
+        from ray import exceptions as rex
+
+        deadline = time.monotonic() + _RESTART_TIMEOUT_S
+        while True:
+            try:
+                ray.get(self.actor.ready.remote(), timeout=_RESTART_TIMEOUT_S)
+                return
+            except (rex.RayActorError, rex.GetTimeoutError):  # still restarting (or gone: the task will say)
+                if time.monotonic() > deadline:
+                    return  # the next task reports the failure
+                time.sleep(0.2)
 
     def close(self) -> None:
         import ray

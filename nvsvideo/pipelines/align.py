@@ -96,7 +96,8 @@ class FrameAlignment:
 
     def to_json(self) -> dict[str, Any]:
         def arr(x: np.ndarray | None) -> list | None:
-            return None if x is None else np.round(x, 6).tolist()
+            # Unrounded: JSON floats round-trip exactly, so a reloaded track reproduces the same renders.
+            return None if x is None else x.tolist()
 
         return {
             "index": self.index, "pts": self.pts, "time": self.time, "status": self.status.value,

@@ -7,7 +7,7 @@ The data flow follows the official inference (see shared/interop/triplanenet_fac
    (v2: also at the mirrored camera).
 3. The tri-plane predictor reads the initial render(s) and the input residuals and returns
    offsets (v1, added to planes0) or the final planes (v2).
-4. The final planes are rendered at the input camera.
+4. The final planes are rendered at the input camera (the reconstruction; optional).
 
 Unlike the official scripts, a frame is inverted once: novel views are rendered later from the
 returned planes with `TriPlaneNet.render`, without rerunning the encoders.
@@ -108,12 +108,12 @@ class InversionResult:
     """[B, 96, 256, 256] final tri-planes (3 planes x 32 features, EG3D's layout)."""
     offsets: torch.Tensor
     """[B, 96, 256, 256] planes - backbone(ws): the predicted offsets (v1) or residual (v2)."""
-    image: torch.Tensor
-    """[B, 3, 512, 512] final render at the input camera, in [-1, 1] (not clamped)."""
-    image_raw: torch.Tensor
-    """[B, 3, N, N] the volume-rendered image before super-resolution (N = neural resolution)."""
-    depth: torch.Tensor
-    """[B, 1, N, N] expected ray depth of the final render."""
+    image: torch.Tensor | None
+    """[B, 3, 512, 512] final render at the input camera, in [-1, 1] (not clamped); None if not rendered."""
+    image_raw: torch.Tensor | None
+    """[B, 3, N, N] the volume-rendered image before super-resolution (N = neural resolution); None if not rendered."""
+    depth: torch.Tensor | None
+    """[B, 1, N, N] expected ray depth of the final render; None if not rendered."""
 
 
 class TriPlaneNet(nn.Module):
@@ -190,6 +190,7 @@ class TriPlaneNet(nn.Module):
         c: torch.Tensor,
         *,
         rng: torch.Generator | Sequence[torch.Generator] | None = None,
+        render_input_view: bool = True,
     ) -> InversionResult:
         """Invert aligned face crops once: codes, final planes and the reconstruction at the input camera.
 
@@ -202,8 +203,10 @@ class TriPlaneNet(nn.Module):
             c: [B, 25] their camera labels.
             rng: generator for the stochastic ray samples; None uses torch's global generator; a sequence gives
                 each frame its own (its renders then do not depend on the batch it is in).
+            render_input_view: render the final planes at `c`; callers that only need the planes (novel
+                views) skip it, which saves one of the two (v1) or three (v2) renders.
         Returns:
-            `InversionResult`.
+            `InversionResult`; its image, image_raw and depth are None when `render_input_view` is False.
         """
         assert x.ndim == 4 and x.shape[1] == 3 and x.shape[-1] == x.shape[-2], x.shape
         assert c.shape == (x.shape[0], 25), c.shape
@@ -218,6 +221,8 @@ class TriPlaneNet(nn.Module):
             y0_mirror = self._render_pooled(planes0, ws, mirror_camera(c), rng)
             planes = self.triplanenet_encoder(predictor_input_v2(x256, y0, y0_mirror), planes0)
             offsets = planes - planes0
+        if not render_input_view:
+            return InversionResult(ws=ws, planes=planes, offsets=offsets, image=None, image_raw=None, depth=None)
         final = self.render(planes, ws, c, rng=rng)
         return InversionResult(
             ws=ws,

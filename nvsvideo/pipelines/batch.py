@@ -1,0 +1,263 @@
+"""`nvsvideo batch` for rerender/edit: the per-video options and the job function the batch runs.
+
+`rerender_job` plugs the single-video pipeline (`run_rerender`) into `nvsvideo.batch.run_batch`. Its
+options are plain JSON values (`BatchJobOptions`), because they come from the command line and from
+manifest rows and travel to process workers and Ray actors. Each worker loads the models once and keeps
+them in its `WorkerContext`. Each output has its own inversion cache beside it (`OUTDIR/.cache/<output>.nvs`),
+so running the batch again, after an interruption or with `--overwrite` and other render options, reuses
+the inversions; one cache per output (not per input) means two jobs never write the same cache at once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, TypeVar
+
+from nvsvideo.batch.jobs import JobSpec, WorkerContext
+from nvsvideo.cache import StoreMode
+from nvsvideo.cameras.paths import parse_camera_path
+from nvsvideo.compose.layout import OutputMode
+from nvsvideo.compose.ood import KeepOodOptions
+from nvsvideo.console import Reporter
+from nvsvideo.device import resolve_device
+from nvsvideo.edits import Edit, EditSpec, OffsetPolicy, load_edit, parse_edit_specs
+from nvsvideo.errors import UsageError
+from nvsvideo.face.landmarks import LandmarkConfig, create_backend
+from nvsvideo.pipelines.align import AlignConfig
+from nvsvideo.pipelines.common import load_inverter
+from nvsvideo.pipelines.invert import InvertConfig
+from nvsvideo.pipelines.rerender import RerenderConfig, run_rerender
+from nvsvideo.render import RenderOptions
+from nvsvideo.temporal.tracking import TrackerConfig
+from nvsvideo.weights import resolve_weights_dir
+
+E = TypeVar("E", bound=Enum)
+
+CACHE_DIR = ".cache"
+"""Folder beside the outputs that holds one inversion cache per output (hidden: never an input)."""
+
+
+@dataclass(frozen=True)
+class BatchJobOptions:
+    """Options of one rerender/edit job: the batch-wide values, each overridable by a manifest column.
+
+    The field names are the manifest's column names. Paths are text, lists are tuples; a CSV cell is
+    one value, so a list option takes one item there (JSONL rows can give lists).
+    """
+
+    camera_path: str | None = None
+    """Camera path spec; None: `orbit`, or `follow` (the input view) when editing."""
+    output_mode: str = "paste"
+    """Layout (`--output`): crop | paste | compare; not `output`, which a manifest uses for the file name."""
+    size: int = 512
+    """Face size of crop/compare outputs."""
+    samples: float = 2.0
+    """Depth-sample multiplier of the novel views."""
+    render_resolution: int | None = None
+    """Neural rendering resolution of the novel views; None: the checkpoint's."""
+    keep_ood: bool = False
+    """Blend back what the generator cannot reproduce, near the input view."""
+    direction: tuple[str, ...] = ()
+    """Edits: names in the weights folder's edits/ or .pt/.npy paths."""
+    strength: tuple[float, ...] = ()
+    """Edit strengths: none, one for all edits, or one per direction."""
+    strength_ramp: tuple[str, ...] = ()
+    """Edit strengths over time, e.g. `0s:0,1s:1`."""
+    edit_offsets: str = "keep"
+    """What edits do to the tri-plane offsets: keep | drop."""
+    crf: int = 18
+    """libx264 quality."""
+    model: str = "v2"
+    """TriPlaneNet version: v1 | v2."""
+    triplanenet: str | None = None
+    """TriPlaneNet checkpoint; None: from the weights folder."""
+    eg3d: str | None = None
+    """EG3D generator replacing the TriPlaneNet file's own."""
+    weights_dir: str | None = None
+    """Weights folder; None: $NVSVIDEO_HOME, else ~/.cache/nvsvideo."""
+    store: str = "planes"
+    """What the inversion cache keeps: planes | offsets | recompute."""
+    batch_size: int = 4
+    """Frames per encoder/render batch."""
+    seed: int = 0
+    """Base seed of the renderer's depth samples."""
+    fresh: bool = False
+    """Discard an inversion cache made with other settings instead of failing the video."""
+    landmarks: str = "auto"
+    """Landmark backend: auto | dlib | fan | file."""
+    landmarks_file: str | None = None
+    """Landmarks JSON for `landmarks=file` (a per-video manifest column)."""
+    fan_detector: str = "sfd"
+    """Face detector of the fan backend."""
+    face_index: int = 0
+    """Which face to follow."""
+    max_gap: int = 5
+    """Longest faceless run that is interpolated."""
+    smooth: float = 0.1
+    """Temporal smoothing sigma in seconds."""
+    causal: bool = False
+    """Causal (one-euro) smoothing."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as JSON values (tuples as lists): the batch-wide defaults of `run_batch`."""
+        return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(self).items()}
+
+    @classmethod
+    def from_mapping(cls, options: Mapping[str, Any]) -> BatchJobOptions:
+        """Options from a job's mapping (batch-wide values merged with its manifest row), type-checked.
+
+        Raises:
+            UsageError: a value of the wrong type (e.g. a JSONL `size` of "big").
+        """
+        hints = typing.get_type_hints(cls)
+        return cls(**{name: _typed(name, value, hints[name]) for name, value in options.items()})
+
+    def check(self) -> None:
+        """Fail now, before any video runs, on values that would fail every video the same way.
+
+        Raises:
+            UsageError: a bad layout, offset policy, store mode, camera path or edit pairing.
+        """
+        self.invert_config()
+        self.render_config(edits=())
+        self.edit_specs()
+        parse_camera_path(self.camera_path or "orbit")
+
+    def edit_specs(self) -> list[EditSpec]:
+        """The edits asked for, before any file is read."""
+        return parse_edit_specs(self.direction, self.strength, self.strength_ramp)
+
+    def render_config(self, edits: tuple[Edit, ...]) -> RerenderConfig:
+        """The `RerenderConfig` of these options with the loaded `edits`."""
+        return RerenderConfig(
+            camera_path=self.camera_path or ("follow" if self.direction else "orbit"),
+            output=_choice(OutputMode, self.output_mode, "output mode (--output, output_mode)"),
+            size=self.size,
+            render=RenderOptions(
+                neural_rendering_resolution=self.render_resolution, samples_multiplier=self.samples, seed=self.seed
+            ),
+            keep_ood=KeepOodOptions() if self.keep_ood else None,
+            edits=edits,
+            offset_policy=_choice(OffsetPolicy, self.edit_offsets, "edit offsets policy (--edit-offsets)"),
+            batch_size=self.batch_size,
+            crf=self.crf,
+        )
+
+    def invert_config(self) -> InvertConfig:
+        """The `InvertConfig` of these options."""
+        store = _choice(StoreMode, self.store, "cache store mode (--store)")
+        return InvertConfig(store=store, batch_size=self.batch_size, seed=self.seed, fresh=self.fresh)
+
+    def align_config(self) -> AlignConfig:
+        """The `AlignConfig` of these options."""
+        return AlignConfig(
+            tracker=TrackerConfig(face_index=self.face_index, max_gap=self.max_gap),
+            smooth=self.smooth,
+            causal=self.causal,
+        )
+
+
+def _choice(kind: type[E], value: str, what: str) -> E:
+    """The member of the string enum `kind` named `value`, or a usage error listing the choices."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise UsageError(f"unknown {what} {value!r}: use {', '.join(m.value for m in kind)}") from None
+
+
+def _typed(name: str, value: Any, hint: Any) -> Any:
+    """`value` as the field type `hint` asks for; text (a CSV cell) is converted to numbers."""
+    args = typing.get_args(hint)
+    if type(None) in args:  # `X | None`
+        if value is None:
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+    if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
+        values = value if isinstance(value, (list, tuple)) else [value]
+        return tuple(_scalar(name, v, item) for v in values)
+    return _scalar(name, value, hint)
+
+
+def _scalar(name: str, value: Any, kind: type) -> Any:
+    # bool is an int subclass: a `true` for an int option (or 1 for a bool one) is a mistake.
+    if isinstance(value, kind) and (kind is bool) == isinstance(value, bool):
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind in (int, float) and isinstance(value, str):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    raise UsageError(f"option '{name}' must be {kind.__name__}, got {value!r}")
+
+
+def rerender_job(spec: JobSpec, ctx: WorkerContext) -> dict[str, Any]:
+    """Re-render (and edit) one video of a batch into `spec.output`; the `nvsvideo.batch` job function.
+
+    The TriPlaneNet model and the landmark backend are loaded on the worker's first video that needs
+    them and kept in `ctx.models` (keyed by their files/settings and the device) for the next ones.
+
+    Returns:
+        frames, seconds per stage (`load` when models were loaded for this video, then align, invert,
+        render) and the pipeline's summary: faces found, frames rendered, inverted, cache hits, ...
+
+    Raises:
+        NvsError: this video cannot be processed (unreadable, no face, a cache made with other settings).
+    """
+    assert spec.frames is None, "rerender_job renders whole videos; the batch passes no Chunking"
+    opts = BatchJobOptions.from_mapping(spec.options)
+    device = resolve_device(ctx.device)
+    weights_dir = Path(opts.weights_dir) if opts.weights_dir else None
+    started = time.perf_counter()
+    loads_before = len(ctx.models)
+    model, model_files = _cached(
+        ctx,
+        ("triplanenet", opts.model, opts.triplanenet, opts.eg3d, opts.weights_dir, str(device)),
+        lambda: load_inverter(
+            opts.model,
+            Path(opts.triplanenet) if opts.triplanenet else None,
+            Path(opts.eg3d) if opts.eg3d else None,
+            weights_dir,
+            device,
+        ),
+    )
+    landmarks = LandmarkConfig(
+        backend=opts.landmarks,
+        fan_detector=opts.fan_detector,
+        landmarks_file=Path(opts.landmarks_file) if opts.landmarks_file else None,
+    )
+    backend = _cached(ctx, ("landmarks", landmarks, str(device)), lambda: create_backend(landmarks, device))
+    folder = resolve_weights_dir(weights_dir, os.environ)
+    edits = tuple(load_edit(edit, folder, device) for edit in opts.edit_specs())
+    load_seconds = time.perf_counter() - started
+    summary = run_rerender(
+        spec.input,
+        spec.output,
+        spec.output.parent / CACHE_DIR / f"{spec.output.name}.nvs",
+        model,
+        model_files,
+        backend,
+        opts.align_config(),
+        opts.invert_config(),
+        opts.render_config(edits),
+        device=device,
+        reporter=Reporter(quiet=True),
+    )
+    loaded = {"load": load_seconds} if len(ctx.models) > loads_before else {}
+    details = {k: v for k, v in summary.items() if k not in {"video", "output", "seconds", "depth", "mesh"}}
+    return {**details, "stages": {**loaded, **summary["seconds"]}}
+
+
+def _cached(ctx: WorkerContext, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    """`ctx.models[key]`, built on first use; the worker keeps it for its later videos."""
+    if key not in ctx.models:
+        ctx.models[key] = build()
+    return ctx.models[key]
