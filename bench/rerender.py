@@ -8,19 +8,19 @@ rays x (96+96) samples + super-resolution) with random weights, on the same batc
   plus all of its renders (v1: 2 renders; v2: 4, one of them at the mirror camera). Built from our
   modules, so only the structure differs. The official v2 code also runs the EG3D backbone twice per
   call; this baseline runs it once, so it is, if anything, cheaper than the official scripts.
-- ours: the stages `nvsvideo rerender` runs: `invert_batch` (encoders once, plus the reconstruction
-  rendered at the input camera), the inversion-cache round trip on disk, then one novel render per frame
-  from the cached planes (`cached_planes`, `edited_planes`, `render_views`).
-- ours, planes only: `invert(render_input_view=False)` and the novel render straight from its planes:
-  what a frame costs when no reconstruction is needed (not the pipeline's current path).
+- ours: the stages `nvsvideo rerender` runs: `invert_batch` (encoders once, renders only those the
+  predictor needs; the reconstruction is rendered later only for --output compare / --keep-ood), the
+  inversion-cache round trip on disk, then one novel render per frame from the cached planes
+  (`stored_tensors`, `frame_planes`, `render_views`).
 
 CPU time is `time.process_time()` (every thread of this process); other jobs on the machine inflate
 wall time much more than CPU time.
 
-Memory: peak resident memory of whole `nvsvideo rerender` runs (decode, align, invert, render, paste,
-encode) in child processes, on the first N and 2N frames of the shared real face clip, with TINY random
-models (memory growth with the clip length does not depend on the model size; the full models add a
-constant). The peak must not grow with the clip.
+Memory: peak resident memory of whole `run_rerender` jobs (decode, align with dlib, invert, cache, render,
+paste, encode) in fresh child processes, on the first N and 2N frames of the shared real face clip, with a
+TINY random v2 model (growth with the clip length does not depend on the model size; the full models add
+a constant) and cache chunks of 4 frames (the cache buffers up to one chunk of records in memory, so the
+clips must span several chunks). The peak must not grow with the clip.
 
 Run: `python bench/rerender.py [--frames 2] [--variants v2-pixelshuffle v1] [--json]` (about 4 minutes
 for v2 on 2 quiet CPU cores; add about 2 minutes for v1).
@@ -64,6 +64,9 @@ RESIDUAL_STD = 0.1
 #: Cache chunk of the memory runs: the cache buffers up to one chunk of records in memory (12 MiB of
 #: float16 planes per frame), so the clips must span several chunks for their length to show.
 MEMORY_CHUNK = 4
+#: Peak-RSS growth per extra frame above which memory is not flat: a quarter of one frame's cached planes
+#: (96 x 256 x 256 float16 = 12 MiB); the peak of identical runs varies by tens of MiB.
+FLAT_MIB_PER_FRAME = 3.0
 
 
 @dataclass
@@ -196,7 +199,7 @@ def pipeline_frames(model: nn.Module, crops: np.ndarray, labels: np.ndarray, nov
     """Novel views the way `nvsvideo rerender` makes them: invert and cache, then render from the cache."""
     from nvsvideo.cache import InversionCache
     from nvsvideo.pipelines.invert import InvertConfig, invert_batch
-    from nvsvideo.pipelines.rerender import RerenderConfig, cached_planes, edited_planes
+    from nvsvideo.pipelines.rerender import RerenderConfig, frame_planes, stored_tensors
     from nvsvideo.render import render_views
 
     invert_config, config = InvertConfig(), RerenderConfig()
@@ -211,34 +214,15 @@ def pipeline_frames(model: nn.Module, crops: np.ndarray, labels: np.ndarray, nov
                                  strict=True):
             cache.put(index, record)
     with open_cache() as cache:
-        parts = [cached_planes(model, record, device) for _, record in cache.iter_frames()]
-    ws = torch.stack([p[0] for p in parts])
-    offsets = torch.stack([p[1] for p in parts])
-    ws_out, planes = edited_planes(model, ws, offsets, np.array(indices) / FPS, config, FPS)
+        ws, planes, offsets = stored_tensors([record for _, record in cache.iter_frames()], device)
+    ws_out, planes, _ = frame_planes(model, ws, planes, offsets, np.array(indices) / FPS, config, FPS,
+                                     need_unedited=False)
     return render_views(model.decoder, planes, ws_out, torch.from_numpy(novel), indices, config.render)["image"]
 
 
-def planes_only_frames(model: nn.Module, crops: np.ndarray, labels: np.ndarray, novel: np.ndarray,
-                       device: torch.device) -> torch.Tensor:
-    """Novel views from freshly inverted planes, without the reconstruction render or the cache."""
-    from nvsvideo.compose.layout import from_uint8_frames
-    from nvsvideo.pipelines.rerender import RerenderConfig
-    from nvsvideo.render import frame_generators, render_views
-
-    indices = list(range(len(crops)))
-    x = from_uint8_frames(crops, device=device)
-    c = torch.from_numpy(labels).float().to(device)
-    result = model.invert(x, c, rng=frame_generators(indices, 0), render_input_view=False)
-    return render_views(model.decoder, result.planes, result.ws, torch.from_numpy(novel), indices,
-                        RerenderConfig().render)["image"]
-
-
-# ---------------------------------------------------------------------------------------------- throughput
-
-
-def load_bench_module(name: str) -> ModuleType:
-    """Another bench script as a module (bench/ is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", Path(__file__).with_name(f"{name}.py"))
+def load_module(path: Path) -> ModuleType:
+    """A helper script that is not in an importable package (bench/, tests/), imported by path."""
+    spec = importlib.util.spec_from_file_location(f"{path.parent.name}_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -249,7 +233,7 @@ def full_model(variant: str, device: torch.device) -> nn.Module:
     """Full-size TriPlaneNet of `variant` with random weights, rendering at 128 like the released generator."""
     from nvsvideo.models.eg3d.config import FFHQ_NEURAL_RENDERING_RESOLUTION
 
-    model = load_bench_module("invert").build_model(variant, device)
+    model = load_module(Path(__file__).with_name("invert.py")).build_model(variant, device)
     # A loaded checkpoint sets this; render_views (novel views) reads it.
     model.decoder.neural_rendering_resolution = FFHQ_NEURAL_RENDERING_RESOLUTION
     return model
@@ -303,7 +287,7 @@ def tame_(model: nn.Module, crops: np.ndarray, device: torch.device) -> None:
 
 
 def bench_variant(variant: str, frames: int, device: torch.device, log: Callable[[str], None]) -> dict[str, Any]:
-    """Measure the three paths on one batch of `frames` frames; JSON-ready results."""
+    """Measure both paths on one batch of `frames` frames; JSON-ready results."""
     model = full_model(variant, device)
     crops, labels, novel = synthetic_batch(frames)
     log(f"\n{variant}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M parameters, {frames} frames "
@@ -316,8 +300,6 @@ def bench_variant(variant: str, frames: int, device: torch.device, log: Callable
                     lambda: pipeline_frames(model, crops, labels, novel, device, Path(tmp) / "cache")),
             measure("baseline (official structure)", model, frames, device,
                     lambda: baseline_frames(model, crops, labels, novel, device)),
-            measure("ours, planes only", model, frames, device,
-                    lambda: planes_only_frames(model, crops, labels, novel, device)),
         ]
     results = {p.name: p.per_frame() for p in paths}
     baseline = results["baseline (official structure)"]["cpu_s"]
@@ -342,7 +324,7 @@ def print_table(variant: str, results: dict[str, dict[str, Any]], ratios: dict[s
     ours = ratios["ours (pipeline)"]
     verdict = "meets" if ours >= TARGET_RATIO else "MISSES"
     log(f"  {variant}: ours is {ours:.2f}x cheaper in CPU time than the baseline ({verdict} the "
-        f"{TARGET_RATIO:.0f}x target); planes only: {ratios['ours, planes only']:.2f}x")
+        f"{TARGET_RATIO:.0f}x target)")
 
 
 # ---------------------------------------------------------------------------------------------- memory
@@ -356,15 +338,6 @@ class MemoryRun:
     summary: dict[str, Any]
 
 
-def tests_module(name: str) -> ModuleType:
-    """A helper module of tests/ (tiny models, clip helpers), imported by path."""
-    spec = importlib.util.spec_from_file_location(f"tests_{name}", ROOT / "tests" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def memory_child(clip: Path, workdir: Path) -> None:
     """Child process: `run_rerender` on `clip` with a tiny v2 model at its own render size; prints the summary."""
     from nvsvideo.console import Reporter
@@ -374,7 +347,7 @@ def memory_child(clip: Path, workdir: Path) -> None:
     from nvsvideo.pipelines.rerender import RerenderConfig, run_rerender
     from nvsvideo.render import RenderOptions
 
-    tiny = tests_module("tiny_models")
+    tiny = load_module(ROOT / "tests" / "tiny_models.py")
     device = torch.device("cpu")
     config = RerenderConfig(render=RenderOptions(neural_rendering_resolution=tiny.TINY_NEURAL_RES))
     summary = run_rerender(clip, workdir / "out.mp4", workdir / "cache", tiny.tiny_triplanenet("v2"), [],
@@ -412,7 +385,7 @@ def bench_memory(frames: int, log: Callable[[str], None]) -> dict[str, Any] | No
     info = probe(CLIP)
     if 2 * frames > info.frame_count:
         raise ValueError(f"--memory-frames {frames}: the clip has {info.frame_count} frames, at most half are usable")
-    clips = tests_module("face_clips")
+    clips = load_module(ROOT / "tests" / "face_clips.py")
     runs = []
     with tempfile.TemporaryDirectory(prefix="nvs-bench-") as tmp:
         for n in (frames, 2 * frames):
@@ -421,16 +394,16 @@ def bench_memory(frames: int, log: Callable[[str], None]) -> dict[str, Any] | No
             runs.append(MemoryRun(n, peak, wall, summary))
     frame_mib = info.width * info.height * 3 / 2**20
     growth = (runs[1].peak_rss_mib - runs[0].peak_rss_mib) / (runs[1].frames - runs[0].frames)
-    # Keeping even half a decoded frame per extra frame would show as growth above this.
-    flat = growth < frame_mib / 2
+    flat = growth < FLAT_MIB_PER_FRAME
     log(f"\nmemory: whole rerender runs (decode, align, invert, cache, render, paste, encode) in child processes, "
         f"TINY random v2 model, cache chunks of {MEMORY_CHUNK} frames, first N frames of {CLIP.name} "
         f"({info.width}x{info.height}, {frame_mib:.2f} MiB per decoded frame)")
     for run in runs:
         log(f"  {run.frames:3d} frames: peak RSS {run.peak_rss_mib:7.1f} MiB, {run.wall_s:5.1f} s wall, "
             f"stages {run.summary['seconds']}")
-    log(f"  growth {growth:+.3f} MiB per extra frame: {'flat' if flat else 'NOT flat'} "
-        f"(threshold: half a decoded frame, {frame_mib / 2:.2f} MiB)")
+    log(f"  growth {growth:+.2f} MiB per extra frame: {'flat' if flat else 'NOT flat'} (threshold "
+        f"{FLAT_MIB_PER_FRAME:.0f} MiB per frame, a quarter of one frame's cached planes; identical runs differ by "
+        f"tens of MiB, so keeping a decoded frame ({frame_mib:.2f} MiB) per frame would go unseen)")
     return {"model": "tiny v2 (random weights)", "clip": CLIP.name, "chunk_size": MEMORY_CHUNK, "frame_mib": frame_mib,
             "runs": [{"frames": r.frames, "peak_rss_mib": r.peak_rss_mib, "wall_s": r.wall_s,
                       "seconds": r.summary["seconds"]} for r in runs],
@@ -447,7 +420,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, default=2, help="frames in the measured batch (full models)")
     parser.add_argument("--variants", nargs="*", default=["v2-pixelshuffle"], choices=list(VARIANTS),
                         help="full models to measure (none: memory only)")
-    parser.add_argument("--memory-frames", type=int, default=12, help="N of the N / 2N memory runs (0 = skip)")
+    parser.add_argument("--memory-frames", type=int, default=24, help="N of the N / 2N memory runs (0 = skip); below about 24 the peak is still rising "
+                        "with the first batches (decode and align read 16 frames at a time)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON on stdout (table on stderr)")

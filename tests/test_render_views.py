@@ -38,3 +38,14 @@ def test_inversion_with_per_frame_generators_is_batch_independent() -> None:
     first = model.invert(x[:1], c[:1], rng=frame_generators([0], seed=0))
     torch.testing.assert_close(both.planes[:1], first.planes, rtol=0, atol=1e-5)
     torch.testing.assert_close(both.image[:1], first.image, rtol=0, atol=1e-5)
+
+
+def test_inversion_without_the_input_view_render_gives_the_same_planes() -> None:
+    model = tiny_triplanenet("v2")
+    x = torch.rand(1, 3, 512, 512) * 2 - 1
+    c = labels([8])
+    full = model.invert(x, c, rng=frame_generators([0], seed=0))
+    lean = model.invert(x, c, rng=frame_generators([0], seed=0), render_input_view=False)
+    torch.testing.assert_close(lean.planes, full.planes, rtol=0, atol=0)
+    torch.testing.assert_close(lean.ws, full.ws, rtol=0, atol=0)
+    assert lean.image is None and full.image is not None

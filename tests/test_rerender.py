@@ -137,7 +137,8 @@ def test_edit_with_a_direction_reuses_the_inversion(setup: dict[str, Path], inve
     assert summary["camera_path"] == "follow" and summary["edits"]
     a = np.concatenate([b.frames for b in VideoReader(plain)]).astype(float)
     b = np.concatenate([b.frames for b in VideoReader(edited)]).astype(float)
-    assert np.abs(a[0] - b[0]).max() == 0  # the ramp starts at 0: frame 0 is unedited
+    # The ramp starts at 0: frame 0 is unedited (to float rounding: planes - backbone(ws) + backbone(ws)).
+    assert np.abs(a[0] - b[0]).max() <= 1 and np.abs(a[0] - b[0]).mean() < 0.01
     assert np.abs(a[3] - b[3]).mean() > 1.0
 
 

@@ -2,7 +2,7 @@
 
 Layout of the cache folder (`VIDEO.nvs/` by default):
     tracks.json      the align stage's result (reused when the video and align settings are unchanged)
-    inversion/       `nvsvideo.cache.InversionCache`: chunked per-frame ws, camera, planes/offsets, recon
+    inversion/       `nvsvideo.cache.InversionCache`: chunked per-frame ws, camera, planes or offsets
 
 Each frame is inverted exactly once, in batches; novel views are rendered later from the cache.
 """
@@ -19,10 +19,10 @@ import numpy as np
 import torch
 
 from nvsvideo.cache import FrameRecord, FrameStatus, InversionCache, StoreMode, file_fingerprint
-from nvsvideo.compose.layout import from_uint8_frames, to_uint8_frames
+from nvsvideo.compose.layout import from_uint8_frames
 from nvsvideo.console import Reporter
 from nvsvideo.face.landmarks import LandmarkBackend
-from nvsvideo.models.triplanenet.model import TriPlaneNet
+from nvsvideo.models.triplanenet.model import InversionResult, TriPlaneNet
 from nvsvideo.pipelines.align import AlignConfig, VideoAlignment, iter_crops, track_video
 from nvsvideo.render import frame_generators
 from nvsvideo.video import probe
@@ -41,8 +41,8 @@ class InvertConfig:
     """Frames through the encoders at once."""
     seed: int = 0
     """Base seed of the renderer's random depth samples; frame i uses seed + i."""
-    chunk_size: int | None = None
-    """Frames per cache chunk (None keeps an existing cache's, else 32)."""
+    chunk_size: int | None = 8
+    """Frames per cache chunk; a chunk is buffered in memory until written (8 planes = 100 MB)."""
     fresh: bool = False
     """Discard an existing cache whose settings differ instead of refusing."""
 
@@ -119,22 +119,28 @@ def crop_batches(video: Path, alignment: VideoAlignment, wanted: set[int], batch
         yield indices, np.stack(crops)
 
 
-def invert_batch(model: TriPlaneNet, crops: np.ndarray, labels: np.ndarray, frame_indices: list[int],
-                 config: InvertConfig, device: torch.device) -> list[FrameRecord]:
-    """Invert one batch of crops; each frame's random draws come from its own seed."""
+@torch.inference_mode()
+def invert_crops(model: TriPlaneNet, crops: np.ndarray, labels: np.ndarray, frame_indices: list[int], seed: int,
+                 device: torch.device) -> InversionResult:
+    """Codes and tri-planes of aligned crops uint8 [B,512,512,3] with cameras [B,25].
+
+    Each frame draws its random depth samples from its own seed, so the result does not depend on the batch.
+    The reconstruction at the input view is not rendered here: the stages that show it render it from the planes.
+    """
     x = from_uint8_frames(crops, device=device)
     c = torch.from_numpy(labels).float().to(device)
-    result = model.invert(x, c, rng=frame_generators(frame_indices, config.seed))
-    recon = to_uint8_frames(result.image)
-    records = []
-    for j in range(len(frame_indices)):
-        records.append(FrameRecord(
-            ws=result.ws[j].float().cpu(), label=c[j].cpu(),
-            planes=result.planes[j].cpu() if config.store is StoreMode.PLANES else None,
-            offsets=result.offsets[j].cpu() if config.store is StoreMode.OFFSETS else None,
-            extras={"recon": torch.from_numpy(recon[j])},
-        ))
-    return records
+    return model.invert(x, c, rng=frame_generators(frame_indices, seed), render_input_view=False)
+
+
+def invert_batch(model: TriPlaneNet, crops: np.ndarray, labels: np.ndarray, frame_indices: list[int],
+                 config: InvertConfig, device: torch.device) -> list[FrameRecord]:
+    """Invert one batch of crops into cache records holding what the store mode keeps."""
+    result = invert_crops(model, crops, labels, frame_indices, config.seed, device)
+    return [FrameRecord(
+        ws=result.ws[j].float().cpu(), label=torch.from_numpy(labels[j]).float(),
+        planes=result.planes[j].cpu() if config.store is StoreMode.PLANES else None,
+        offsets=result.offsets[j].cpu() if config.store is StoreMode.OFFSETS else None,
+    ) for j in range(len(frame_indices))]
 
 
 def run_invert(video: Path, cache_dir: Path, model: TriPlaneNet, model_files: list[Path],

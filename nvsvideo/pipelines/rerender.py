@@ -37,7 +37,7 @@ from nvsvideo.face.crop import apply_crop
 from nvsvideo.face.landmarks import LandmarkBackend
 from nvsvideo.models.triplanenet.model import TriPlaneNet
 from nvsvideo.pipelines.align import AlignConfig, VideoAlignment
-from nvsvideo.pipelines.invert import InvertConfig, invert_batch, open_cache, run_invert
+from nvsvideo.pipelines.invert import InvertConfig, invert_crops, open_cache, run_invert
 from nvsvideo.render import RenderOptions, render_views
 from nvsvideo.video import VideoReader, VideoWriter, probe
 
@@ -94,33 +94,44 @@ def output_cameras(alignment: VideoAlignment, spec: str) -> np.ndarray:
     return evaluate_camera_path(parsed, alignment.times(), float(alignment.fps), input_labels=inputs)
 
 
-def cached_planes(model: TriPlaneNet, record: FrameRecord, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ws [14,512], offsets [96,H,W]) of a cached frame, whatever the store mode kept."""
-    ws = record.ws.to(device)
-    if record.offsets is not None:
-        return ws, record.offsets.to(device).float()
-    assert record.planes is not None, "recompute-mode records are re-inverted by the caller"
-    base = model.decoder.synthesize_planes(ws[None], noise_mode=model.render_options.noise_mode)[0]
-    return ws, record.planes.to(device).float() - base
-
-
 @torch.inference_mode()
-def edited_planes(model: TriPlaneNet, ws: torch.Tensor, offsets: torch.Tensor, times: np.ndarray,
-                  config: RerenderConfig, fps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ws', planes') for a batch: edits on the codes, offsets kept or faded as the policy says.
+def frame_planes(model: TriPlaneNet, ws: torch.Tensor, planes: torch.Tensor | None, offsets: torch.Tensor | None,
+                 times: np.ndarray, config: RerenderConfig, fps: float, *, need_unedited: bool
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Codes and tri-planes to render for a batch, with the edits applied.
 
     Args:
         ws: [B, 14, 512] cached codes.
-        offsets: [B, 96, H, W] cached offsets.
+        planes: [B, 96, H, W] cached final planes, or None when the cache holds offsets.
+        offsets: [B, 96, H, W] cached offsets (planes - backbone(ws)), or None when it holds planes.
         times: [B] frame times in seconds (edit ramps).
+        need_unedited: also return the unedited planes (for the reconstruction at the input view).
+    Returns:
+        (ws', planes') to render and the unedited planes (None unless asked for). The backbone runs only
+        where needed: never for cached planes without edits.
     """
+    def backbone(codes: torch.Tensor) -> torch.Tensor:
+        return model.decoder.synthesize_planes(codes, noise_mode=model.render_options.noise_mode)
+
+    if planes is None and (need_unedited or not config.edits):
+        planes = backbone(ws) + offsets
     if not config.edits:
-        return ws, model.decoder.synthesize_planes(ws, noise_mode=model.render_options.noise_mode) + offsets
+        return ws, planes, planes
+    if offsets is None:
+        offsets = planes - backbone(ws)
     t = torch.from_numpy(times).to(ws.device)
     ws_edit = apply_edits(ws, config.edits, t, fps=fps)
     weights = offset_weights(config.edits, t, config.offset_policy, fps=fps).to(offsets)
-    base = model.decoder.synthesize_planes(ws_edit, noise_mode=model.render_options.noise_mode)
-    return ws_edit, base + offsets * weights[:, None, None, None]
+    return ws_edit, backbone(ws_edit) + offsets * weights[:, None, None, None], planes
+
+
+def stored_tensors(records: Sequence[FrameRecord], device: torch.device
+                   ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(ws, planes or None, offsets or None) of cached records, batched on `device` in float32."""
+    ws = torch.stack([r.ws for r in records]).to(device)
+    if all(r.planes is not None for r in records):
+        return ws, torch.stack([r.planes for r in records]).to(device).float(), None
+    return ws, None, torch.stack([r.offsets for r in records]).to(device).float()
 
 
 def run_rerender(
@@ -213,28 +224,35 @@ def render_faces(model: TriPlaneNet, alignment: VideoAlignment, cameras: np.ndar
     """Render the face frames of one batch: {frame: (novel uint8, input crop, reconstruction, depth rgb)}."""
     indices = [i for i, _, _ in faces]
     crops = np.stack([apply_crop(frame, alignment.frames[i].transform) for i, frame, _ in faces])
+    in_labels = np.stack([alignment.frames[i].label for i in indices])
     records = [rec for _, _, (_, rec) in faces]
     if any(r.planes is None and r.offsets is None for r in records):
-        # recompute store mode: the offsets are predicted again (deterministic per-frame seeds: same result).
-        labels = np.stack([alignment.frames[i].label for i in indices])
-        records = invert_batch(model, crops, labels, indices, invert_config, device)
-    parts = [cached_planes(model, r, device) for r in records]
-    ws = torch.stack([p[0] for p in parts])
-    offsets = torch.stack([p[1] for p in parts])
-    ws_out, planes = edited_planes(model, ws, offsets, alignment.times()[indices], config, fps)
-    out_labels = torch.from_numpy(cameras[indices]).float()
-    result = render_views(model.decoder, planes, ws_out, out_labels, indices, config.render)
+        # recompute store mode: invert again (deterministic per-frame seeds: the same result as before).
+        result = invert_crops(model, crops, in_labels, indices, invert_config.seed, device)
+        ws, planes, offsets = result.ws, result.planes, None
+    else:
+        ws, planes, offsets = stored_tensors(records, device)
+    need_recon = keeper is not None or config.output is OutputMode.COMPARE
+    ws_out, planes_out, unedited = frame_planes(model, ws, planes, offsets, alignment.times()[indices], config, fps,
+                                                need_unedited=need_recon)
+    result = render_views(model.decoder, planes_out, ws_out, torch.from_numpy(cameras[indices]).float(), indices,
+                          config.render)
     novel = result["image"]
-    recon = np.stack([r.extras["recon"].numpy() for r in records])
+    recon = None
+    if need_recon:
+        assert unedited is not None
+        recon = render_views(model.decoder, unedited, ws, torch.from_numpy(in_labels).float(), indices,
+                             config.render)["image"]
     if keeper is not None:
-        in_labels = np.stack([alignment.frames[i].label for i in indices])
         weights = keeper.view_weights(in_labels, cameras[indices])
         # The mask compares input and reconstruction at the render's resolution.
         inputs = F.interpolate(from_uint8_frames(crops, device=novel.device), size=novel.shape[-2:], mode="area")
-        novel, _ = keeper(novel, inputs, from_uint8_frames(recon, device=novel.device), weights)
+        novel, _ = keeper(novel, inputs, recon, weights)
     depth = depth_to_rgb(result["image_depth"], model.decoder.rendering_kwargs)
     novel_u8 = to_uint8_frames(novel)
-    return {i: (novel_u8[j], crops[j], recon[j], depth[j]) for j, i in enumerate(indices)}
+    recon_u8 = to_uint8_frames(recon) if recon is not None else None
+    return {i: (novel_u8[j], crops[j], None if recon_u8 is None else recon_u8[j], depth[j])
+            for j, i in enumerate(indices)}
 
 
 def export_frame_mesh(model: TriPlaneNet, cache: InversionCache, alignment: VideoAlignment,
@@ -248,8 +266,9 @@ def export_frame_mesh(model: TriPlaneNet, cache: InversionCache, alignment: Vide
         raise UsageError(f"--mesh-frame {frame} has no face; choose one of the frames with a face")
     if record.planes is None and record.offsets is None:
         raise UsageError("--mesh needs planes or offsets in the cache; invert with --store planes or offsets")
-    ws, offsets = cached_planes(model, record, device)
-    _, planes = edited_planes(model, ws[None], offsets[None], alignment.times()[[frame]], config, float(alignment.fps))
+    ws, planes, offsets = stored_tensors([record], device)
+    _, planes, _ = frame_planes(model, ws, planes, offsets, alignment.times()[[frame]], config, float(alignment.fps),
+                                need_unedited=False)
 
     def density(points: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
