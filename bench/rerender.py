@@ -353,6 +353,10 @@ def memory_child(clip: Path, workdir: Path) -> None:
     summary = run_rerender(clip, workdir / "out.mp4", workdir / "cache", tiny.tiny_triplanenet("v2"), [],
                            create_backend(LandmarkConfig(backend="dlib"), device), AlignConfig(),
                            InvertConfig(chunk_size=MEMORY_CHUNK), config, device=device, reporter=Reporter(quiet=True))
+    # VmHWM belongs to this process's own address space (new at exec); ru_maxrss would also count the
+    # parent's pages at fork time, i.e. whatever the benchmarks before this one left resident.
+    status = Path("/proc/self/status").read_text()
+    summary["peak_rss_kib"] = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:")))
     print(json.dumps(summary))
 
 
@@ -364,15 +368,14 @@ def run_memory_child(clip: Path, workdir: Path) -> tuple[dict[str, Any], float, 
     with open(log_path, "w+b") as log:
         child = subprocess.Popen([sys.executable, __file__, "--memory-child", str(clip), str(workdir)],
                                  stdout=log, stderr=subprocess.STDOUT)
-        # wait4 reports this child's own peak (RUSAGE_CHILDREN keeps the largest of all children so far).
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
+        child.wait()
         log.seek(0)
         output = log.read().decode(errors="replace")
     wall = time.perf_counter() - start
     if child.returncode != 0:
         raise RuntimeError(f"the memory run failed ({child.returncode}): {output[-2000:]}")
-    return json.loads(output.strip().splitlines()[-1]), usage.ru_maxrss / 1024, wall
+    summary = json.loads(output.strip().splitlines()[-1])
+    return summary, summary.pop("peak_rss_kib") / 1024, wall
 
 
 def bench_memory(frames: int, log: Callable[[str], None]) -> dict[str, Any] | None:
