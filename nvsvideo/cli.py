@@ -12,6 +12,7 @@ import inspect
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -50,6 +51,49 @@ Smooth = Annotated[float, typer.Option("--smooth", min=0.0, help="Temporal smoot
 Causal = Annotated[bool, typer.Option("--causal", help="Causal (one-euro) smoothing for streaming instead of zero-phase.")]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+
+
+#: Options shared by several commands, declared once; `with_options` adds them to a command.
+FACE_OPTIONS = (
+    _option("landmarks", Landmarks, "auto"),
+    _option("landmarks_file", LandmarksFile, None),
+    _option("fan_detector", FanDetector, "sfd"),
+    _option("face_index", FaceIndex, 0),
+    _option("max_gap", MaxGap, 5),
+    _option("smooth", Smooth, 0.1),
+    _option("causal", Causal, False),
+)
+#: Options after which a group's options are listed in --help (the generic ones come last).
+_GENERIC = ("weights_dir", "device", "json_out", "quiet", "verbose")
+
+
+def with_options(**groups: tuple[inspect.Parameter, ...]) -> Callable[[F], F]:
+    """Give a command the options of each group; its body receives each group as one namespace argument.
+
+    `@with_options(face=FACE_OPTIONS)` adds --landmarks, --smooth, ... to the command line and passes
+    `face=SimpleNamespace(landmarks=..., smooth=..., ...)` to the function, which declares `face: Any`.
+    """
+
+    def decorate(func: F) -> F:
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+               for p in inspect.signature(func, eval_str=True).parameters.values() if p.name not in groups]
+        split = next((i for i, p in enumerate(own) if p.name in _GENERIC), len(own))
+        added = [p for params in groups.values() for p in params]
+
+        @functools.wraps(func)
+        def wrapper(**kwargs: Any) -> Any:
+            for name, params in groups.items():
+                kwargs[name] = SimpleNamespace(**{p.name: kwargs.pop(p.name) for p in params})
+            return func(**kwargs)
+
+        wrapper.__signature__ = inspect.Signature(own[:split] + added + own[split:])  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
 
 
 def command(func: F) -> F:
@@ -333,36 +377,30 @@ def sample(
         Reporter.emit_json(summary)
 
 
-def _align_setup(device: str, landmarks: str, landmarks_file: Path | None, fan_detector: str, face_index: int,
-                 max_gap: int, smooth: float, causal: bool, batch_size: int = 16) -> tuple[Any, Any, Any]:
-    """(torch device, landmark backend, AlignConfig) from the shared face-stage options."""
+def _align_setup(device: str, face: Any, batch_size: int = 16) -> tuple[Any, Any, Any]:
+    """(torch device, landmark backend, AlignConfig) from the face options group."""
     from nvsvideo.device import resolve_device
     from nvsvideo.face.landmarks import LandmarkConfig, create_backend
     from nvsvideo.pipelines.align import AlignConfig
     from nvsvideo.temporal.tracking import TrackerConfig
 
     torch_device = resolve_device(device)
-    backend = create_backend(LandmarkConfig(backend=landmarks, fan_detector=fan_detector,
-                                            landmarks_file=landmarks_file), torch_device)
-    config = AlignConfig(tracker=TrackerConfig(face_index=face_index, max_gap=max_gap), smooth=smooth,
-                         causal=causal, batch_size=batch_size)
+    backend = create_backend(LandmarkConfig(backend=face.landmarks, fan_detector=face.fan_detector,
+                                            landmarks_file=face.landmarks_file), torch_device)
+    config = AlignConfig(tracker=TrackerConfig(face_index=face.face_index, max_gap=face.max_gap), smooth=face.smooth,
+                         causal=face.causal, batch_size=batch_size)
     return torch_device, backend, config
 
 
 @app.command()
 @command
+@with_options(face=FACE_OPTIONS)
 def align(
     source: Annotated[Path, typer.Argument(help="Video, image, or folder of images.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create: 512 crops, dataset.json, tracks.json.")],
+    face: Any,
     preview: Annotated[bool, typer.Option("--preview", help="Also write preview.mp4 with landmarks, crop and head axes.")] = False,
     cameras: Annotated[Path | None, typer.Option("--cameras", help="Use the cameras of an official dataset.json instead of ours.")] = None,
-    landmarks: Landmarks = "auto",
-    landmarks_file: LandmarksFile = None,
-    fan_detector: FanDetector = "sfd",
-    face_index: FaceIndex = 0,
-    max_gap: MaxGap = 5,
-    smooth: Smooth = 0.1,
-    causal: Causal = False,
     device: Device = "auto",
     json_out: Json = False,
     quiet: Quiet = False,
@@ -372,61 +410,53 @@ def align(
     from nvsvideo.pipelines.align import run_align
 
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    _, backend, config = _align_setup(device, landmarks, landmarks_file, fan_detector, face_index, max_gap,
-                                      smooth, causal)
+    _, backend, config = _align_setup(device, face)
     summary = run_align(source, out, backend, config, reporter, preview=preview, cameras=cameras)
     reporter.info(f"wrote {summary['crops']} crops of {summary['frames']} frames to {out}")
     if json_out:
         Reporter.emit_json(summary)
 
 
-# Inversion options, shared by invert, rerender and edit.
-ModelVersion = Annotated[str, typer.Option("--model", help="TriPlaneNet version: v1 or v2.")]
-TriPlaneNetFile = Annotated[Path | None, typer.Option("--triplanenet", help="TriPlaneNet checkpoint (.pt/.pth); default: from the weights folder.")]
-Eg3dFile = Annotated[Path | None, typer.Option("--eg3d", help="EG3D generator replacing the one inside the TriPlaneNet file (.pkl/.safetensors/.pt).")]
-CacheDir = Annotated[Path | None, typer.Option("--cache", help="Inversion cache folder (default: VIDEO.nvs beside the video).")]
-Store = Annotated[str, typer.Option("--store", help="What the cache keeps: planes (fast re-render) | offsets | recompute (smallest).")]
-BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Frames per encoder/render batch.")]
-Seed = Annotated[int, typer.Option("--seed", help="Base seed of the renderer's depth samples (frame i uses seed+i).")]
-Fresh = Annotated[bool, typer.Option("--fresh", help="Discard a cache made with other settings instead of stopping.")]
+INVERT_OPTIONS = (
+    _option("model", Annotated[str, typer.Option("--model", help="TriPlaneNet version: v1 or v2.")], "v2"),
+    _option("triplanenet", Annotated[Path | None, typer.Option(
+        "--triplanenet", help="TriPlaneNet checkpoint (.pt/.pth); default: from the weights folder.")], None),
+    _option("eg3d", Annotated[Path | None, typer.Option(
+        "--eg3d", help="EG3D generator replacing the one inside the TriPlaneNet file (.pkl/.safetensors/.pt).")], None),
+    _option("store", Annotated[str, typer.Option(
+        "--store", help="What the cache keeps: planes (fast re-render) | offsets | recompute (smallest).")], "planes"),
+    _option("batch_size", Annotated[int, typer.Option("--batch-size", min=1, help="Frames per encoder/render batch.")], 4),
+    _option("seed", Annotated[int, typer.Option(
+        "--seed", help="Base seed of the renderer's depth samples (frame i uses seed+i).")], 0),
+    _option("fresh", Annotated[bool, typer.Option(
+        "--fresh", help="Discard a cache made with other settings instead of stopping.")], False),
+)
 
 
-def _invert_setup(video: Path, cache: Path | None, model: str, triplanenet: Path | None, eg3d: Path | None,
-                  weights_dir: Path | None, store: str, batch_size: int, seed: int, fresh: bool,
+def _invert_setup(video: Path, cache: Path | None, inv: Any, weights_dir: Path | None,
                   torch_device: Any) -> tuple[Path, Any, list[Path], Any]:
-    """(cache dir, TriPlaneNet, its files, InvertConfig) from the shared inversion options."""
+    """(cache dir, TriPlaneNet, its files, InvertConfig) from the inversion options group."""
     from nvsvideo.cache import StoreMode
     from nvsvideo.pipelines.common import load_inverter
     from nvsvideo.pipelines.invert import InvertConfig, default_cache_dir
 
     try:
-        mode = StoreMode(store)
+        mode = StoreMode(inv.store)
     except ValueError:
-        raise UsageError(f"unknown --store {store!r}: use planes, offsets or recompute") from None
-    inverter, files = load_inverter(model, triplanenet, eg3d, weights_dir, torch_device)
-    config = InvertConfig(store=mode, batch_size=batch_size, seed=seed, fresh=fresh)
+        raise UsageError(f"unknown --store {inv.store!r}: use planes, offsets or recompute") from None
+    inverter, files = load_inverter(inv.model, inv.triplanenet, inv.eg3d, weights_dir, torch_device)
+    config = InvertConfig(store=mode, batch_size=inv.batch_size, seed=inv.seed, fresh=inv.fresh)
     return cache or default_cache_dir(video), inverter, files, config
 
 
 @app.command()
 @command
+@with_options(inv=INVERT_OPTIONS, face=FACE_OPTIONS)
 def invert(
     video: Annotated[Path, typer.Argument(help="Video to invert.")],
+    inv: Any,
+    face: Any,
     out: Annotated[Path | None, typer.Option("--out", "-o", "--cache", help="Cache folder to create or resume (default: VIDEO.nvs beside the video).")] = None,
-    model: ModelVersion = "v2",
-    triplanenet: TriPlaneNetFile = None,
-    eg3d: Eg3dFile = None,
-    store: Store = "planes",
-    batch_size: BatchSize = 4,
-    seed: Seed = 0,
-    fresh: Fresh = False,
-    landmarks: Landmarks = "auto",
-    landmarks_file: LandmarksFile = None,
-    fan_detector: FanDetector = "sfd",
-    face_index: FaceIndex = 0,
-    max_gap: MaxGap = 5,
-    smooth: Smooth = 0.1,
-    causal: Causal = False,
     weights_dir: WeightsDir = None,
     device: Device = "auto",
     json_out: Json = False,
@@ -437,10 +467,8 @@ def invert(
     from nvsvideo.pipelines.invert import run_invert
 
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    torch_device, backend, align_config = _align_setup(device, landmarks, landmarks_file, fan_detector, face_index,
-                                                       max_gap, smooth, causal)
-    cache_dir, inverter, files, config = _invert_setup(video, out, model, triplanenet, eg3d, weights_dir, store,
-                                                       batch_size, seed, fresh, torch_device)
+    torch_device, backend, align_config = _align_setup(device, face)
+    cache_dir, inverter, files, config = _invert_setup(video, out, inv, weights_dir, torch_device)
     _, summary = run_invert(video, cache_dir, inverter, files, backend, align_config, config,
                             device=torch_device, reporter=reporter)
     reporter.info(f"inverted {summary['inverted']} frames ({summary['cache_hits']} already cached) into {cache_dir}; "
@@ -449,53 +477,34 @@ def invert(
         Reporter.emit_json(summary)
 
 
-# Render and edit options, shared by rerender, edit and batch.
-CameraPath = Annotated[str | None, typer.Option("--yaw-path", "--camera-path", help=CAMERA_PATH_HELP + " Default: orbit, or follow (the input view) when editing.")]
-Layout = Annotated[str, typer.Option("--output", help="crop | paste (into the original frame) | compare (input | reconstruction | novel).")]
-FaceSize = Annotated[int, typer.Option("--size", min=64, help="Face size of crop/compare outputs.")]
-Samples = Annotated[float, typer.Option("--samples", min=0.1, help="Depth-sample multiplier of the novel views.")]
-RenderResolution = Annotated[int | None, typer.Option("--render-resolution", min=16, help="Neural rendering resolution of the novel views.")]
-KeepOod = Annotated[bool, typer.Option("--keep-ood", help="Blend back what the generator cannot reproduce (hands, glasses, background) near the input view.")]
-Direction = Annotated[list[str] | None, typer.Option("--direction", help="Edit: a name in the weights folder's edits/ or a .pt/.npy path; repeatable.")]
-Strength = Annotated[list[float] | None, typer.Option("--strength", help="Edit strength; once for all edits or once per --direction.")]
-StrengthRamp = Annotated[list[str] | None, typer.Option("--strength-ramp", help="Strength over time, e.g. 0s:0,1s:1,4s:1,5s:0.")]
-EditOffsets = Annotated[str, typer.Option("--edit-offsets", help="keep (default: tri-plane offsets stay, In-N-Out style) | drop (fade them where edits are on).")]
-Crf = Annotated[int, typer.Option("--crf", min=0, max=51, help="libx264 quality (lower = better).")]
+#: Render and edit options, shared by rerender, edit and batch.
+LOOK_OPTIONS = (
+    _option("yaw_path", Annotated[str | None, typer.Option("--yaw-path", "--camera-path", help=CAMERA_PATH_HELP + " Default: orbit, or follow (the input view) when editing.")], None),
+    _option("output", Annotated[str, typer.Option("--output", help="crop | paste (into the original frame) | compare (input | reconstruction | novel).")], "paste"),
+    _option("size", Annotated[int, typer.Option("--size", min=64, help="Face size of crop/compare outputs.")], 512),
+    _option("samples", Annotated[float, typer.Option("--samples", min=0.1, help="Depth-sample multiplier of the novel views.")], 2.0),
+    _option("render_resolution", Annotated[int | None, typer.Option("--render-resolution", min=16, help="Neural rendering resolution of the novel views.")], None),
+    _option("keep_ood", Annotated[bool, typer.Option("--keep-ood", help="Blend back what the generator cannot reproduce (hands, glasses, background) near the input view.")], False),
+    _option("direction", Annotated[list[str] | None, typer.Option("--direction", help="Edit: a name in the weights folder's edits/ or a .pt/.npy path; repeatable.")], None),
+    _option("strength", Annotated[list[float] | None, typer.Option("--strength", help="Edit strength; once for all edits or once per --direction.")], None),
+    _option("strength_ramp", Annotated[list[str] | None, typer.Option("--strength-ramp", help="Strength over time, e.g. 0s:0,1s:1,4s:1,5s:0.")], None),
+    _option("edit_offsets", Annotated[str, typer.Option("--edit-offsets", help="keep (default: tri-plane offsets stay, In-N-Out style) | drop (fade them where edits are on).")], "keep"),
+    _option("crf", Annotated[int, typer.Option("--crf", min=0, max=51, help="libx264 quality (lower = better).")], 18),
+)
 
 
+@with_options(look=LOOK_OPTIONS, inv=INVERT_OPTIONS, face=FACE_OPTIONS)
 def rerender(
     ctx: typer.Context,
     video: Annotated[Path, typer.Argument(help="Input video.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output video (.mp4/.mov).")],
-    yaw_path: CameraPath = None,
-    output: Layout = "paste",
-    size: FaceSize = 512,
-    samples: Samples = 2.0,
-    render_resolution: RenderResolution = None,
-    keep_ood: KeepOod = False,
+    look: Any,
+    inv: Any,
+    face: Any,
     depth: Annotated[Path | None, typer.Option("--depth", help="Also write the rendered depth as a colour video here.")] = None,
     mesh: Annotated[Path | None, typer.Option("--mesh", help="Also export one frame's shape (.ply/.obj; needs scikit-image).")] = None,
     mesh_frame: Annotated[int | None, typer.Option("--mesh-frame", min=0, help="Frame for --mesh (default: the first with a face).")] = None,
-    direction: Direction = None,
-    strength: Strength = None,
-    strength_ramp: StrengthRamp = None,
-    edit_offsets: EditOffsets = "keep",
-    crf: Crf = 18,
-    cache: CacheDir = None,
-    model: ModelVersion = "v2",
-    triplanenet: TriPlaneNetFile = None,
-    eg3d: Eg3dFile = None,
-    store: Store = "planes",
-    batch_size: BatchSize = 4,
-    seed: Seed = 0,
-    fresh: Fresh = False,
-    landmarks: Landmarks = "auto",
-    landmarks_file: LandmarksFile = None,
-    fan_detector: FanDetector = "sfd",
-    face_index: FaceIndex = 0,
-    max_gap: MaxGap = 5,
-    smooth: Smooth = 0.1,
-    causal: Causal = False,
+    cache: Annotated[Path | None, typer.Option("--cache", help="Inversion cache folder (default: VIDEO.nvs beside the video).")] = None,
     weights_dir: WeightsDir = None,
     device: Device = "auto",
     json_out: Json = False,
@@ -513,25 +522,24 @@ def rerender(
     from nvsvideo.weights import resolve_weights_dir
 
     editing = ctx.info_name == "edit"
-    if editing and not direction:
+    if editing and not look.direction:
         raise UsageError("edit needs at least one --direction (a name from `nvsvideo weights` or a file)")
     try:
-        mode, policy = OutputMode(output), OffsetPolicy(edit_offsets)
+        mode, policy = OutputMode(look.output), OffsetPolicy(look.edit_offsets)
     except ValueError as err:
         raise UsageError(f"{err}: --output takes crop, paste or compare; --edit-offsets keep or drop") from None
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    torch_device, backend, align_config = _align_setup(device, landmarks, landmarks_file, fan_detector, face_index,
-                                                       max_gap, smooth, causal)
-    specs = parse_edit_specs(direction or [], strength or [], strength_ramp or [])
+    torch_device, backend, align_config = _align_setup(device, face)
+    specs = parse_edit_specs(look.direction or [], look.strength or [], look.strength_ramp or [])
     folder = resolve_weights_dir(weights_dir, os.environ)
     edits = tuple(load_edit(spec, folder, torch_device) for spec in specs)
-    cache_dir, inverter, files, invert_config = _invert_setup(video, cache, model, triplanenet, eg3d, weights_dir,
-                                                              store, batch_size, seed, fresh, torch_device)
+    cache_dir, inverter, files, invert_config = _invert_setup(video, cache, inv, weights_dir, torch_device)
     config = RerenderConfig(
-        camera_path=yaw_path or ("follow" if editing else "orbit"), output=mode, size=size,
-        render=RenderOptions(neural_rendering_resolution=render_resolution, samples_multiplier=samples, seed=seed),
-        keep_ood=KeepOodOptions() if keep_ood else None, edits=edits, offset_policy=policy, batch_size=batch_size,
-        crf=crf, depth=depth, mesh=mesh, mesh_frame=mesh_frame)
+        camera_path=look.yaw_path or ("follow" if editing else "orbit"), output=mode, size=look.size,
+        render=RenderOptions(neural_rendering_resolution=look.render_resolution, samples_multiplier=look.samples,
+                             seed=inv.seed),
+        keep_ood=KeepOodOptions() if look.keep_ood else None, edits=edits, offset_policy=policy,
+        batch_size=inv.batch_size, crf=look.crf, depth=depth, mesh=mesh, mesh_frame=mesh_frame)
     summary = run_rerender(video, out, cache_dir, inverter, files, backend, align_config, invert_config, config,
                            device=torch_device, reporter=reporter)
     reporter.info(f"wrote {summary['frames']} frames ({summary['rendered']} rendered) to {out}")
@@ -547,34 +555,13 @@ app.command("edit", help="Edit a portrait video with latent directions or StyleC
 
 @app.command()
 @command
+@with_options(look=LOOK_OPTIONS, inv=INVERT_OPTIONS, face=FACE_OPTIONS)
 def batch(
     inputs: Annotated[list[str], typer.Argument(help="Videos, folders, glob patterns (quoted) or manifests (.csv/.jsonl with an input column, optional output and per-video option columns).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (with --ray: one every node can reach): the videos, report.jsonl and the inversion caches (.cache/).")],
-    yaw_path: CameraPath = None,
-    output: Layout = "paste",
-    size: FaceSize = 512,
-    samples: Samples = 2.0,
-    render_resolution: RenderResolution = None,
-    keep_ood: KeepOod = False,
-    direction: Direction = None,
-    strength: Strength = None,
-    strength_ramp: StrengthRamp = None,
-    edit_offsets: EditOffsets = "keep",
-    crf: Crf = 18,
-    model: ModelVersion = "v2",
-    triplanenet: TriPlaneNetFile = None,
-    eg3d: Eg3dFile = None,
-    store: Store = "planes",
-    batch_size: BatchSize = 4,
-    seed: Seed = 0,
-    fresh: Fresh = False,
-    landmarks: Landmarks = "auto",
-    fan_detector: FanDetector = "sfd",
-    face_index: FaceIndex = 0,
-    max_gap: MaxGap = 5,
-    smooth: Smooth = 0.1,
-    causal: Causal = False,
-    weights_dir: WeightsDir = None,
+    look: Any,
+    inv: Any,
+    face: Any,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Worker processes on this machine, one device each (--device cuda spreads them over cuda:0..N-1); with --ray, the number of actors (default: as many as fit).")] = None,
     ray: Annotated[bool, typer.Option("--ray", help="Run each video as a Ray task (needs the ray extra of nvsvideo) on a local Ray instance, or on --ray-address.")] = False,
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster to join (auto, ray://HOST:10001); implies --ray.")] = None,
@@ -584,6 +571,7 @@ def batch(
     retries: Annotated[int, typer.Option("--retries", min=0, help="Resubmissions of a video whose worker died (a video that fails is not retried).")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo videos whose output exists (default: skip them).")] = False,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also take videos from sub-folders of folder INPUTS.")] = False,
+    weights_dir: WeightsDir = None,
     device: Device = "auto",
     json_out: Json = False,
     quiet: Quiet = False,
@@ -605,12 +593,14 @@ def batch(
         return str(path.absolute()) if path is not None else None
 
     options = BatchJobOptions(
-        camera_path=yaw_path, output_mode=output, size=size, samples=samples, render_resolution=render_resolution,
-        keep_ood=keep_ood, direction=tuple(direction or ()), strength=tuple(strength or ()),
-        strength_ramp=tuple(strength_ramp or ()), edit_offsets=edit_offsets, crf=crf, model=model,
-        triplanenet=text(triplanenet), eg3d=text(eg3d), weights_dir=text(weights_dir), store=store,
-        batch_size=batch_size, seed=seed, fresh=fresh, landmarks=landmarks, fan_detector=fan_detector,
-        face_index=face_index, max_gap=max_gap, smooth=smooth, causal=causal)
+        camera_path=look.yaw_path, output_mode=look.output, size=look.size, samples=look.samples,
+        render_resolution=look.render_resolution, keep_ood=look.keep_ood, direction=tuple(look.direction or ()),
+        strength=tuple(look.strength or ()), strength_ramp=tuple(look.strength_ramp or ()),
+        edit_offsets=look.edit_offsets, crf=look.crf, model=inv.model, triplanenet=text(inv.triplanenet),
+        eg3d=text(inv.eg3d), weights_dir=text(weights_dir), store=inv.store, batch_size=inv.batch_size,
+        seed=inv.seed, fresh=inv.fresh, landmarks=face.landmarks, landmarks_file=text(face.landmarks_file),
+        fan_detector=face.fan_detector, face_index=face.face_index, max_gap=face.max_gap, smooth=face.smooth,
+        causal=face.causal)
     options.check()
     args = BatchArgs(
         inputs=inputs, outdir=out, overwrite=overwrite, recursive=recursive, device=device, workers=workers,
