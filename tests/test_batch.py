@@ -1,6 +1,6 @@
 """Batch machinery in one process: INPUTS expansion, output names, the report, skipping, chunking.
 
-The job is `nvsvideo.batch.synthetic.blur_job`: it reads `.npy` frame stacks, blurs them and writes
+The job is `batch_jobs.blur_job` (tests/batch_jobs.py): it reads `.npy` frame stacks, blurs them and writes
 the result atomically, so every check below is about real files written and read back.
 """
 
@@ -36,9 +36,10 @@ from nvsvideo.batch import (
     run_from_args,
     worker_devices,
 )
-from nvsvideo.batch import synthetic as syn
 from nvsvideo.batch.report import append_record
 from nvsvideo.errors import DeviceError, InputError, PartialFailure, UsageError
+
+import batch_jobs as syn
 
 NPY = {".npy"}
 OPTIONS = {"work": 2}

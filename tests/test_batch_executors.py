@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from nvsvideo.batch import JobSpec, ProcessExecutor, SequentialExecutor, Status, WorkerContext, run_batch
-from nvsvideo.batch import synthetic as syn
+
+import batch_jobs as syn
 
 
 def die_once_job(spec: JobSpec, ctx: WorkerContext) -> dict:

@@ -28,8 +28,9 @@ from nvsvideo.batch import (
     read_report,
     run_batch,
 )
-from nvsvideo.batch import synthetic as syn
 from nvsvideo.errors import InputError, UsageError
+
+import batch_jobs as syn
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'nvsvideo[ray]'); CI installs it")
 
@@ -37,14 +38,17 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'nvsv
 @pytest.fixture(scope="module")
 def ray_session() -> Iterator[float]:
     """A local 2-CPU Ray instance for this module; yields how long `ray.init` took, in seconds."""
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    # Test modules are not importable in the actors: ship their functions by value.
+    for module in (sys.modules[__name__], syn):
+        ray.cloudpickle.register_pickle_by_value(module)
     start = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     seconds = time.perf_counter() - start
     print(f"\nlocal Ray instance (2 CPUs) started in {seconds:.1f} s", file=sys.stderr)
     yield seconds
     ray.shutdown()
-    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    for module in (sys.modules[__name__], syn):
+        ray.cloudpickle.unregister_pickle_by_value(module)
 
 
 def die_once_job(spec: JobSpec, ctx: WorkerContext) -> dict:
