@@ -42,6 +42,7 @@ def make_clip(
     crf: int = 12,
     vfr: bool = False,
     rotation: int | None = None,
+    keyint: int | None = None,
 ) -> Path:
     """Write a test-pattern clip (with a 440 Hz tone unless `audio=False`) and return `path`.
 
@@ -56,6 +57,7 @@ def make_clip(
         crf: libx264 quality (low = close to lossless, so decoded frames are near the pattern).
         vfr: make timestamps irregular (every other frame gap is 1.5x longer), a variable frame rate.
         rotation: if set, store a display-matrix rotation of this many degrees (counter-clockwise).
+        keyint: a keyframe every `keyint` frames, with B-frames (reordered decode and display times).
     """
     path = Path(path)
     target = path if rotation is None else path.with_name(f"unrotated_{path.name}")
@@ -74,6 +76,8 @@ def make_clip(
     args += ["-vf", video_filter, "-frames:v", str(frames), "-c:v", video_codec]
     if video_codec == "libx264":
         args += ["-preset", "ultrafast", "-crf", str(crf)]
+        if keyint is not None:
+            args += ["-g", str(keyint), "-keyint_min", str(keyint), "-bf", "2"]
     if audio:
         args += ["-c:a", _AUDIO_ENCODERS[audio_codec], "-ac", "1", "-shortest"]
     run_ffmpeg(*args, str(target))

@@ -8,9 +8,11 @@ damage; the reader then records a warning instead of failing, unless not a singl
 
 from __future__ import annotations
 
+import enum
+import itertools
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
@@ -27,6 +29,27 @@ from nvsvideo.video.probe import VideoInfo, av_error_reason, open_video, probe
 #: encoding). Converting beside the codec rather than after it made 512x512 decoding 1.5-1.8x and
 #: encoding about 1.5x faster on a 2-core machine; 1 to 4 workers measured the same there.
 RGB_WORKERS = 2
+
+
+#: How far before a span's first frame the reader seeks, in seconds: a keyframe found by decode time
+#: may show its picture a few frames later, so a seek straight to the target can land past it.
+SEEK_MARGIN = 1.0
+
+
+@dataclass(frozen=True)
+class FrameSpan:
+    """Frames `[start, stop)` by index, with the timestamp of frame `start` so a reader can seek to it."""
+
+    start: int
+    """Index of the first frame (0-based, among all the frames the file shows)."""
+    stop: int
+    """One past the index of the last frame."""
+    start_pts: int
+    """Presentation timestamp of frame `start`, in ticks of the video stream's time base."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start < self.stop:
+            raise ValueError(f"invalid frame span [{self.start}, {self.stop})")
 
 
 class TruncatedVideoWarning(UserWarning):
@@ -77,7 +100,10 @@ class VideoReader:
 
     Frames are selected by time (`start` <= t < `end`, seconds on the file's own clock) and then
     every `every`-th one is kept; `indices` always count from the first frame of the file, so they
-    stay meaningful after selection.
+    stay meaningful after selection. Or they are selected by index (`span`): the reader seeks close to
+    the span instead of decoding the file from its start, which makes reading the end of a long
+    video cheap; where the seek cannot be trusted (it lands past the span's first frame) it decodes
+    from the start instead.
     """
 
     def __init__(
@@ -90,9 +116,12 @@ class VideoReader:
         end: float | None = None,  # seconds; frames from here on are not read
         every: int = 1,  # keep one frame in `every`
         info: VideoInfo | None = None,  # a probe result to reuse (saves a pass over the file)
+        span: FrameSpan | None = None,  # frames by index (instead of start/end/every)
     ) -> None:
         if batch_size < 1 or every < 1 or threads < 0:
             raise UsageError("batch size and --every must be at least 1, and threads at least 0")
+        if span is not None and (start is not None or end is not None or every != 1):
+            raise ValueError("a span selects frames by index: it cannot be combined with start, end or every")
         if start is not None and end is not None and end <= start:
             raise UsageError(f"--end ({end}) must be after --start ({start})")
         self.path = Path(path)
@@ -102,8 +131,11 @@ class VideoReader:
         self.start = start
         self.end = end
         self.every = every
+        self.span = span
+        self._first_kept: int | None = None  # index of the first frame at or after `start`; `every` counts from it
+        self._last_index = -1  # index of the last frame decoded in this pass
         self.frames_decoded = 0
-        """Frames decoded in the last pass, including skipped ones; set while iterating."""
+        """Frames decoded in the last pass, including skipped ones but not those before a seek."""
         self.warning: str | None = None
         """Set after a pass when the file ended before its promised frames or a decode error stopped it."""
 
@@ -113,26 +145,20 @@ class VideoReader:
         rotation = self.info.rotation
         # Frames being converted to RGB, oldest first; at most two batches, so memory stays bounded.
         window: deque[tuple[Future[np.ndarray], int, int]] = deque()
-        first_kept: int | None = None  # index of the first frame at or after `start`; `every` counts from it
         reached_end = False
         damage: str | None = None
         with open_video(self.path) as (container, stream), ThreadPoolExecutor(RGB_WORKERS) as pool:
             stream.thread_type = "AUTO"
             stream.codec_context.thread_count = self.threads
             time_base = Fraction(stream.time_base)
-            frames = _decode(container, stream)
+            frames = self._indexed_frames(container, stream)
             try:
-                for index, frame in enumerate(frames):
-                    self.frames_decoded = index + 1
-                    pts = frame.pts if frame.pts is not None else self._guess_pts(index)
-                    seconds = float(pts * time_base)
-                    if self.end is not None and seconds >= self.end:
+                for index, frame, pts in frames:
+                    verdict = self._select(index, float(pts * time_base))
+                    if verdict is _Pick.STOP:
                         reached_end = True
                         break
-                    if self.start is not None and seconds < self.start:
-                        continue
-                    first_kept = index if first_kept is None else first_kept
-                    if (index - first_kept) % self.every:
+                    if verdict is _Pick.SKIP:
                         continue
                     window.append((pool.submit(_upright_rgb, frame, rotation), index, pts))
                     if len(window) == 2 * self.batch_size:
@@ -145,18 +171,66 @@ class VideoReader:
                 yield _take_batch(window, self.batch_size, time_base)
         if self.frames_decoded == 0:
             raise InputError(f"{self.path} holds no decodable video frames (the file is damaged)")
-        expected = self.info.expected_frame_count
+        expected = self.span.stop if self.span is not None else self.info.expected_frame_count
+        last = self._last_index + 1
         if damage is not None:
-            self.warning = (
-                f"decoding stopped after {self.frames_decoded} of ~{expected} frames ({damage}); "
-                f"{self.path.name} is damaged"
-            )
-        elif not reached_end and self.frames_decoded < expected:
-            self.warning = f"decoded {self.frames_decoded} of ~{expected} frames; {self.path.name} is truncated or damaged"
+            self.warning = f"decoding stopped after {last} of ~{expected} frames ({damage}); {self.path.name} is damaged"
+        elif not reached_end and last < expected:
+            self.warning = f"decoded {last} of ~{expected} frames; {self.path.name} is truncated or damaged"
 
-    def _guess_pts(self, index: int) -> int:
-        """Timestamp for a frame the container left unstamped (raw streams): its slot at the nominal rate."""
-        return round(index / (self.info.fps * self.info.time_base))
+    def _indexed_frames(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream
+                        ) -> Iterator[tuple[int, av.VideoFrame, int]]:
+        """(index, frame, pts) of the decoded frames; from near the span's start when one is set."""
+        self._last_index = -1
+        self._first_kept = None
+        decoded, first, head = self._seek_to_span(container, stream)
+        try:
+            for index, frame in enumerate(itertools.chain(head, decoded), start=first):
+                self.frames_decoded += 1
+                self._last_index = index
+                yield index, frame, self._pts_of(frame, index)
+        finally:
+            decoded.close()
+
+    def _seek_to_span(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream
+                      ) -> tuple[Generator[av.VideoFrame, None, None], int, list[av.VideoFrame]]:
+        """The decoder positioned for this pass: (frames, index of the first one, frames already taken)."""
+        span = self.span
+        if span is None or span.start == 0:
+            return _decode(container, stream), 0, []
+        margin = round(SEEK_MARGIN / Fraction(stream.time_base))
+        container.seek(max(span.start_pts - margin, 0), stream=stream, backward=True)
+        decoded = _decode(container, stream)
+        head = next((f for f in decoded if f.pts is None or f.pts >= span.start_pts), None)
+        if head is not None and head.pts == span.start_pts:
+            return decoded, span.start, [head]
+        # The seek landed past the span (or the stream has no timestamps): count every frame from the start.
+        decoded.close()
+        container.seek(0, stream=stream, backward=True)
+        return _decode(container, stream), 0, []
+
+    def _select(self, index: int, seconds: float) -> _Pick:
+        """Whether the frame at `index`, shown at `seconds`, is kept, skipped, or ends the pass."""
+        if self.span is not None:
+            if index >= self.span.stop:
+                return _Pick.STOP
+            return _Pick.KEEP if index >= self.span.start else _Pick.SKIP
+        if self.end is not None and seconds >= self.end:
+            return _Pick.STOP
+        if self.start is not None and seconds < self.start:
+            return _Pick.SKIP
+        self._first_kept = index if self._first_kept is None else self._first_kept
+        return _Pick.SKIP if (index - self._first_kept) % self.every else _Pick.KEEP
+
+    def _pts_of(self, frame: av.VideoFrame, index: int) -> int:
+        """The frame's pts; for a frame the container left unstamped (raw streams), its slot at the nominal rate."""
+        return frame.pts if frame.pts is not None else round(index / (self.info.fps * self.info.time_base))
+
+
+class _Pick(enum.Enum):
+    KEEP = "keep"
+    SKIP = "skip"
+    STOP = "stop"
 
 
 class _DecodeStopped(Exception):

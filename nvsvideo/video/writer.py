@@ -9,7 +9,6 @@ appears under its final name only when the writer closes without error.
 from __future__ import annotations
 
 import contextlib
-import io
 import types
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
@@ -20,9 +19,9 @@ import av.error
 import numpy as np
 from av.video.reformatter import ColorRange, Colorspace
 
-from nvsvideo.errors import InputError, UsageError
+from nvsvideo.errors import UsageError
 from nvsvideo.files import atomic_output
-from nvsvideo.video.probe import av_error_reason, open_video
+from nvsvideo.video.audio import AudioCopier
 from nvsvideo.video.reader import RGB_WORKERS
 
 #: Output containers by suffix. Matroska is left out on purpose: it rounds timestamps to 1 ms and
@@ -36,9 +35,6 @@ X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
 #: The H.264 code for BT.709 matrix, primaries and transfer (ISO/IEC 23091-2 numbers them alike).
 _BT709 = 1
 
-_DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
-
-
 def pad_to_even(frames: np.ndarray) -> np.ndarray:
     """Pad [B, H, W, 3] frames to even H and W by repeating the last row/column (4:2:0 needs even sizes).
 
@@ -50,57 +46,22 @@ def pad_to_even(frames: np.ndarray) -> np.ndarray:
     return np.pad(frames, ((0, 0), (0, extra_h), (0, extra_w), (0, 0)), mode="edge")
 
 
-def _container_takes(format_name: str, template: av.audio.stream.AudioStream) -> bool:
-    """True when `format_name` can store `template`'s codec as is (tried by writing a header in memory)."""
-    try:
-        with av.open(io.BytesIO(), mode="w", format=format_name) as trial:
-            trial.add_stream_from_template(template)
-            trial.start_encoding()
-    except (av.error.FFmpegError, ValueError):
-        return False
-    return True
+def open_output(path: Path, suffix: str, time_base: Fraction) -> av.container.OutputContainer:
+    """Open `path` for writing in the container of `suffix`, with timestamps kept exact.
+
+    The movie-level clock of MP4/MOV (edit lists, durations) defaults to milliseconds, which moves a
+    video that does not start at 0 (a chunk of a longer one, a trimmed source) by up to half a
+    millisecond; counting it in the video's own ticks keeps every timestamp as given.
+    """
+    timescale = time_base.denominator if time_base.denominator < 2**31 else 1000
+    options = {"movie_timescale": str(timescale)}
+    return av.open(str(path), mode="w", format=CONTAINERS[suffix.lower()], options=options)
 
 
 def _to_yuv(image: np.ndarray) -> av.VideoFrame:
     """[H, W, 3] uint8 RGB (even H and W) -> a BT.709 limited-range yuv420p frame (runs in a worker thread)."""
     rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
     return rgb.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG)
-
-
-class _AudioTrack:
-    """One source audio stream on its way into the output: copied, or re-encoded to AAC if it must be."""
-
-    def __init__(self, output: av.container.OutputContainer, source: av.audio.stream.AudioStream) -> None:
-        self.source = source
-        self.copied = _container_takes(output.format.name, source)
-        if self.copied:
-            self.stream = output.add_stream_from_template(source)
-            return
-        ctx = source.codec_context
-        if ctx is None:
-            raise InputError(
-                f"the source's audio stream #{source.index} can be neither copied into {output.format.name} "
-                "nor decoded; remove that stream from the source first"
-            )
-        # FFmpeg's default layout for the channel count: sources may carry an unnamed one ("1 channels").
-        layout = _DEFAULT_LAYOUTS.get(ctx.layout.nb_channels, "stereo")
-        self.stream = output.add_stream("aac", rate=ctx.sample_rate, layout=layout)
-        self.resampler = av.AudioResampler(format="fltp", layout=self.stream.layout, rate=ctx.sample_rate)
-
-    def mux(self, output: av.container.OutputContainer, packet: av.Packet | None) -> None:
-        """Write one source packet (None: flush the re-encoder at the end)."""
-        if self.copied:
-            if packet is not None:
-                packet.stream = self.stream
-                output.mux(packet)
-            return
-        for frame in packet.decode() if packet is not None else self.source.codec_context.decode(None):
-            for resampled in self.resampler.resample(frame):
-                output.mux(self.stream.encode(resampled))
-        if packet is None:
-            for resampled in self.resampler.resample(None):
-                output.mux(self.stream.encode(resampled))
-            output.mux(self.stream.encode(None))
 
 
 class VideoWriter:
@@ -149,19 +110,16 @@ class VideoWriter:
         self.time_base = Fraction(time_base) if time_base is not None else 1 / self.fps
         self.frames_written = 0
         self._last_pts: int | None = None
-        self.audio_warning: str | None = None
-        """Set when the source's audio broke off before its end (the copied part is kept)."""
-        self._tracks: list[_AudioTrack] = []
-        self._next_audio: tuple[_AudioTrack, av.Packet] | None = None
+        self._audio: AudioCopier | None = None
         self._stack = contextlib.ExitStack()
         protected = tuple(Path(p) for p in protect) + ((Path(audio_from),) if audio_from is not None else ())
         try:
             temp = self._stack.enter_context(atomic_output(path, protect=protected))
             self._pool = self._stack.enter_context(ThreadPoolExecutor(RGB_WORKERS))
-            self._out = self._stack.enter_context(av.open(str(temp), mode="w", format=CONTAINERS[path.suffix.lower()]))
+            self._out = self._stack.enter_context(open_output(temp, path.suffix, self.time_base))
             self._video = self._add_video(crf, preset)
             if audio_from is not None:
-                self._open_audio(Path(audio_from))
+                self._audio = AudioCopier(self._out, Path(audio_from), self._stack)
         except BaseException as err:
             self._stack.__exit__(type(err), err, err.__traceback__)
             raise
@@ -179,26 +137,10 @@ class VideoWriter:
         ctx.color_range = ColorRange.MPEG
         return stream
 
-    def _open_audio(self, source: Path) -> None:
-        source_file = self._stack.enter_context(open_video(source))[0]
-        self._tracks = [_AudioTrack(self._out, s) for s in source_file.streams.audio]
-        by_index = {t.source.index: t for t in self._tracks}
-        # Packets without a dts are demux flush markers, not audio.
-        self._audio_packets = (
-            (by_index[p.stream.index], p)
-            for p in source_file.demux(*source_file.streams.audio)
-            if p.size and p.dts is not None
-        )
-        if self._tracks:
-            self._advance_audio()
-
-    def _advance_audio(self) -> None:
-        """Read the next source audio packet; a source whose audio breaks off keeps what was copied."""
-        try:
-            self._next_audio = next(self._audio_packets, None)
-        except av.error.FFmpegError as err:
-            self._next_audio = None
-            self.audio_warning = f"the audio of the source stops early ({av_error_reason(err)})"
+    @property
+    def audio_warning(self) -> str | None:
+        """Set when the source's audio broke off before its end (the copied part is kept)."""
+        return self._audio.warning if self._audio is not None else None
 
     def write(self, frames: np.ndarray, pts: np.ndarray | None = None) -> None:
         """Encode uint8 RGB frames [B, H, W, 3] at timestamps `pts` (int [B], ticks of `time_base`).
@@ -225,25 +167,16 @@ class VideoWriter:
             self._out.mux(self._video.encode(frame))
             self.frames_written += 1
         self._last_pts = stamps[-1]
-        self._mux_audio_until(float((self._last_pts + 1) * self.time_base))
-
-    def _mux_audio_until(self, seconds: float | None) -> None:
-        """Copy source audio packets up to `seconds` (None: all the rest), keeping the file interleaved."""
-        while self._next_audio is not None:
-            track, packet = self._next_audio
-            if seconds is not None and float(packet.dts * packet.time_base) > seconds:
-                return
-            track.mux(self._out, packet)
-            self._advance_audio()
+        if self._audio is not None:
+            self._audio.until(float((self._last_pts + 1) * self.time_base))
 
     def close(self) -> None:
         """Flush the encoder, copy the remaining audio, and move the file into place."""
         if self.frames_written == 0:
             raise ValueError("no frames were written; refusing to create an empty video")
         self._out.mux(self._video.encode(None))
-        self._mux_audio_until(None)
-        for track in self._tracks:
-            track.mux(self._out, None)
+        if self._audio is not None:
+            self._audio.finish()
         self._stack.close()
 
     def __enter__(self) -> VideoWriter:
