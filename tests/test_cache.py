@@ -405,3 +405,47 @@ def _child(directory: Path) -> None:
 
 if __name__ == "__main__":
     _child(Path(sys.argv[1]))
+
+
+def test_readers_share_the_cache_and_keep_writers_out(tmp_path: Path) -> None:
+    with open_cache(tmp_path) as cache:
+        invert(cache)
+    before = snapshot(tmp_path)
+    with open_cache(tmp_path, readonly=True) as first, open_cache(tmp_path, readonly=True) as second:
+        assert first.missing_frames() == second.missing_frames() == []
+        assert torch.equal(first.get(2).ws, fake_result(2).ws)
+        with pytest.raises(CacheLockedError, match="another process reading it"):
+            open_cache(tmp_path)
+        with pytest.raises(PermissionError, match="read-only"):
+            first.put(0, fake_result(0))
+    assert snapshot(tmp_path) == before
+    # ... and a writer keeps readers out, naming itself.
+    with open_cache(tmp_path):
+        with pytest.raises(CacheLockedError, match=f"pid {os.getpid()}"):
+            open_cache(tmp_path, readonly=True)
+
+
+def test_a_reader_needs_an_existing_cache_made_the_same_way(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="invert the video first"):
+        open_cache(tmp_path, readonly=True)
+    assert not tmp_path.joinpath("manifest.json").exists()
+    with open_cache(tmp_path) as cache:
+        invert(cache)
+    with pytest.raises(CacheMismatchError):
+        open_cache(tmp_path, readonly=True, settings={**SETTINGS, "seed": 99})
+
+
+def test_a_reader_leaves_a_damaged_chunk_for_the_next_writer(tmp_path: Path) -> None:
+    with open_cache(tmp_path) as cache:
+        invert(cache)
+    damaged = chunk_files(tmp_path)[0]
+    damaged.write_bytes(damaged.read_bytes()[:-1] + b"\x00")
+    before = snapshot(tmp_path)
+    warnings: list[str] = []
+    with open_cache(tmp_path, warnings, readonly=True, verify=False) as cache:
+        assert cache.get(0) is None and len(warnings) == 1
+        assert 0 in cache.missing_frames()
+    assert snapshot(tmp_path) == before
+    with open_cache(tmp_path, warnings) as cache:
+        assert 0 in cache.missing_frames()
+    assert damaged not in chunk_files(tmp_path)

@@ -61,13 +61,17 @@ class InversionCache:
     """Chunked, checksummed, resumable store of per-frame inversion results.
 
     Open it with `InversionCache.open(...)` in a `with` block; it holds the folder's lock until closed.
+    Opened `readonly`, it shares the lock with other readers and never changes a file.
     Memory: up to one buffered chunk per chunk being filled (chunk_size frames of the stored tensors);
     reading streams one frame at a time.
     """
 
-    def __init__(self, directory: Path, manifest: Manifest, lock: DirectoryLock, on_warning: Warn) -> None:
+    def __init__(
+        self, directory: Path, manifest: Manifest, lock: DirectoryLock, on_warning: Warn, *, readonly: bool = False
+    ) -> None:
         """Use `InversionCache.open`; this constructor trusts its arguments."""
         self.directory = directory
+        self.readonly = readonly
         self._manifest = manifest
         self._lock = lock
         self._warn = on_warning
@@ -90,6 +94,7 @@ class InversionCache:
         precision: torch.dtype = torch.float16,
         reset: bool = False,
         verify: bool = True,
+        readonly: bool = False,
     ) -> InversionCache:
         """Open (or create) the cache in `directory` and take its lock.
 
@@ -108,12 +113,14 @@ class InversionCache:
                 raising (with a warning).
             verify: hash every chunk now, so `missing_frames` already excludes corrupt chunks;
                 otherwise only sizes are checked now and hashes when a chunk is first read.
+            readonly: read an existing cache alongside other readers (a shared lock); nothing is
+                written, and a damaged chunk is only left out of what this process reads.
 
         Raises:
             CacheLockedError: another live process has the cache open.
             CacheMismatchError: the cache was made with other settings, models, store mode, precision,
                 frame count or chunk size, and `reset` is False.
-            InputError: the manifest is unreadable and `reset` is False.
+            InputError: the manifest is unreadable and `reset` is False, or `readonly` and there is no cache.
         """
         if n_frames < 1:
             raise ValueError(f"n_frames must be positive, got {n_frames}")
@@ -122,12 +129,16 @@ class InversionCache:
         precision_name = next((name for name, dt in _PRECISIONS.items() if dt == precision), None)
         if precision_name is None:
             raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision}")
+        if readonly and reset:
+            raise ValueError("a read-only cache cannot be reset")
         directory = Path(directory)
+        manifest_path = directory / "manifest.json"
+        if readonly and not manifest_path.is_file():
+            raise InputError(f"there is no inversion cache in {directory}; invert the video first")
         directory.mkdir(parents=True, exist_ok=True)
         lock = DirectoryLock(directory)
-        lock.acquire()
+        lock.acquire(shared=readonly)
         try:
-            manifest_path = directory / "manifest.json"
             old = _read_manifest(manifest_path, reset=reset, on_warning=on_warning)
             identity = CacheIdentity(
                 n_frames=n_frames,
@@ -138,7 +149,7 @@ class InversionCache:
                 fingerprints={str(k): str(v) for k, v in fingerprints.items()},
             )
             manifest = _reconcile(directory, old, identity, reset=reset, on_warning=on_warning)
-            cache = cls(directory, manifest, lock, on_warning)
+            cache = cls(directory, manifest, lock, on_warning, readonly=readonly)
             if manifest is not old:
                 cache._write_manifest()
             cache._check_chunks(verify=verify)
@@ -150,7 +161,8 @@ class InversionCache:
     def close(self) -> None:
         """Write buffered frames (partial chunks included) and release the lock; idempotent."""
         try:
-            self.flush()
+            if not self.readonly:
+                self.flush()
         finally:
             self._lock.release()
 
@@ -198,6 +210,8 @@ class InversionCache:
             ValueError: a DONE record lacks what the store mode needs.
         """
         self._check_index(frame)
+        if self.readonly:
+            raise PermissionError(f"the inversion cache {self.directory} was opened read-only")
         tensors = pack_frame(frame, record, self.store, self.precision)
         chunk = chunk_of(frame, self.chunk_size)
         if chunk not in self._pending:
@@ -299,6 +313,8 @@ class InversionCache:
                 self._drop(chunk, f"has {path.stat().st_size} bytes instead of {entry.size}")
             elif verify:
                 self._verified_path(chunk)
+        if self.readonly:
+            return
         referenced = {entry.file for entry in self._manifest.chunks.values()}
         # Leftovers of interrupted writes (temp files, chunks replaced before the manifest caught up).
         orphans = [p for p in self.chunks_dir.glob("*") if p.name not in referenced]
@@ -381,12 +397,17 @@ class InversionCache:
             fsync_dir(self.chunks_dir)
 
     def _drop(self, chunk: int, reason: str) -> None:
-        """Forget a damaged chunk: warn, remove its entry and file, so its frames are recomputed."""
+        """Forget a damaged chunk: warn, remove its entry and file, so its frames are recomputed.
+
+        Read-only, the chunk is only forgotten by this process: the writer that runs next drops it.
+        """
         entry = self._manifest.chunks.pop(chunk)
         self._warn(
             f"inversion cache chunk {self.chunks_dir / entry.file} {reason}; "
             f"its {len(entry.frames)} frames will be recomputed"
         )
+        if self.readonly:
+            return
         self._write_manifest()
         (self.chunks_dir / entry.file).unlink(missing_ok=True)
 
