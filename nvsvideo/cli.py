@@ -569,6 +569,7 @@ def batch(
     cpus_per_task: Annotated[float, typer.Option("--cpus-per-task", min=0.0, help="CPUs each Ray actor reserves.")] = 1.0,
     gpus_per_task: Annotated[float, typer.Option("--gpus-per-task", min=0.0, help="GPUs each Ray actor reserves (0.5 puts two on a GPU).")] = 0.0,
     retries: Annotated[int, typer.Option("--retries", min=0, help="Resubmissions of a video whose worker died (a video that fails is not retried).")] = 1,
+    chunk_frames: Annotated[int | None, typer.Option("--chunk-frames", min=1, help="Split each video into jobs of this many frames, so one long video uses every worker: it is aligned and inverted once, then its chunks render in parallel and are joined without re-encoding.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo videos whose output exists (default: skip them).")] = False,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also take videos from sub-folders of folder INPUTS.")] = False,
     weights_dir: WeightsDir = None,
@@ -586,7 +587,7 @@ def batch(
     --json prints one JSON line per video on stdout as it finishes. --device takes a list (cuda:0,cuda:2) for --workers.
     """
     from nvsvideo.batch import BatchArgs, run_from_args
-    from nvsvideo.pipelines.batch import BatchJobOptions, rerender_job
+    from nvsvideo.pipelines.batch import BatchJobOptions, rerender_chunking, rerender_job
 
     def text(path: Path | None) -> str | None:
         # Absolute: workers (Ray actors on other nodes included) may not share this working directory.
@@ -605,9 +606,9 @@ def batch(
     args = BatchArgs(
         inputs=inputs, outdir=out, overwrite=overwrite, recursive=recursive, device=device, workers=workers,
         ray=ray_address if ray_address is not None else ("" if ray else None), ray_cpus=ray_cpus,
-        cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task, retries=retries, json_lines=json_out,
-        quiet=quiet, verbose=verbose)
-    run_from_args(args, rerender_job, options.to_dict()).raise_for_failures()
+        cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task, retries=retries, chunk_frames=chunk_frames,
+        json_lines=json_out, quiet=quiet, verbose=verbose)
+    run_from_args(args, rerender_job, options.to_dict(), chunking=rerender_chunking).raise_for_failures()
 
 
 def main() -> None:

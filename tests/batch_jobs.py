@@ -47,14 +47,14 @@ def read_frames(path: Path, *, mmap: bool = False) -> np.ndarray:
     return frames
 
 
-def count_frames(path: Path) -> int:
+def count_frames(spec: JobSpec) -> int:
     """Frames in a synthetic video, without reading them (`Chunking.count_frames`)."""
-    return len(read_frames(path, mmap=True))
+    return len(read_frames(spec.input, mmap=True))
 
 
-def merge_parts(parts: Sequence[Path], output: Path) -> None:
-    """Join part files, in the given order, into `output` (`Chunking.merge`)."""
-    write_frames(output, np.concatenate([read_frames(p) for p in parts]))
+def merge_parts(parts: Sequence[Path], spec: JobSpec) -> None:
+    """Join part files, in the given order, into the video's output (`Chunking.merge`)."""
+    write_frames(spec.output, np.concatenate([read_frames(p) for p in parts]))
 
 
 def blur_job(spec: JobSpec, ctx: WorkerContext) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import numpy as np
 from nvsvideo.video import VideoReader, VideoWriter, probe
 
 
-def face_clip_with_gap(source: Path, path: Path, *, blank: range, frames: int | None = None) -> Path:
+def face_clip_with_gap(source: Path, path: Path, *, blank: Container[int], frames: int | None = None) -> Path:
     """Copy `source` (audio included), blacking out the frames in `blank`; keep the first `frames` frames."""
     info = probe(source)
     with VideoWriter(path, width=info.width, height=info.height, fps=info.fps, time_base=info.time_base,

@@ -307,6 +307,41 @@ def test_chunks_give_the_same_output_and_resume_at_the_first_missing_chunk(tmp_p
     assert whole.items[0].frames == 7
 
 
+def test_parts_made_with_other_options_or_chunk_sizes_are_not_reused(tmp_path: Path) -> None:
+    video = make_video(tmp_path / "long.npy", frames=7)
+
+    def fails_on_last_chunk(spec: JobSpec, ctx: WorkerContext) -> dict:
+        if spec.frames is not None and spec.frames.stop == 7:
+            raise InputError("interrupted")
+        return syn.blur_job(spec, ctx)
+
+    def chunking(frames: int) -> Chunking:
+        return Chunking(frames=frames, count_frames=syn.count_frames, merge=syn.merge_parts)
+
+    out = tmp_path / "out"
+    batch([video], out, fn=fails_on_last_chunk, chunking=chunking(3))  # leaves parts 0-3 and 3-6, blurred once
+    started: list[FrameRange | None] = []
+
+    def job(spec: JobSpec, ctx: WorkerContext) -> dict:
+        started.append(spec.frames)
+        return syn.blur_job(spec, ctx)
+
+    stronger = {**OPTIONS, "work": 3}
+    result = batch([video], out, fn=job, chunking=chunking(3), options=stronger)
+    assert result.items[0].status is Status.OK and len(started) == 3  # other options: every chunk again
+    expected = batch([video], tmp_path / "whole", options=stronger)
+    assert expected.items[0].status is Status.OK
+    assert (out / "long.npy").read_bytes() == (tmp_path / "whole/long.npy").read_bytes()
+
+    (out / "long.npy").unlink()
+    batch([video], out, fn=fails_on_last_chunk, chunking=chunking(2), options=stronger)
+    started.clear()
+    result = batch([video], out, fn=job, chunking=chunking(3), options=stronger)
+    assert len(started) == 3  # the 2-frame parts do not fit 3-frame chunks
+    assert (out / "long.npy").read_bytes() == (tmp_path / "whole/long.npy").read_bytes()
+    assert not (out / ".parts").exists()
+
+
 def test_prepare_runs_once_per_video_before_its_chunks(tmp_path: Path) -> None:
     make_video(tmp_path / "a.npy", frames=4)
     make_video(tmp_path / "b.npy", frames=4)
@@ -394,9 +429,15 @@ def test_worker_devices_spread_lists_and_refuse_missing_gpus() -> None:
 
 def test_chunk_frames_option_sets_the_chunk_size(tmp_path: Path) -> None:
     make_video(tmp_path / "a.npy", frames=6)
-    template = Chunking(frames=1000, count_frames=syn.count_frames, merge=syn.merge_parts)
+    sizes: list[int] = []
+
+    def chunking(frames: int) -> Chunking:
+        sizes.append(frames)
+        return Chunking(frames=frames, count_frames=syn.count_frames, merge=syn.merge_parts)
+
     args = BatchArgs(
         inputs=[str(tmp_path / "a.npy")], outdir=tmp_path / "out", chunk_frames=4, quiet=True, device="cpu"
     )
-    result = run_from_args(args, syn.blur_job, OPTIONS, chunking=template, suffix=".npy")
+    result = run_from_args(args, syn.blur_job, OPTIONS, chunking=chunking, suffix=".npy")
+    assert sizes == [4]
     assert result.items[0].details == {"chunks": 2} and result.items[0].frames == 6

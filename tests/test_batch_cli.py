@@ -10,6 +10,7 @@ import json
 import shutil
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from click.testing import Result
@@ -150,3 +151,74 @@ def test_manifest_text_is_typed_and_bad_values_fail_before_any_video(setup: dict
     result = runner.invoke(app, ["batch", str(setup["clips"]), "-o", str(tmp_path / "out"), "--output", "mosaic"])
     assert result.exit_code == 2 and "unknown output mode" in result.output
     assert not (tmp_path / "out").exists()
+
+
+
+LONG_FRAMES = 8
+
+
+@pytest.fixture(scope="module")
+def long_clip(setup: dict[str, Path], fixtures_dir: Path) -> tuple[Path, Path]:
+    """An 8-frame clip with faces in frames 0, 3 and 6, and the folder of its unsplit lossless render."""
+    source = setup["root"] / "long" / "long.mp4"
+    source.parent.mkdir()
+    face_clip_with_gap(fixtures_dir / "single_face.mp4", source, blank={1, 2, 4, 5, 7}, frames=LONG_FRAMES)
+    out = setup["root"] / "unsplit"
+    # crf 0 is lossless: however the video is cut into encodes, the decoded frames are the rendered ones.
+    result, lines = batch(setup, out, "--crf", "0", "--quiet", inputs=[str(source)])
+    assert result.exit_code == 0 and lines["long.mp4"]["details"]["rendered"] == 3
+    return source, out
+
+
+def decoded(path: Path) -> tuple[np.ndarray, list[int]]:
+    batches = list(VideoReader(path))
+    return np.concatenate([b.frames for b in batches]), np.concatenate([b.pts for b in batches]).tolist()
+
+
+def audio_packets(path: Path) -> list[bytes]:
+    with av.open(str(path)) as container:
+        return [bytes(p) for p in container.demux(*container.streams.audio) if p.size]
+
+
+def test_chunks_of_one_video_render_on_two_workers_and_join_into_the_unsplit_output(
+        setup: dict[str, Path], long_clip: tuple[Path, Path]) -> None:
+    source, unsplit = long_clip
+    out = setup["root"] / "chunked"
+    shutil.copytree(unsplit / CACHE_DIR, out / CACHE_DIR)  # only rendering is left, so the result must be exact
+    result, lines = batch(setup, out, "--crf", "0", "--chunk-frames", "3", "--workers", "2", "--quiet",
+                          inputs=[str(source)])
+    assert result.exit_code == 0
+    line = lines["long.mp4"]
+    assert line["status"] == "ok" and line["frames"] == LONG_FRAMES
+    assert line["details"] == {"faces_found": 3, "inverted": 0, "cache_hits": 3, "chunks": 3}
+    assert {"align", "invert", "render", "merge"} <= set(line["stages"])
+    frames, pts = decoded(out / "long.mp4")
+    expected_frames, expected_pts = decoded(unsplit / "long.mp4")
+    assert pts == expected_pts
+    np.testing.assert_array_equal(frames, expected_frames)
+    assert audio_packets(out / "long.mp4") == audio_packets(source) != []
+    # The parts are gone once joined; the cache stays for later runs.
+    assert sorted(p.name for p in out.iterdir()) == [CACHE_DIR, "long.mp4", "report.jsonl"]
+
+
+def test_ray_prepares_a_video_once_then_renders_its_chunks_as_tasks(
+        setup: dict[str, Path], long_clip: tuple[Path, Path]) -> None:
+    pytest.importorskip("ray", reason="Ray is not installed (pip install 'nvsvideo[ray]'); CI installs it")
+    source, unsplit = long_clip
+    out = setup["root"] / "ray_chunked"
+    result, lines = batch(setup, out, "--crf", "0", "--chunk-frames", "2", "--ray", "--ray-cpus", "2", "--quiet",
+                          inputs=[str(source)])
+    assert result.exit_code == 0
+    line = lines["long.mp4"]
+    assert line["details"] == {"faces_found": 3, "inverted": 3, "cache_hits": 0, "chunks": 4}
+    assert line["worker"].startswith("ray-")
+    frames, pts = decoded(out / "long.mp4")
+    expected_frames, expected_pts = decoded(unsplit / "long.mp4")
+    assert pts == expected_pts and audio_packets(out / "long.mp4") == audio_packets(source)
+    # Inverted by an actor (torch on one thread): equal to the local run up to float rounding.
+    assert np.abs(frames.astype(int) - expected_frames).mean() < 0.05
+
+
+def test_chunk_frames_must_be_positive(setup: dict[str, Path], tmp_path: Path) -> None:
+    result = runner.invoke(app, ["batch", str(setup["clips"]), "-o", str(tmp_path / "out"), "--chunk-frames", "0"])
+    assert result.exit_code == 2 and "--chunk-frames" in result.output

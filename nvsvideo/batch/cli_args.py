@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -120,7 +120,7 @@ def run_from_args(
     process_fn: ProcessFn,
     options: Mapping[str, Any],
     *,
-    chunking: Chunking | None = None,
+    chunking: Callable[[int], Chunking] | None = None,
     suffix: str = ".mp4",
     stdout: TextIO | None = None,
 ) -> BatchResult:
@@ -130,14 +130,14 @@ def run_from_args(
         args: the parsed execution options.
         process_fn: the pipeline's job function.
         options: the pipeline's batch-wide options (manifest rows may override them).
-        chunking: how the pipeline splits and joins chunks, used only with --chunk-frames (which
-            replaces its `frames`); None: the pipeline cannot run in chunks.
+        chunking: builds the pipeline's `Chunking` for a chunk size, called only with --chunk-frames;
+            None: the pipeline cannot run in chunks.
         suffix: suffix of derived output names.
         stdout: where --json lines go (default: `sys.stdout`).
     """
     if args.chunk_frames is not None and chunking is None:
         raise UsageError("--chunk-frames is not supported by this command")
-    chunks = replace(chunking, frames=args.chunk_frames) if chunking and args.chunk_frames else None
+    chunks = chunking(args.chunk_frames) if chunking is not None and args.chunk_frames is not None else None
     reporter = Reporter(quiet=args.quiet, verbose=args.verbose)
     out = stdout if stdout is not None else sys.stdout
 

@@ -58,6 +58,13 @@ class JobSpec:
     """Pipeline options: the batch-wide values overridden by the manifest row's."""
     frames: FrameRange | None = None
     """Only produce these frames (chunked execution); None means the whole video."""
+    final_output: Path | None = None
+    """For a chunk: the video's final output, which the parts become once joined; None: `output`."""
+
+    @property
+    def video_output(self) -> Path:
+        """The video's final output, for a chunk as for a whole-video job (e.g. to name per-video files)."""
+        return self.final_output if self.final_output is not None else self.output
 
     def describe(self) -> str:
         """Short label for progress and error messages."""

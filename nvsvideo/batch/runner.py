@@ -12,6 +12,8 @@ batch keeps what it finished and the next run resumes after it.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import time
@@ -37,6 +39,8 @@ from nvsvideo.errors import InputError, UsageError
 
 PARTS_DIR = ".parts"
 """Folder in OUTDIR for the chunk files of videos being processed in chunks (hidden: never an input)."""
+PARTS_STAMP = "chunking.json"
+"""File in a video's parts folder naming the input, options and chunk size its parts were made with."""
 
 
 @dataclass(frozen=True)
@@ -46,14 +50,15 @@ class Chunking:
     The job function receives `spec.frames` and writes only those frames to `spec.output` (a part
     file). When all parts of a video exist, `merge` joins them into the final output on the driver.
     Parts are kept until the merge succeeds, so an interrupted video resumes at its first missing part.
+    `count_frames` and `merge` receive the video's whole-video `JobSpec` (input, final output, options).
     """
 
     frames: int
     """Frames per chunk (`--chunk-frames`)."""
-    count_frames: Callable[[Path], int]
-    """Frames in a video, read on the driver (raise `InputError` for an unreadable one)."""
-    merge: Callable[[Sequence[Path], Path], None]
-    """Write the final output (atomically) from the part files, given in frame order."""
+    count_frames: Callable[[JobSpec], int]
+    """Frames in a video, read on the driver after `prepare` (raise `InputError` for an unreadable one)."""
+    merge: Callable[[Sequence[Path], JobSpec], None]
+    """Write the final output `spec.output` (atomically) from the part files, given in frame order."""
     prepare: ProcessFn | None = None
     """Per-video work every chunk needs (face tracking and smoothing, inversion into the cache): run
     once per video, as a job with `frames=None`, before that batch's chunks. It must not write `spec.output`."""
@@ -75,6 +80,7 @@ class _Video:
     outcomes: list[JobOutcome] = field(default_factory=list)
     prepared: JobOutcome | None = None  # outcome of `Chunking.prepare`
     reused_frames: int = 0  # frames in chunk parts finished by an earlier run
+    parts: list[Path] = field(default_factory=list)  # every chunk's part file, in frame order
 
 
 def run_batch(
@@ -221,16 +227,28 @@ def _parts_dir(video: _Video) -> Path:
 def _chunk_jobs(video: _Video, chunking: Chunking, *, overwrite: bool) -> None:
     """Set the video's jobs: one per chunk of `chunking.frames` frames whose part is not finished yet."""
     parts = _parts_dir(video)
-    if overwrite and parts.exists():
+    # Parts of an earlier run are reused only if made from the same input, options and chunk size.
+    stamp = json.dumps({"input": str(video.item.input.absolute()), "options": video.options,
+                        "frames": chunking.frames}, sort_keys=True, default=str)
+    stamp_file = parts / PARTS_STAMP
+    if parts.exists() and (overwrite or not stamp_file.is_file() or stamp_file.read_text() != stamp):
         shutil.rmtree(parts)
-    for frames in frame_chunks(chunking.count_frames(video.item.input), chunking.frames):
+    parts.mkdir(parents=True, exist_ok=True)
+    stamp_file.write_text(stamp)
+    for frames in frame_chunks(chunking.count_frames(_whole_job(video)), chunking.frames):
         part = parts / f"{frames.label()}{video.output.suffix}"
+        video.parts.append(part)
         if part.exists():
             video.reused_frames += len(frames)
         else:
             video.jobs.append(
                 JobSpec(
-                    key=video.key, input=video.item.input, output=part, options=video.options, frames=frames
+                    key=video.key,
+                    input=video.item.input,
+                    output=part,
+                    options=video.options,
+                    frames=frames,
+                    final_output=video.output,
                 )
             )
 
@@ -247,14 +265,18 @@ def _finish(video: _Video, chunking: Chunking | None) -> ItemResult:
     prepared = [video.prepared.summary or {}] if video.prepared is not None else []
     stages = merge_stage_times(s.get("stages", {}) for s in [*prepared, *summaries])
     if chunking is not None:
-        parts = sorted(_parts_dir(video).glob(f"*{video.output.suffix}"))
+        parts = video.parts
         start = time.perf_counter()
-        failure = _on_driver(lambda: chunking.merge(parts, video.output))
+        failure = _on_driver(lambda: chunking.merge(parts, _whole_job(video)))
         if failure is not None:
             return _failed(video, f"joining the chunks failed: {failure.error}", failure)
         stages["merge"] = time.perf_counter() - start
         shutil.rmtree(_parts_dir(video))
-        details: dict[str, Any] = {"chunks": len(parts)}
+        with contextlib.suppress(OSError):  # other videos' parts may still be there
+            _parts_dir(video).parent.rmdir()
+        # What the per-video preparation found (faces, cache hits), then how the video was split.
+        details = {k: v for s in prepared for k, v in s.items() if k not in {"frames", "stages"}}
+        details["chunks"] = len(parts)
     else:
         details = {k: v for k, v in summaries[0].items() if k not in {"frames", "stages"}}
     return _result(

@@ -6,6 +6,10 @@ manifest rows and travel to process workers and Ray actors. Each worker loads th
 them in its `WorkerContext`. Each output has its own inversion cache beside it (`OUTDIR/.cache/<output>.nvs`),
 so running the batch again, after an interruption or with `--overwrite` and other render options, reuses
 the inversions; one cache per output (not per input) means two jobs never write the same cache at once.
+
+With `--chunk-frames K` a long video is spread over the workers (`rerender_chunking`): one job aligns and
+inverts it into its cache, then every K frames render as a job of their own, reading that cache together,
+and the driver joins the parts with the source's audio.
 """
 
 from __future__ import annotations
@@ -13,13 +17,16 @@ from __future__ import annotations
 import os
 import time
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
+
 from nvsvideo.batch.jobs import JobSpec, WorkerContext
+from nvsvideo.batch.runner import Chunking
 from nvsvideo.cache import StoreMode
 from nvsvideo.cameras.paths import parse_camera_path
 from nvsvideo.compose.layout import OutputMode
@@ -27,14 +34,16 @@ from nvsvideo.compose.ood import KeepOodOptions
 from nvsvideo.console import Reporter
 from nvsvideo.device import resolve_device
 from nvsvideo.edits import Edit, EditSpec, OffsetPolicy, load_edit, parse_edit_specs
-from nvsvideo.errors import UsageError
-from nvsvideo.face.landmarks import LandmarkConfig, create_backend
-from nvsvideo.pipelines.align import AlignConfig
+from nvsvideo.errors import InputError, UsageError
+from nvsvideo.face.landmarks import LandmarkBackend, LandmarkConfig, create_backend
+from nvsvideo.models.triplanenet.model import TriPlaneNet
+from nvsvideo.pipelines.align import AlignConfig, VideoAlignment
 from nvsvideo.pipelines.common import load_inverter
-from nvsvideo.pipelines.invert import InvertConfig
-from nvsvideo.pipelines.rerender import RerenderConfig, run_rerender
+from nvsvideo.pipelines.invert import TRACKS_FILE, InvertConfig, cached_alignment, run_invert
+from nvsvideo.pipelines.rerender import RerenderConfig, output_cameras, render_video, run_rerender
 from nvsvideo.render import RenderOptions
 from nvsvideo.temporal.tracking import TrackerConfig
+from nvsvideo.video import FrameSpan, join_videos
 from nvsvideo.weights import resolve_weights_dir
 
 E = TypeVar("E", bound=Enum)
@@ -199,23 +208,31 @@ def _scalar(name: str, value: Any, kind: type) -> Any:
     raise UsageError(f"option '{name}' must be {kind.__name__}, got {value!r}")
 
 
-def rerender_job(spec: JobSpec, ctx: WorkerContext) -> dict[str, Any]:
-    """Re-render (and edit) one video of a batch into `spec.output`; the `nvsvideo.batch` job function.
+@dataclass
+class _Loaded:
+    """What a job needs beyond its options, from the worker's model cache."""
 
-    The TriPlaneNet model and the landmark backend are loaded on the worker's first video that needs
-    them and kept in `ctx.models` (keyed by their files/settings and the device) for the next ones.
+    opts: BatchJobOptions
+    device: torch.device
+    model: TriPlaneNet
+    model_files: list[Path]
+    backend: LandmarkBackend
+    edits: tuple[Edit, ...]
+    stages: dict[str, float]
+    """`{"load": seconds}` when this job loaded models into the worker's cache, else empty."""
 
-    Returns:
-        frames, seconds per stage (`load` when models were loaded for this video, then align, invert,
-        render) and the pipeline's summary: faces found, frames rendered, inverted, cache hits, ...
 
-    Raises:
-        NvsError: this video cannot be processed (unreadable, no face, a cache made with other settings).
-    """
-    assert spec.frames is None, "rerender_job renders whole videos; the batch passes no Chunking"
+def cache_dir_of(spec: JobSpec) -> Path:
+    """The inversion cache of a video: `OUTDIR/.cache/<output name>.nvs`, shared by the video's chunks."""
+    output = spec.video_output
+    return output.parent / CACHE_DIR / f"{output.name}.nvs"
+
+
+def _load(spec: JobSpec, ctx: WorkerContext) -> _Loaded:
+    """The job's options, device, TriPlaneNet and landmark backend (loaded once per worker, then reused),
+    and its edits (small files, read per job)."""
     opts = BatchJobOptions.from_mapping(spec.options)
     device = resolve_device(ctx.device)
-    weights_dir = Path(opts.weights_dir) if opts.weights_dir else None
     started = time.perf_counter()
     loads_before = len(ctx.models)
     model, model_files = _cached(
@@ -225,7 +242,7 @@ def rerender_job(spec: JobSpec, ctx: WorkerContext) -> dict[str, Any]:
             opts.model,
             Path(opts.triplanenet) if opts.triplanenet else None,
             Path(opts.eg3d) if opts.eg3d else None,
-            weights_dir,
+            Path(opts.weights_dir) if opts.weights_dir else None,
             device,
         ),
     )
@@ -235,25 +252,107 @@ def rerender_job(spec: JobSpec, ctx: WorkerContext) -> dict[str, Any]:
         landmarks_file=Path(opts.landmarks_file) if opts.landmarks_file else None,
     )
     backend = _cached(ctx, ("landmarks", landmarks, str(device)), lambda: create_backend(landmarks, device))
-    folder = resolve_weights_dir(weights_dir, os.environ)
+    folder = resolve_weights_dir(Path(opts.weights_dir) if opts.weights_dir else None, os.environ)
     edits = tuple(load_edit(edit, folder, device) for edit in opts.edit_specs())
-    load_seconds = time.perf_counter() - started
+    loaded = {"load": time.perf_counter() - started} if len(ctx.models) > loads_before else {}
+    return _Loaded(opts, device, model, model_files, backend, edits, loaded)
+
+
+def rerender_job(spec: JobSpec, ctx: WorkerContext) -> dict[str, Any]:
+    """Re-render (and edit) one video of a batch into `spec.output`; the `nvsvideo.batch` job function.
+
+    The TriPlaneNet model and the landmark backend are loaded on the worker's first video that needs
+    them and kept in `ctx.models` (keyed by their files/settings and the device) for the next ones.
+    With `spec.frames` set (`--chunk-frames`), only those frames are rendered, into a part file, from
+    the cache that `prepare_job` filled; see `rerender_chunking`.
+
+    Returns:
+        frames, seconds per stage (`load` when models were loaded for this video, then align, invert,
+        render) and the pipeline's summary: faces found, frames rendered, inverted, cache hits, ...
+
+    Raises:
+        NvsError: this video cannot be processed (unreadable, no face, a cache made with other settings).
+    """
+    loaded = _load(spec, ctx)
+    if spec.frames is not None:
+        return _render_chunk(spec, loaded)
+    opts = loaded.opts
     summary = run_rerender(
-        spec.input,
-        spec.output,
-        spec.output.parent / CACHE_DIR / f"{spec.output.name}.nvs",
-        model,
-        model_files,
-        backend,
-        opts.align_config(),
-        opts.invert_config(),
-        opts.render_config(edits),
-        device=device,
-        reporter=Reporter(quiet=True),
+        spec.input, spec.output, cache_dir_of(spec), loaded.model, loaded.model_files, loaded.backend,
+        opts.align_config(), opts.invert_config(), opts.render_config(loaded.edits),
+        device=loaded.device, reporter=Reporter(quiet=True),
     )
-    loaded = {"load": load_seconds} if len(ctx.models) > loads_before else {}
     details = {k: v for k, v in summary.items() if k not in {"video", "output", "seconds", "depth", "mesh"}}
-    return {**details, "stages": {**loaded, **summary["seconds"]}}
+    return {**details, "stages": {**loaded.stages, **summary["seconds"]}}
+
+
+def prepare_job(spec: JobSpec, ctx: WorkerContext) -> dict[str, Any]:
+    """Align and invert one video into its cache, once, before its chunks render (`Chunking.prepare`).
+
+    Returns:
+        frames, seconds per stage and what the inversion found (faces, frames inverted, cache hits).
+
+    Raises:
+        NvsError: as `rerender_job`; also a video without any face, which no chunk could render.
+    """
+    loaded = _load(spec, ctx)
+    opts = loaded.opts
+    alignment, summary = run_invert(
+        spec.input, cache_dir_of(spec), loaded.model, loaded.model_files, loaded.backend,
+        opts.align_config(), opts.invert_config(), device=loaded.device, reporter=Reporter(quiet=True),
+    )
+    output_cameras(alignment, opts.render_config(()).camera_path)  # fails here, once, if there is no face at all
+    details = {k: summary[k] for k in ("faces_found", "inverted", "cache_hits")}
+    return {"frames": len(alignment.frames), **details, "stages": {**loaded.stages, **summary["seconds"]}}
+
+
+def _render_chunk(spec: JobSpec, loaded: _Loaded) -> dict[str, Any]:
+    """Render the frames `spec.frames` of a prepared video into the part file `spec.output`."""
+    assert spec.frames is not None
+    opts = loaded.opts
+    alignment = _prepared_alignment(spec, loaded)
+    first = alignment.frames[spec.frames.start]
+    span = FrameSpan(spec.frames.start, spec.frames.stop, first.pts)
+    summary = render_video(
+        spec.input, spec.output, cache_dir_of(spec), alignment, loaded.model, loaded.model_files,
+        opts.invert_config(), opts.render_config(loaded.edits), device=loaded.device, reporter=Reporter(quiet=True),
+        span=span,
+    )
+    return {"frames": summary["frames"], "rendered": summary["rendered"],
+            "stages": {**loaded.stages, **summary["seconds"]}}
+
+
+def _prepared_alignment(spec: JobSpec, loaded: _Loaded) -> VideoAlignment:
+    """The alignment `prepare_job` saved for this video and these settings."""
+    alignment = cached_alignment(spec.input, cache_dir_of(spec), loaded.backend, loaded.opts.align_config())
+    if alignment is None:
+        raise InputError(
+            f"{spec.input.name} has no alignment for these settings in {cache_dir_of(spec)} (the video or its "
+            "options changed after it was prepared); run the batch again"
+        )
+    if spec.frames is not None and spec.frames.stop > len(alignment.frames):
+        raise InputError(f"{spec.input.name} has {len(alignment.frames)} frames, fewer than the chunk asks for")
+    return alignment
+
+
+def count_prepared_frames(spec: JobSpec) -> int:
+    """Frames of a prepared video, as its alignment counted them in decoding (`Chunking.count_frames`)."""
+    tracks = cache_dir_of(spec) / TRACKS_FILE
+    if not tracks.is_file():
+        raise InputError(f"{spec.input.name} was not prepared: {tracks} is missing; run the batch again")
+    return len(VideoAlignment.load(tracks).frames)
+
+
+def join_chunks(parts: Sequence[Path], spec: JobSpec) -> None:
+    """The final output from the rendered parts, with the source's audio (`Chunking.merge`)."""
+    join_videos(parts, spec.output, audio_from=spec.input)
+
+
+def rerender_chunking(frames: int) -> Chunking:
+    """How `nvsvideo batch --chunk-frames` splits a video: `prepare_job` aligns and inverts it whole
+    (tracking and smoothing need every frame), then each chunk of `frames` frames renders as its own job
+    from the shared cache, and the parts are joined without re-encoding."""
+    return Chunking(frames=frames, count_frames=count_prepared_frames, merge=join_chunks, prepare=prepare_job)
 
 
 def _cached(ctx: WorkerContext, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:

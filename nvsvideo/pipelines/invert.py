@@ -65,18 +65,26 @@ def load_or_align(video: Path, cache_dir: Path, backend: LandmarkBackend, config
     Returns:
         the alignment and whether it came from the cache.
     """
-    path = cache_dir / TRACKS_FILE
-    wanted = align_settings(video, backend, config)
-    if path.is_file():
-        cached = VideoAlignment.load(path)
-        if cached.settings.get("key") == wanted:
-            return cached, True
+    cached = cached_alignment(video, cache_dir, backend, config)
+    if cached is not None:
+        return cached, True
+    if (cache_dir / TRACKS_FILE).is_file():
         reporter.info("the video or the align settings changed: aligning again")
     alignment = track_video(video, backend, config, reporter)
-    alignment.settings["key"] = wanted
+    alignment.settings["key"] = align_settings(video, backend, config)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    alignment.save(path)
+    alignment.save(cache_dir / TRACKS_FILE)
     return alignment, False
+
+
+def cached_alignment(video: Path, cache_dir: Path, backend: LandmarkBackend, config: AlignConfig
+                     ) -> VideoAlignment | None:
+    """The alignment saved in `cache_dir` if it was made from this video with these settings, else None."""
+    path = cache_dir / TRACKS_FILE
+    if not path.is_file():
+        return None
+    cached = VideoAlignment.load(path)
+    return cached if cached.settings.get("key") == align_settings(video, backend, config) else None
 
 
 def align_settings(video: Path, backend: LandmarkBackend, config: AlignConfig) -> dict[str, Any]:
@@ -93,13 +101,15 @@ def model_settings(model: TriPlaneNet, config: InvertConfig) -> dict[str, Any]:
 
 
 def open_cache(cache_dir: Path, alignment: VideoAlignment, model: TriPlaneNet, config: InvertConfig,
-               fingerprints: dict[str, str], reporter: Reporter, *, verify: bool = True) -> InversionCache:
-    """Open (or create) the inversion cache of this video, model and settings."""
+               fingerprints: dict[str, str], reporter: Reporter, *, verify: bool = True,
+               readonly: bool = False) -> InversionCache:
+    """Open (or create) the inversion cache of this video, model and settings; `readonly`: an existing one,
+    shared with other readers."""
     return InversionCache.open(
         cache_dir / INVERSION_DIR, n_frames=len(alignment.frames),
         settings={**model_settings(model, config), "align": alignment.settings.get("key")},
         fingerprints=fingerprints, store=config.store, on_warning=reporter.warn, chunk_size=config.chunk_size,
-        reset=config.fresh, verify=verify)
+        reset=config.fresh and not readonly, verify=verify, readonly=readonly)
 
 
 def crop_batches(video: Path, alignment: VideoAlignment, wanted: set[int], batch_size: int

@@ -32,14 +32,14 @@ from nvsvideo.compose.mesh import export_mesh
 from nvsvideo.compose.ood import KeepOodOptions, OodKeeper
 from nvsvideo.console import Reporter
 from nvsvideo.edits import Edit, OffsetPolicy, apply_edits, offset_weights
-from nvsvideo.errors import NoFaceError, UsageError
+from nvsvideo.errors import InputError, NoFaceError, UsageError
 from nvsvideo.face.crop import apply_crop
 from nvsvideo.face.landmarks import LandmarkBackend
 from nvsvideo.models.triplanenet.model import TriPlaneNet
 from nvsvideo.pipelines.align import AlignConfig, VideoAlignment
 from nvsvideo.pipelines.invert import InvertConfig, invert_crops, open_cache, run_invert
 from nvsvideo.render import RenderOptions, render_views
-from nvsvideo.video import VideoReader, VideoWriter, probe
+from nvsvideo.video import FrameSpan, VideoInfo, VideoReader, VideoWriter, probe
 
 
 @dataclass(frozen=True)
@@ -155,31 +155,77 @@ def run_rerender(
     parse_camera_path(config.camera_path)  # a bad spec fails before the long stages
     alignment, inverted = run_invert(video, cache_dir, model, model_files, backend, align_config, invert_config,
                                      device=device, reporter=reporter)
+    rendered = render_video(video, output, cache_dir, alignment, model, model_files, invert_config, config,
+                            device=device, reporter=reporter, info=info)
+    return {
+        "video": str(video), "output": str(output), "frames": len(alignment.frames),
+        "faces_found": inverted["faces_found"], "rendered": rendered["rendered"], "camera_path": config.camera_path,
+        "output_mode": config.output.value, "edits": [e.summary() for e in config.edits],
+        "cache": str(cache_dir), "cache_hits": inverted["cache_hits"], "inverted": inverted["inverted"],
+        "seconds": {**inverted["seconds"], **rendered["seconds"]},
+        "depth": str(config.depth) if config.depth else None, "mesh": str(config.mesh) if config.mesh else None,
+    }
+
+
+def render_video(
+    video: Path,
+    output: Path,
+    cache_dir: Path,
+    alignment: VideoAlignment,
+    model: TriPlaneNet,
+    model_files: list[Path],
+    invert_config: InvertConfig,
+    config: RerenderConfig,
+    *,
+    device: torch.device,
+    reporter: Reporter,
+    info: VideoInfo | None = None,
+    span: FrameSpan | None = None,
+) -> dict[str, Any]:
+    """Render the frames of an inverted video along the camera path and write `output`.
+
+    Args:
+        cache_dir: the video's cache folder, already filled by `run_invert` for `alignment`.
+        span: render only these frames, into a part file without audio (one chunk of a video split
+            across workers; `nvsvideo.video.join_videos` makes the final file). The cache is then
+            opened read-only, shared with the other chunks, and `config` must not ask for depth or a mesh.
+            The camera path and edit ramps are still evaluated over the whole video, and every frame
+            keeps its own seed, so the chunks put together equal an unsplit render (except that the
+            `--keep-ood` mask's smoothing over time restarts at each chunk).
+
+    Returns:
+        frames written, faces rendered, and the render stage's seconds.
+    """
+    if span is not None and (config.depth is not None or config.mesh is not None):
+        raise ValueError("depth and mesh outputs cover the whole video; they cannot be rendered in chunks")
+    info = info if info is not None else probe(video)
     cameras = output_cameras(alignment, config.camera_path)
     fingerprints = {f"model{i}": file_fingerprint(p) for i, p in enumerate(model_files)}
     started = time.perf_counter()
     out_h, out_w = output_shape(config.output, (info.height, info.width), config.size)
     keeper = OodKeeper(config.keep_ood) if config.keep_ood is not None else None
     fps = float(alignment.fps)
+    frames = range(len(alignment.frames)) if span is None else range(span.start, span.stop)
     rendered = 0
     with contextlib.ExitStack() as stack:
         cache = stack.enter_context(open_cache(cache_dir, alignment, model, invert_config, fingerprints, reporter,
-                                               verify=False))
-        records = cache.iter_frames()
+                                               verify=False, readonly=span is not None))
+        records = cache.iter_frames(frames)
         writer = stack.enter_context(VideoWriter(output, width=out_w, height=out_h, fps=info.fps,
-                                                 time_base=info.time_base, crf=config.crf, audio_from=video))
+                                                 time_base=info.time_base, crf=config.crf,
+                                                 audio_from=video if span is None else None, protect=(video,)))
         depth_writer = None
         if config.depth is not None:
             res = int(config.render.neural_rendering_resolution or model.decoder.neural_rendering_resolution)
             depth_writer = stack.enter_context(VideoWriter(config.depth, width=res, height=res, fps=info.fps,
                                                            time_base=info.time_base, crf=config.crf,
                                                            protect=(video,)))
-        advance = stack.enter_context(reporter.progress("rendering", len(alignment.frames)))
-        reader = VideoReader(video, batch_size=config.batch_size, info=info)
+        advance = stack.enter_context(reporter.progress("rendering", len(frames)))
+        reader = VideoReader(video, batch_size=config.batch_size, info=info, span=span)
         for batch in reader:
             frames_out, depth_out = [], []
             items = [(int(i), frame, next(records)) for i, frame in zip(batch.indices, batch.frames, strict=True)]
-            faces = [(i, frame, rec) for i, frame, rec in items if alignment.frames[i].has_face and rec[1] is not None]
+            faces = [(i, frame, rec) for i, frame, rec in items if alignment.frames[i].has_face]
             novel_by_index: dict[int, tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]] = {}
             if faces:
                 novel_by_index = render_faces(model, alignment, cameras, faces, config, invert_config, keeper,
@@ -204,17 +250,12 @@ def run_rerender(
             advance(len(batch))
         if reader.warning:
             reporter.warn(reader.warning)
+        if writer.frames_written != len(frames):
+            raise InputError(f"{video} now decodes to {writer.frames_written} frames where its alignment has "
+                             f"{len(frames)}; the file changed or is damaged")
         if config.mesh is not None:
             export_frame_mesh(model, cache, alignment, config, device)
-    render_seconds = round(time.perf_counter() - started, 3)
-    return {
-        "video": str(video), "output": str(output), "frames": len(alignment.frames),
-        "faces_found": inverted["faces_found"], "rendered": rendered, "camera_path": config.camera_path,
-        "output_mode": config.output.value, "edits": [e.summary() for e in config.edits],
-        "cache": str(cache_dir), "cache_hits": inverted["cache_hits"], "inverted": inverted["inverted"],
-        "seconds": {**inverted["seconds"], "render": render_seconds},
-        "depth": str(config.depth) if config.depth else None, "mesh": str(config.mesh) if config.mesh else None,
-    }
+    return {"frames": len(frames), "rendered": rendered, "seconds": {"render": round(time.perf_counter() - started, 3)}}
 
 
 def render_faces(model: TriPlaneNet, alignment: VideoAlignment, cameras: np.ndarray,
@@ -226,8 +267,9 @@ def render_faces(model: TriPlaneNet, alignment: VideoAlignment, cameras: np.ndar
     crops = np.stack([apply_crop(frame, alignment.frames[i].transform) for i, frame, _ in faces])
     in_labels = np.stack([alignment.frames[i].label for i in indices])
     records = [rec for _, _, (_, rec) in faces]
-    if any(r.planes is None and r.offsets is None for r in records):
-        # recompute store mode: invert again (deterministic per-frame seeds: the same result as before).
+    if any(r is None or (r.planes is None and r.offsets is None) for r in records):
+        # recompute store mode, or a damaged cache chunk a read-only renderer cannot fix: invert again
+        # (deterministic per-frame seeds: the same result as before, up to the cache's float16 storage).
         result = invert_crops(model, crops, in_labels, indices, invert_config.seed, device)
         ws, planes, offsets = result.ws, result.planes, None
     else:
