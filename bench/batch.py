@@ -1,6 +1,7 @@
-"""Batch throughput of `nvsvideo batch`: 1 worker vs 2 workers on this machine, and what Ray costs over them.
+"""Batch throughput of `nvsvideo batch`: 1 worker vs 2 workers on this machine, what Ray costs over them,
+and what `--chunk-frames` gains on one long video.
 
-    python bench/batch.py [--videos 4] [--frames 4] [--faces 1] [--no-ray] [--json]
+    python bench/batch.py [--videos 4] [--frames 4] [--faces 1] [--long-frames 16] [--no-ray] [--json]
 
 The real rerender pipeline (`nvsvideo.pipelines.batch.rerender_job`: decode, align, invert, render,
 encode) with TINY random models (tests/tiny_models.py) runs the same batch of short clips cut from the
@@ -11,7 +12,11 @@ worker start-up and model loading included (it is part of what a user waits for)
 (`ray.init`) is shown separately. The 2-worker outputs are checked to be byte-identical to the 1-worker
 ones; Ray's are compared pixel by pixel, since an actor runs torch on 1 thread and float rounding then
 differs slightly. The load average is printed with the numbers: on a shared machine, 2 workers cannot be
-twice as fast as 1. Measured here: 3 minutes on 2 CPU cores shared with other jobs (load average 7-9).
+twice as fast as 1.
+
+The long-video part renders one clip of `--long-frames` frames (a face in every other one) on 2 workers,
+whole (one worker does everything) and with `--chunk-frames` (one worker aligns and inverts, then both
+render chunks). Both runs encode losslessly (crf 0), so their outputs must decode to identical frames.
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from nvsvideo.batch import Executor, ProcessExecutor, RayExecutor, run_batch
-from nvsvideo.pipelines.batch import BatchJobOptions, rerender_job
+from nvsvideo.batch import Chunking, Executor, ProcessExecutor, RayExecutor, run_batch
+from nvsvideo.pipelines.batch import BatchJobOptions, rerender_chunking, rerender_job
 from nvsvideo.video import VideoReader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,9 +69,10 @@ def make_batch(folder: Path, videos: int, frames: int, faces: int) -> tuple[list
     return inputs, options.to_dict()
 
 
-def timed_batch(inputs: list[str], outdir: Path, options: dict[str, Any], executor: Executor) -> dict[str, float]:
+def timed_batch(inputs: list[str], outdir: Path, options: dict[str, Any], executor: Executor,
+                chunking: Chunking | None = None) -> dict[str, float]:
     """Run the batch once: frames/s over the whole run (worker start-up included), mean seconds per video."""
-    result = run_batch(inputs, outdir, options, rerender_job, executor=executor)
+    result = run_batch(inputs, outdir, options, rerender_job, executor=executor, chunking=chunking)
     if result.exit_code != 0:
         raise RuntimeError(f"the benchmark batch failed: {[i.reason for i in result.items if i.reason]}")
     frames = sum(item.frames or 0 for item in result.items)
@@ -94,7 +100,27 @@ def pixel_differences(a: Path, b: Path) -> tuple[int, float]:
     return int(every.max()), float(every.mean())
 
 
-def measure(videos: int, frames: int, faces: int, with_ray: bool) -> dict[str, float]:
+def measure_long_video(work: Path, options: dict[str, Any], frames: int, chunk: int) -> dict[str, float]:
+    """One long video on 2 workers, whole and in chunks of `chunk` frames (lossless, so outputs must match)."""
+    clips = tests_module("face_clips")
+    (work / "long").mkdir()
+    clip = clips.face_clip_with_gap(CLIP, work / "long" / "long.mp4", blank=range(1, frames, 2), frames=frames)
+    lossless = {**options, "crf": 0}
+    whole = timed_batch([str(clip)], work / "long_whole", lossless, ProcessExecutor(workers=2))
+    chunked = timed_batch([str(clip)], work / "long_chunked", lossless, ProcessExecutor(workers=2),
+                          chunking=rerender_chunking(chunk))
+    largest, _ = pixel_differences(work / "long_whole", work / "long_chunked")
+    return {
+        "long_frames": frames,
+        "long_chunk_frames": chunk,
+        "long_seconds_whole": whole["seconds"],
+        "long_seconds_chunked": chunked["seconds"],
+        "long_speedup_chunked": whole["seconds"] / chunked["seconds"],
+        "long_max_pixel_difference": largest,
+    }
+
+
+def measure(videos: int, frames: int, faces: int, with_ray: bool, long_frames: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="nvsvideo-bench-batch-") as tmp:
         work = Path(tmp)
         inputs, options = make_batch(work / "in", videos, frames, faces)
@@ -126,6 +152,8 @@ def measure(videos: int, frames: int, faces: int, with_ray: bool) -> dict[str, f
                 "ray_max_pixel_difference": largest,
                 "ray_mean_pixel_difference": mean,
             }
+        if long_frames:
+            result |= measure_long_video(work, options, long_frames, chunk=max(1, long_frames // 4))
         result |= {"load_average_1min": os.getloadavg()[0], "cpus": os.cpu_count() or 0}
     return result
 
@@ -139,6 +167,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--videos", type=int, default=4, help="videos in the batch")
     parser.add_argument("--frames", type=int, default=4, help="frames per video")
     parser.add_argument("--faces", type=int, default=1, help="frames per video that show the face (the costly ones)")
+    parser.add_argument("--long-frames", type=int, default=16,
+                        help="frames of the long video run whole and in 4 chunks (0: skip)")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray measurement")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
     args = parser.parse_args(argv if argv is not None else [])
@@ -147,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if not 1 <= args.faces <= args.frames:
         raise SystemExit("--faces must be between 1 and --frames")
     with_ray = not args.no_ray and importlib.util.find_spec("ray") is not None
-    result = measure(args.videos, args.frames, args.faces, with_ray)
+    result = measure(args.videos, args.frames, args.faces, with_ray, args.long_frames)
     if args.json:
         print(json.dumps(result, indent=2))
         return result
@@ -167,6 +197,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
               f"{result['ray_max_pixel_difference']} at most (float rounding: an actor runs torch on 1 thread)")
     else:
         print("Ray: not measured (not installed, or --no-ray)")
+    if args.long_frames:
+        print(f"one {result['long_frames']}-frame video on 2 workers: whole {result['long_seconds_whole']:.1f} s, "
+              f"--chunk-frames {result['long_chunk_frames']} {result['long_seconds_chunked']:.1f} s "
+              f"(x{result['long_speedup_chunked']:.2f}); outputs differ by at most "
+              f"{result['long_max_pixel_difference']} pixel levels (lossless encode: 0 expected)")
     return result
 
 

@@ -82,11 +82,11 @@ def open_cache(directory: Path, warnings: list[str] | None = None, **overrides) 
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
-    """Every file of the cache except the lock, by relative path."""
+    """Every file of the cache except the lock files, by relative path."""
     return {
         str(p.relative_to(directory)): p.read_bytes()
         for p in sorted(directory.rglob("*"))
-        if p.is_file() and p.name != "lock"
+        if p.is_file() and p.name not in {"lock", "manifest.lock"}
     }
 
 
@@ -426,7 +426,7 @@ def test_readers_share_the_cache_and_keep_writers_out(tmp_path: Path) -> None:
 
 
 def test_a_reader_needs_an_existing_cache_made_the_same_way(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="invert the video first"):
+    with pytest.raises(InputError, match="there is no inversion cache"):
         open_cache(tmp_path, readonly=True)
     assert not tmp_path.joinpath("manifest.json").exists()
     with open_cache(tmp_path) as cache:
@@ -449,3 +449,59 @@ def test_a_reader_leaves_a_damaged_chunk_for_the_next_writer(tmp_path: Path) -> 
     with open_cache(tmp_path, warnings) as cache:
         assert 0 in cache.missing_frames()
     assert damaged not in chunk_files(tmp_path)
+
+
+def test_range_writers_fill_one_cache_together_as_one_writer_would(
+    tmp_path: Path, reference: dict[str, bytes]
+) -> None:
+    with open_cache(tmp_path):  # the video's preparation creates the cache
+        pass
+    # Three workers, interleaved: each writes only its chunks and merges them into the manifest on disk.
+    ranges = [range(0, 8), range(8, 20), range(20, N_FRAMES)]
+    writers = [open_cache(tmp_path, frames=r) for r in ranges]
+    for step in range(12):
+        for writer in writers:
+            if step < len(writer.frames):
+                compute(writer, writer.frames[step])
+    with open_cache(tmp_path, readonly=True) as reader:  # readers share the lock with range writers
+        assert reader.missing_frames() == []  # every chunk is written as soon as it is complete
+    for writer in writers:
+        assert writer.missing_frames() == []
+        writer.close()
+    assert snapshot(tmp_path) == reference
+
+
+def test_a_range_writer_keeps_to_its_chunks(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="prepare the video first"):
+        open_cache(tmp_path, frames=range(0, 4))
+    with open_cache(tmp_path):
+        pass
+    with pytest.raises(ValueError, match="chunks of 4 frames"):
+        open_cache(tmp_path, frames=range(2, 8))
+    with pytest.raises(ValueError, match="chunks of 4 frames"):
+        open_cache(tmp_path, frames=range(0, 6))
+    with open_cache(tmp_path, frames=range(4, 8)) as writer:
+        assert writer.missing_frames() == [4, 5, 6, 7]
+        with pytest.raises(IndexError, match="outside this writer's range 4-7"):
+            writer.put(8, fake_result(8))
+        with pytest.raises(CacheLockedError):  # a whole-video writer waits for the range writers
+            open_cache(tmp_path)
+    with open_cache(tmp_path):
+        with pytest.raises(CacheLockedError):
+            open_cache(tmp_path, frames=range(0, 4))
+
+
+def test_a_range_writer_drops_only_its_own_damaged_chunks(tmp_path: Path) -> None:
+    with open_cache(tmp_path) as cache:
+        invert(cache)
+    first, second = chunk_files(tmp_path)[:2]  # frames 0-3 and 4-7
+    for damaged in (first, second):
+        damaged.write_bytes(damaged.read_bytes()[:-1] + b"\x00")
+    first_bytes = first.read_bytes()
+    warnings: list[str] = []
+    with open_cache(tmp_path, warnings, frames=range(4, 8)) as writer:
+        assert writer.missing_frames() == [4, 5, 6, 7] and len(warnings) == 1
+        invert(writer)
+    assert first.read_bytes() == first_bytes  # not this writer's chunk: left for its owner
+    with open_cache(tmp_path, warnings) as cache:
+        assert cache.missing_frames() == [0, 1, 2, 3]

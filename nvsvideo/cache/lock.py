@@ -8,9 +8,11 @@ only there to tell the user who holds the cache. POSIX only (the `fcntl` module)
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 from nvsvideo.errors import InputError
@@ -60,3 +62,14 @@ class DirectoryLock:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None
+
+
+@contextlib.contextmanager
+def critical_section(path: Path) -> Iterator[None]:
+    """Hold an exclusive `flock` on `path` (created if needed) for a short read-modify-write, waiting for it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the file releases the lock

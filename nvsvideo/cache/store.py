@@ -4,6 +4,7 @@ Layout of a cache folder (e.g. `VIDEO.nvs/inversion/`)::
 
     manifest.json                        identity (settings, model fingerprints, store mode) + chunk index
     lock                                 flock'ed while a process has the cache open
+    manifest.lock                        flock'ed by range writers while they update the manifest
     chunks/000000-000031.<sha16>.safetensors
 
 Frame `f` belongs to chunk `f // chunk_size`, whatever order results arrive in, so the files of a run
@@ -14,6 +15,12 @@ exception inside `with`) also writes partial chunks; they are merged and rewritt
 frames come in. A SIGKILL loses only the buffered, unwritten frames. Chunk file names carry a prefix
 of their sha256, so rewriting a chunk never overwrites the file the manifest still points to: after
 a crash the manifest refers either to the old file or to the new one, both intact.
+
+Three ways to open a cache: one *writer* for the whole video (an exclusive lock); *readers* (a shared
+lock, nothing written); and *range writers* (a shared lock too), each filling its own range of frames,
+for a video split across workers. A range starts and ends on chunk boundaries, so two range writers
+never write the same chunk file, and each one merges only its own chunks into the manifest on disk
+under a short lock on `manifest.lock`.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import torch
 
 from nvsvideo.cache.durable import fsync_dir, write_durably
 from nvsvideo.cache.fingerprint import file_sha256
-from nvsvideo.cache.lock import DirectoryLock
+from nvsvideo.cache.lock import DirectoryLock, critical_section
 from nvsvideo.cache.manifest import (
     CacheIdentity,
     ChunkEntry,
@@ -61,17 +68,27 @@ class InversionCache:
     """Chunked, checksummed, resumable store of per-frame inversion results.
 
     Open it with `InversionCache.open(...)` in a `with` block; it holds the folder's lock until closed.
-    Opened `readonly`, it shares the lock with other readers and never changes a file.
+    Opened `readonly`, it shares the lock with other readers and never changes a file; opened with
+    `frames`, it shares it with readers and other range writers and writes only those frames.
     Memory: up to one buffered chunk per chunk being filled (chunk_size frames of the stored tensors);
     reading streams one frame at a time.
     """
 
     def __init__(
-        self, directory: Path, manifest: Manifest, lock: DirectoryLock, on_warning: Warn, *, readonly: bool = False
+        self,
+        directory: Path,
+        manifest: Manifest,
+        lock: DirectoryLock,
+        on_warning: Warn,
+        *,
+        readonly: bool = False,
+        frames: range | None = None,
     ) -> None:
         """Use `InversionCache.open`; this constructor trusts its arguments."""
         self.directory = directory
         self.readonly = readonly
+        self.frames = frames
+        """The frames a range writer may write; None for a whole-video writer or a reader."""
         self._manifest = manifest
         self._lock = lock
         self._warn = on_warning
@@ -95,6 +112,7 @@ class InversionCache:
         reset: bool = False,
         verify: bool = True,
         readonly: bool = False,
+        frames: range | None = None,
     ) -> InversionCache:
         """Open (or create) the cache in `directory` and take its lock.
 
@@ -115,6 +133,9 @@ class InversionCache:
                 otherwise only sizes are checked now and hashes when a chunk is first read.
             readonly: read an existing cache alongside other readers (a shared lock); nothing is
                 written, and a damaged chunk is only left out of what this process reads.
+            frames: write only these frames of an existing cache, alongside readers and the writers
+                of other ranges (a shared lock). The range must start on a chunk boundary and end on
+                one or at the last frame; only its chunks are checked, dropped or written.
 
         Raises:
             CacheLockedError: another live process has the cache open.
@@ -129,15 +150,18 @@ class InversionCache:
         precision_name = next((name for name, dt in _PRECISIONS.items() if dt == precision), None)
         if precision_name is None:
             raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision}")
-        if readonly and reset:
-            raise ValueError("a read-only cache cannot be reset")
+        shared = readonly or frames is not None
+        if shared and reset:
+            raise ValueError("only a whole-video writer can reset a cache")
+        if readonly and frames is not None:
+            raise ValueError("a cache opened read-only has no frames to write")
         directory = Path(directory)
         manifest_path = directory / "manifest.json"
-        if readonly and not manifest_path.is_file():
-            raise InputError(f"there is no inversion cache in {directory}; invert the video first")
+        if shared and not manifest_path.is_file():
+            raise InputError(f"there is no inversion cache in {directory}; prepare the video first")
         directory.mkdir(parents=True, exist_ok=True)
         lock = DirectoryLock(directory)
-        lock.acquire(shared=readonly)
+        lock.acquire(shared=shared)
         try:
             old = _read_manifest(manifest_path, reset=reset, on_warning=on_warning)
             identity = CacheIdentity(
@@ -149,7 +173,9 @@ class InversionCache:
                 fingerprints={str(k): str(v) for k, v in fingerprints.items()},
             )
             manifest = _reconcile(directory, old, identity, reset=reset, on_warning=on_warning)
-            cache = cls(directory, manifest, lock, on_warning, readonly=readonly)
+            if frames is not None:
+                _check_range(frames, identity.chunk_size, n_frames)
+            cache = cls(directory, manifest, lock, on_warning, readonly=readonly, frames=frames)
             if manifest is not old:
                 cache._write_manifest()
             cache._check_chunks(verify=verify)
@@ -212,6 +238,8 @@ class InversionCache:
         self._check_index(frame)
         if self.readonly:
             raise PermissionError(f"the inversion cache {self.directory} was opened read-only")
+        if self.frames is not None and frame not in self.frames:
+            raise IndexError(f"frame {frame} is outside this writer's range {self.frames.start}-{self.frames.stop - 1}")
         tensors = pack_frame(frame, record, self.store, self.precision)
         chunk = chunk_of(frame, self.chunk_size)
         if chunk not in self._pending:
@@ -242,9 +270,10 @@ class InversionCache:
         return self._manifest.status(frame)
 
     def missing_frames(self, *, retry_failed: bool = False) -> list[int]:
-        """Frames still to invert: never done, or in a chunk found corrupt; FAILED ones on request."""
+        """Frames still to invert (a range writer: of its range): never done, or in a chunk found corrupt;
+        FAILED ones on request."""
         todo = []
-        for frame in range(self.n_frames):
+        for frame in self.frames if self.frames is not None else range(self.n_frames):
             status = self.status(frame)
             if status is None or (retry_failed and status is FrameStatus.FAILED):
                 todo.append(frame)
@@ -303,9 +332,23 @@ class InversionCache:
         if not 0 <= frame < self.n_frames:
             raise IndexError(f"frame {frame} outside [0, {self.n_frames})")
 
+    def _owns(self, chunk: int) -> bool:
+        """Whether this process may write `chunk` (a whole-video writer: every chunk)."""
+        if self.readonly:
+            return False
+        return self.frames is None or chunk_of(self.frames.start, self.chunk_size) <= chunk <= chunk_of(
+            self.frames.stop - 1, self.chunk_size
+        )
+
     def _check_chunks(self, *, verify: bool) -> None:
-        """Drop entries whose file is missing, truncated or (with `verify`) corrupt; delete orphans."""
+        """Drop entries whose file is missing, truncated or (with `verify`) corrupt; delete orphans.
+
+        A range writer checks only its own chunks, and only a whole-video writer deletes orphans: while
+        range writers run, a chunk file can exist a moment before the manifest names it.
+        """
         for chunk, entry in sorted(self._manifest.chunks.items()):
+            if self.frames is not None and not self._owns(chunk):
+                continue
             path = self.chunks_dir / entry.file
             if not path.is_file():
                 self._drop(chunk, "is missing")
@@ -313,7 +356,7 @@ class InversionCache:
                 self._drop(chunk, f"has {path.stat().st_size} bytes instead of {entry.size}")
             elif verify:
                 self._verified_path(chunk)
-        if self.readonly:
+        if self.readonly or self.frames is not None:
             return
         referenced = {entry.file for entry in self._manifest.chunks.values()}
         # Leftovers of interrupted writes (temp files, chunks replaced before the manifest caught up).
@@ -399,20 +442,50 @@ class InversionCache:
     def _drop(self, chunk: int, reason: str) -> None:
         """Forget a damaged chunk: warn, remove its entry and file, so its frames are recomputed.
 
-        Read-only, the chunk is only forgotten by this process: the writer that runs next drops it.
+        A chunk this process may not write is only forgotten by it: the writer that owns it drops it.
         """
         entry = self._manifest.chunks.pop(chunk)
         self._warn(
             f"inversion cache chunk {self.chunks_dir / entry.file} {reason}; "
             f"its {len(entry.frames)} frames will be recomputed"
         )
-        if self.readonly:
+        if not self._owns(chunk):
             return
         self._write_manifest()
         (self.chunks_dir / entry.file).unlink(missing_ok=True)
 
     def _write_manifest(self) -> None:
-        write_durably(self.directory / "manifest.json", self._manifest.to_bytes())
+        path = self.directory / "manifest.json"
+        if self.frames is None:
+            write_durably(path, self._manifest.to_bytes())
+            return
+        # A range writer: the other ranges' entries on disk are newer than ours; replace only our chunks.
+        with critical_section(self.directory / "manifest.lock"):
+            current = Manifest.from_bytes(path.read_bytes())
+            if current.identity.differences(self._manifest.identity):
+                raise CacheMismatchError(f"the inversion cache {self.directory} was replaced while in use")
+            for chunk in range(self.n_chunks):
+                if not self._owns(chunk):
+                    continue
+                if chunk in self._manifest.chunks:
+                    current.chunks[chunk] = self._manifest.chunks[chunk]
+                else:
+                    current.chunks.pop(chunk, None)
+            write_durably(path, current.to_bytes())
+
+    @property
+    def n_chunks(self) -> int:
+        return chunk_of(self.n_frames - 1, self.chunk_size) + 1
+
+
+def _check_range(frames: range, chunk_size: int, n_frames: int) -> None:
+    """A range writer's frames must cover whole chunks, so no chunk file has two writers."""
+    if frames.step != 1 or not 0 <= frames.start < frames.stop <= n_frames:
+        raise ValueError(f"invalid frame range {frames} for {n_frames} frames")
+    if frames.start % chunk_size or (frames.stop % chunk_size and frames.stop != n_frames):
+        raise ValueError(
+            f"frames {frames.start}-{frames.stop - 1} do not start and end on chunks of {chunk_size} frames"
+        )
 
 
 def _read_manifest(path: Path, *, reset: bool, on_warning: Warn) -> Manifest | None:
