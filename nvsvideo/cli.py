@@ -569,7 +569,7 @@ def batch(
     cpus_per_task: Annotated[float, typer.Option("--cpus-per-task", min=0.0, help="CPUs each Ray actor reserves.")] = 1.0,
     gpus_per_task: Annotated[float, typer.Option("--gpus-per-task", min=0.0, help="GPUs each Ray actor reserves (0.5 puts two on a GPU).")] = 0.0,
     retries: Annotated[int, typer.Option("--retries", min=0, help="Resubmissions of a video whose worker died (a video that fails is not retried).")] = 1,
-    chunk_frames: Annotated[int | None, typer.Option("--chunk-frames", min=1, help="Split each video into jobs of this many frames, so one long video uses every worker: it is aligned and inverted once, then its chunks render in parallel and are joined without re-encoding.")] = None,
+    chunk_frames: Annotated[int | None, typer.Option("--chunk-frames", min=1, help="Split each video into jobs of this many frames (rounded up to a multiple of 8), so one long video uses every worker: it is aligned once, then its chunks are inverted and rendered in parallel and joined without re-encoding.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo videos whose output exists (default: skip them).")] = False,
     recursive: Annotated[bool, typer.Option("--recursive", "-r", help="Also take videos from sub-folders of folder INPUTS.")] = False,
     weights_dir: WeightsDir = None,

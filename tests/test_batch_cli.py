@@ -154,18 +154,21 @@ def test_manifest_text_is_typed_and_bad_values_fail_before_any_video(setup: dict
 
 
 
-LONG_FRAMES = 8
+LONG_FRAMES = 20
+LONG_FACES = {0, 9, 18}  # one in each 8-frame chunk
 
 
 @pytest.fixture(scope="module")
 def long_clip(setup: dict[str, Path], fixtures_dir: Path) -> tuple[Path, Path]:
-    """An 8-frame clip with faces in frames 0, 3 and 6, and the folder of its unsplit lossless render."""
+    """A 20-frame clip with faces in frames 0, 9 and 18, and the folder of its unsplit lossless render."""
     source = setup["root"] / "long" / "long.mp4"
     source.parent.mkdir()
-    face_clip_with_gap(fixtures_dir / "single_face.mp4", source, blank={1, 2, 4, 5, 7}, frames=LONG_FRAMES)
+    face_clip_with_gap(fixtures_dir / "single_face.mp4", source, blank=set(range(LONG_FRAMES)) - LONG_FACES,
+                       frames=LONG_FRAMES)
     out = setup["root"] / "unsplit"
     # crf 0 is lossless: however the video is cut into encodes, the decoded frames are the rendered ones.
-    result, lines = batch(setup, out, "--crf", "0", "--quiet", inputs=[str(source)])
+    # Two workers give torch one thread each, as in the chunked runs: float sums then round the same way.
+    result, lines = batch(setup, out, "--crf", "0", "--workers", "2", "--quiet", inputs=[str(source)])
     assert result.exit_code == 0 and lines["long.mp4"]["details"]["rendered"] == 3
     return source, out
 
@@ -185,12 +188,12 @@ def test_chunks_of_one_video_render_on_two_workers_and_join_into_the_unsplit_out
     source, unsplit = long_clip
     out = setup["root"] / "chunked"
     shutil.copytree(unsplit / CACHE_DIR, out / CACHE_DIR)  # only rendering is left, so the result must be exact
-    result, lines = batch(setup, out, "--crf", "0", "--chunk-frames", "3", "--workers", "2", "--quiet",
+    result, lines = batch(setup, out, "--crf", "0", "--chunk-frames", "8", "--workers", "2", "--quiet",
                           inputs=[str(source)])
     assert result.exit_code == 0
     line = lines["long.mp4"]
     assert line["status"] == "ok" and line["frames"] == LONG_FRAMES
-    assert line["details"] == {"faces_found": 3, "inverted": 0, "cache_hits": 3, "chunks": 3}
+    assert line["details"] == {"faces_found": 3, "rendered": 3, "inverted": 0, "cache_hits": 3, "chunks": 3}
     assert {"align", "invert", "render", "merge"} <= set(line["stages"])
     frames, pts = decoded(out / "long.mp4")
     expected_frames, expected_pts = decoded(unsplit / "long.mp4")
@@ -201,22 +204,27 @@ def test_chunks_of_one_video_render_on_two_workers_and_join_into_the_unsplit_out
     assert sorted(p.name for p in out.iterdir()) == [CACHE_DIR, "long.mp4", "report.jsonl"]
 
 
-def test_ray_prepares_a_video_once_then_renders_its_chunks_as_tasks(
+def test_ray_aligns_a_video_once_then_inverts_and_renders_its_chunks_as_tasks(
         setup: dict[str, Path], long_clip: tuple[Path, Path]) -> None:
     pytest.importorskip("ray", reason="Ray is not installed (pip install 'nvsvideo[ray]'); CI installs it")
     source, unsplit = long_clip
     out = setup["root"] / "ray_chunked"
-    result, lines = batch(setup, out, "--crf", "0", "--chunk-frames", "2", "--ray", "--ray-cpus", "2", "--quiet",
+    # 5 frames per chunk is rounded up to the cache's 8, so that no two tasks write the same cache file.
+    result, lines = batch(setup, out, "--crf", "0", "--chunk-frames", "5", "--ray", "--ray-cpus", "2", "--quiet",
                           inputs=[str(source)])
     assert result.exit_code == 0
     line = lines["long.mp4"]
-    assert line["details"] == {"faces_found": 3, "inverted": 3, "cache_hits": 0, "chunks": 4}
+    assert line["details"] == {"faces_found": 3, "rendered": 3, "inverted": 3, "cache_hits": 0, "chunks": 3}
     assert line["worker"].startswith("ray-")
     frames, pts = decoded(out / "long.mp4")
     expected_frames, expected_pts = decoded(unsplit / "long.mp4")
     assert pts == expected_pts and audio_packets(out / "long.mp4") == audio_packets(source)
-    # Inverted by an actor (torch on one thread): equal to the local run up to float rounding.
+    # Inverted by actors (torch on one thread): equal to the local run up to float rounding.
     assert np.abs(frames.astype(int) - expected_frames).mean() < 0.05
+    # Each task filled its part of one cache: a whole-video run finds every inversion there.
+    result, lines = batch(setup, out, "--crf", "0", "--overwrite", "--quiet", inputs=[str(source)])
+    assert lines["long.mp4"]["details"]["cache_hits"] == 3 and lines["long.mp4"]["details"]["inverted"] == 0
+    assert np.abs(decoded(out / "long.mp4")[0].astype(int) - frames).mean() < 0.05
 
 
 def test_chunk_frames_must_be_positive(setup: dict[str, Path], tmp_path: Path) -> None:

@@ -274,8 +274,7 @@ def _finish(video: _Video, chunking: Chunking | None) -> ItemResult:
         shutil.rmtree(_parts_dir(video))
         with contextlib.suppress(OSError):  # other videos' parts may still be there
             _parts_dir(video).parent.rmdir()
-        # What the per-video preparation found (faces, cache hits), then how the video was split.
-        details = {k: v for s in prepared for k, v in s.items() if k not in {"frames", "stages"}}
+        details = _chunk_details(prepared, summaries)
         details["chunks"] = len(parts)
     else:
         details = {k: v for k, v in summaries[0].items() if k not in {"frames", "stages"}}
@@ -286,6 +285,21 @@ def _finish(video: _Video, chunking: Chunking | None) -> ItemResult:
         stages=stages,
         details=details,
     )
+
+
+def _chunk_details(prepared: list[Mapping[str, Any]], chunks: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """A chunked video's details: what its preparation reported, then the chunks' counts, summed.
+
+    Only whole numbers (frames rendered, inverted, ...) add up over chunks; other values are left out
+    because no one chunk speaks for the video. Chunks finished by an earlier run are not counted.
+    """
+    skip = {"frames", "stages"}
+    details = {k: v for summary in prepared for k, v in summary.items() if k not in skip}
+    for summary in chunks:
+        for key, value in summary.items():
+            if key not in skip and isinstance(value, int) and not isinstance(value, bool):
+                details[key] = details.get(key, 0) + value
+    return details
 
 
 def _failed(video: _Video, reason: str, outcome: JobOutcome) -> ItemResult:

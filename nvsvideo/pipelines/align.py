@@ -45,7 +45,7 @@ from nvsvideo.temporal.smoothing import (
     smooth_labels,
 )
 from nvsvideo.temporal.tracking import FaceTracker, TrackerConfig, TrackStatus, select_face, track_stream
-from nvsvideo.video import FrameBatch, VideoInfo, VideoReader, VideoWriter, probe
+from nvsvideo.video import FrameBatch, FrameSpan, VideoInfo, VideoReader, VideoWriter, probe
 
 #: Image suffixes `align` accepts as stills.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -293,14 +293,14 @@ def temporal_metrics(centers: np.ndarray, sides: np.ndarray, s_centers: np.ndarr
     return metrics
 
 
-def iter_crops(video: Path, alignment: VideoAlignment, batch_size: int = 16, only: set[int] | None = None
-               ) -> Iterator[tuple[FrameBatch, list[np.ndarray | None]]]:
-    """Pass 2: each decoded batch with its frames' aligned crops.
+def iter_crops(video: Path, alignment: VideoAlignment, batch_size: int = 16, only: set[int] | None = None,
+               span: FrameSpan | None = None) -> Iterator[tuple[FrameBatch, list[np.ndarray | None]]]:
+    """Pass 2: each decoded batch (of the whole video, or of `span`) with its frames' aligned crops.
 
     A crop is None where the subject is missing, or where `only` is given and excludes the frame.
     """
     by_index = {f.index: f for f in alignment.frames}
-    for batch in VideoReader(video, batch_size=batch_size):
+    for batch in VideoReader(video, batch_size=batch_size, span=span):
         crops = []
         for i, frame in zip(batch.indices.tolist(), batch.frames, strict=True):
             record = by_index.get(i)

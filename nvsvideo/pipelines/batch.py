@@ -39,11 +39,19 @@ from nvsvideo.face.landmarks import LandmarkBackend, LandmarkConfig, create_back
 from nvsvideo.models.triplanenet.model import TriPlaneNet
 from nvsvideo.pipelines.align import AlignConfig, VideoAlignment
 from nvsvideo.pipelines.common import load_inverter
-from nvsvideo.pipelines.invert import TRACKS_FILE, InvertConfig, cached_alignment, run_invert
+from nvsvideo.pipelines.invert import (
+    TRACKS_FILE,
+    InvertConfig,
+    cached_alignment,
+    invert_frames,
+    load_or_align,
+    model_fingerprints,
+    prepare_cache,
+)
 from nvsvideo.pipelines.rerender import RerenderConfig, output_cameras, render_video, run_rerender
 from nvsvideo.render import RenderOptions
 from nvsvideo.temporal.tracking import TrackerConfig
-from nvsvideo.video import FrameSpan, join_videos
+from nvsvideo.video import FrameSpan, join_videos, probe
 from nvsvideo.weights import resolve_weights_dir
 
 E = TypeVar("E", bound=Enum)
@@ -216,6 +224,8 @@ class _Loaded:
     device: torch.device
     model: TriPlaneNet
     model_files: list[Path]
+    fingerprints: dict[str, str]
+    """Of the model files, hashed once per worker (part of every cache's identity)."""
     backend: LandmarkBackend
     edits: tuple[Edit, ...]
     stages: dict[str, float]
@@ -235,16 +245,18 @@ def _load(spec: JobSpec, ctx: WorkerContext) -> _Loaded:
     device = resolve_device(ctx.device)
     started = time.perf_counter()
     loads_before = len(ctx.models)
-    model, model_files = _cached(
-        ctx,
-        ("triplanenet", opts.model, opts.triplanenet, opts.eg3d, opts.weights_dir, str(device)),
-        lambda: load_inverter(
+    def load_model() -> tuple[TriPlaneNet, list[Path], dict[str, str]]:
+        model, files = load_inverter(
             opts.model,
             Path(opts.triplanenet) if opts.triplanenet else None,
             Path(opts.eg3d) if opts.eg3d else None,
             Path(opts.weights_dir) if opts.weights_dir else None,
             device,
-        ),
+        )
+        return model, files, model_fingerprints(files)
+
+    model, model_files, fingerprints = _cached(
+        ctx, ("triplanenet", opts.model, opts.triplanenet, opts.eg3d, opts.weights_dir, str(device)), load_model
     )
     landmarks = LandmarkConfig(
         backend=opts.landmarks,
@@ -255,7 +267,7 @@ def _load(spec: JobSpec, ctx: WorkerContext) -> _Loaded:
     folder = resolve_weights_dir(Path(opts.weights_dir) if opts.weights_dir else None, os.environ)
     edits = tuple(load_edit(edit, folder, device) for edit in opts.edit_specs())
     loaded = {"load": time.perf_counter() - started} if len(ctx.models) > loads_before else {}
-    return _Loaded(opts, device, model, model_files, backend, edits, loaded)
+    return _Loaded(opts, device, model, model_files, fingerprints, backend, edits, loaded)
 
 
 def rerender_job(spec: JobSpec, ctx: WorkerContext) -> dict[str, Any]:
@@ -287,39 +299,44 @@ def rerender_job(spec: JobSpec, ctx: WorkerContext) -> dict[str, Any]:
 
 
 def prepare_job(spec: JobSpec, ctx: WorkerContext) -> dict[str, Any]:
-    """Align and invert one video into its cache, once, before its chunks render (`Chunking.prepare`).
+    """Align one video and create its inversion cache, once, before its chunks (`Chunking.prepare`).
+
+    Tracking and smoothing need the whole video; inverting and rendering are then done chunk by chunk.
 
     Returns:
-        frames, seconds per stage and what the inversion found (faces, frames inverted, cache hits).
+        frames, faces found and seconds per stage.
 
     Raises:
         NvsError: as `rerender_job`; also a video without any face, which no chunk could render.
     """
     loaded = _load(spec, ctx)
     opts = loaded.opts
-    alignment, summary = run_invert(
-        spec.input, cache_dir_of(spec), loaded.model, loaded.model_files, loaded.backend,
-        opts.align_config(), opts.invert_config(), device=loaded.device, reporter=Reporter(quiet=True),
-    )
+    started = time.perf_counter()
+    probe(spec.input)  # a clear InputError before any work on a bad file
+    alignment, _ = load_or_align(spec.input, cache_dir_of(spec), loaded.backend, opts.align_config(),
+                                 Reporter(quiet=True))
     output_cameras(alignment, opts.render_config(()).camera_path)  # fails here, once, if there is no face at all
-    details = {k: summary[k] for k in ("faces_found", "inverted", "cache_hits")}
-    return {"frames": len(alignment.frames), **details, "stages": {**loaded.stages, **summary["seconds"]}}
+    prepare_cache(cache_dir_of(spec), alignment, loaded.model, loaded.fingerprints, opts.invert_config(),
+                  Reporter(quiet=True))
+    return {"frames": len(alignment.frames), "faces_found": int(alignment.valid().sum()),
+            "stages": {**loaded.stages, "align": round(time.perf_counter() - started, 3)}}
 
 
 def _render_chunk(spec: JobSpec, loaded: _Loaded) -> dict[str, Any]:
-    """Render the frames `spec.frames` of a prepared video into the part file `spec.output`."""
+    """Invert and render the frames `spec.frames` of a prepared video into the part file `spec.output`."""
     assert spec.frames is not None
     opts = loaded.opts
     alignment = _prepared_alignment(spec, loaded)
-    first = alignment.frames[spec.frames.start]
-    span = FrameSpan(spec.frames.start, spec.frames.stop, first.pts)
-    summary = render_video(
-        spec.input, spec.output, cache_dir_of(spec), alignment, loaded.model, loaded.model_files,
-        opts.invert_config(), opts.render_config(loaded.edits), device=loaded.device, reporter=Reporter(quiet=True),
-        span=span,
-    )
-    return {"frames": summary["frames"], "rendered": summary["rendered"],
-            "stages": {**loaded.stages, **summary["seconds"]}}
+    span = FrameSpan(spec.frames.start, spec.frames.stop, alignment.frames[spec.frames.start].pts)
+    quiet = Reporter(quiet=True)
+    inverted = invert_frames(spec.input, cache_dir_of(spec), alignment, loaded.model, loaded.fingerprints,
+                             opts.invert_config(), device=loaded.device, reporter=quiet, span=span)
+    rendered = render_video(spec.input, spec.output, cache_dir_of(spec), alignment, loaded.model, loaded.fingerprints,
+                            opts.invert_config(), opts.render_config(loaded.edits), device=loaded.device,
+                            reporter=quiet, span=span)
+    return {"frames": rendered["frames"], "rendered": rendered["rendered"], "inverted": inverted["inverted"],
+            "cache_hits": inverted["cache_hits"],
+            "stages": {**loaded.stages, **inverted["seconds"], **rendered["seconds"]}}
 
 
 def _prepared_alignment(spec: JobSpec, loaded: _Loaded) -> VideoAlignment:
@@ -349,10 +366,16 @@ def join_chunks(parts: Sequence[Path], spec: JobSpec) -> None:
 
 
 def rerender_chunking(frames: int) -> Chunking:
-    """How `nvsvideo batch --chunk-frames` splits a video: `prepare_job` aligns and inverts it whole
-    (tracking and smoothing need every frame), then each chunk of `frames` frames renders as its own job
-    from the shared cache, and the parts are joined without re-encoding."""
-    return Chunking(frames=frames, count_frames=count_prepared_frames, merge=join_chunks, prepare=prepare_job)
+    """How `nvsvideo batch --chunk-frames` splits a video: `prepare_job` aligns it whole (tracking and
+    smoothing need every frame), then each chunk inverts and renders its frames as a job of its own,
+    filling its part of the shared inversion cache, and the parts are joined without re-encoding.
+
+    `frames` is rounded up to a whole number of cache chunks (8 frames), so no two jobs write the same
+    cache file.
+    """
+    per_file = InvertConfig().chunk_size or 1
+    return Chunking(frames=-(-frames // per_file) * per_file, count_frames=count_prepared_frames,
+                    merge=join_chunks, prepare=prepare_job)
 
 
 def _cached(ctx: WorkerContext, key: tuple[Any, ...], build: Callable[[], Any]) -> Any:

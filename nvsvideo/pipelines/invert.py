@@ -25,7 +25,7 @@ from nvsvideo.face.landmarks import LandmarkBackend
 from nvsvideo.models.triplanenet.model import InversionResult, TriPlaneNet
 from nvsvideo.pipelines.align import AlignConfig, VideoAlignment, iter_crops, track_video
 from nvsvideo.render import frame_generators
-from nvsvideo.video import probe
+from nvsvideo.video import FrameSpan, probe
 
 TRACKS_FILE = "tracks.json"
 INVERSION_DIR = "inversion"
@@ -102,22 +102,41 @@ def model_settings(model: TriPlaneNet, config: InvertConfig) -> dict[str, Any]:
 
 def open_cache(cache_dir: Path, alignment: VideoAlignment, model: TriPlaneNet, config: InvertConfig,
                fingerprints: dict[str, str], reporter: Reporter, *, verify: bool = True,
-               readonly: bool = False) -> InversionCache:
-    """Open (or create) the inversion cache of this video, model and settings; `readonly`: an existing one,
-    shared with other readers."""
+               readonly: bool = False, span: FrameSpan | None = None) -> InversionCache:
+    """Open (or create) the inversion cache of this video, model and settings.
+
+    `readonly`: an existing cache, shared with other readers; `span`: an existing cache, to fill only
+    these frames beside the writers of the video's other spans (see `InversionCache.open`).
+    """
+    shared = readonly or span is not None
     return InversionCache.open(
         cache_dir / INVERSION_DIR, n_frames=len(alignment.frames),
         settings={**model_settings(model, config), "align": alignment.settings.get("key")},
         fingerprints=fingerprints, store=config.store, on_warning=reporter.warn, chunk_size=config.chunk_size,
-        reset=config.fresh and not readonly, verify=verify, readonly=readonly)
+        reset=config.fresh and not shared, verify=verify, readonly=readonly,
+        frames=range(span.start, span.stop) if span is not None else None)
 
 
-def crop_batches(video: Path, alignment: VideoAlignment, wanted: set[int], batch_size: int
-                 ) -> Iterator[tuple[list[int], np.ndarray]]:
-    """(frame indices, crops uint8 [B,512,512,3]) of the wanted frames, in order, decoding the video once."""
+def prepare_cache(cache_dir: Path, alignment: VideoAlignment, model: TriPlaneNet, fingerprints: dict[str, str],
+                  config: InvertConfig, reporter: Reporter) -> None:
+    """Create the video's inversion cache (or check the existing one matches, or replace it with `fresh`),
+    so that the writers of its spans can then fill it side by side."""
+    with open_cache(cache_dir, alignment, model, config, fingerprints, reporter, verify=False):
+        pass
+
+
+def model_fingerprints(model_files: list[Path]) -> dict[str, str]:
+    """Content fingerprints of the model files, by role (part of the cache's identity)."""
+    return {f"model{i}": file_fingerprint(p) for i, p in enumerate(model_files)}
+
+
+def crop_batches(video: Path, alignment: VideoAlignment, wanted: set[int], batch_size: int,
+                 span: FrameSpan | None = None) -> Iterator[tuple[list[int], np.ndarray]]:
+    """(frame indices, crops uint8 [B,512,512,3]) of the wanted frames, in order, decoding the video
+    (or `span` of it) once."""
     indices: list[int] = []
     crops: list[np.ndarray] = []
-    for batch, batch_crops in iter_crops(video, alignment, batch_size=16, only=wanted):
+    for batch, batch_crops in iter_crops(video, alignment, batch_size=16, only=wanted, span=span):
         for index, crop in zip(batch.indices.tolist(), batch_crops, strict=True):
             if crop is not None:
                 indices.append(index)
@@ -162,34 +181,54 @@ def run_invert(video: Path, cache_dir: Path, model: TriPlaneNet, model_files: li
         the alignment, and a JSON-ready summary: frames, faces, inverted now, cache hits, seconds per stage,
         cache size.
     """
-    timings: dict[str, float] = {}
     started = time.perf_counter()
     probe(video)  # a clear InputError before any work on a bad file
     alignment, align_cached = load_or_align(video, cache_dir, backend, align_config, reporter)
-    timings["align"] = round(time.perf_counter() - started, 3)
-    fingerprints = {f"model{i}": file_fingerprint(p) for i, p in enumerate(model_files)}
+    align_seconds = round(time.perf_counter() - started, 3)
+    summary = invert_frames(video, cache_dir, alignment, model, model_fingerprints(model_files), config,
+                            device=device, reporter=reporter)
+    return alignment, {
+        "video": str(video), "cache": str(cache_dir), "frames": len(alignment.frames), **summary,
+        "align_cached": align_cached, "model": model.version, "store": config.store.value,
+        "seconds": {"align": align_seconds, **summary["seconds"]},
+    }
+
+
+def invert_frames(video: Path, cache_dir: Path, alignment: VideoAlignment, model: TriPlaneNet,
+                  fingerprints: dict[str, str], config: InvertConfig, *, device: torch.device, reporter: Reporter,
+                  span: FrameSpan | None = None) -> dict[str, Any]:
+    """Invert the frames with a face (all, or those of `span`) that the cache does not hold yet.
+
+    With `span`, the cache must exist (`prepare_cache`) and the span must cover whole cache chunks; the
+    other spans of the video can be inverted at the same time by other processes.
+
+    Args:
+        fingerprints: `model_fingerprints` of the model files (part of the cache's identity).
+
+    Returns:
+        faces, inverted now, cache hits, the invert stage's seconds and, for the whole video, the cache's
+        size (JSON-ready).
+    """
     started = time.perf_counter()
     # The cache is indexed by frame number: the align stage numbers every decoded frame from 0.
     assert [f.index for f in alignment.frames] == list(range(len(alignment.frames))), "frames must be numbered 0..N-1"
-    labels = {f.index: f.label for f in alignment.frames if f.has_face}
-    with open_cache(cache_dir, alignment, model, config, fingerprints, reporter) as cache:
-        for frame in alignment.frames:
+    frames = alignment.frames if span is None else alignment.frames[span.start:span.stop]
+    labels = {f.index: f.label for f in frames if f.has_face}
+    with open_cache(cache_dir, alignment, model, config, fingerprints, reporter, span=span) as cache:
+        for frame in frames:
             if not frame.has_face and cache.status(frame.index) is None:
                 cache.mark(frame.index, FrameStatus.NO_FACE)
         missing = set(cache.missing_frames(retry_failed=True)) & set(labels)
         hits = len(labels) - len(missing)
         with reporter.progress("inverting", len(missing)) as advance:
-            for indices, crops in crop_batches(video, alignment, missing, config.batch_size):
+            for indices, crops in crop_batches(video, alignment, missing, config.batch_size, span):
                 batch_labels = np.stack([labels[i] for i in indices])
                 for index, record in zip(indices, invert_batch(model, crops, batch_labels, indices, config, device),
                                          strict=True):
                     cache.put(index, record)
                 advance(len(indices))
-        summary = cache.summary()
-    timings["invert"] = round(time.perf_counter() - started, 3)
-    return alignment, {
-        "video": str(video), "cache": str(cache_dir), "frames": len(alignment.frames), "faces_found": len(labels),
-        "inverted": len(missing), "cache_hits": hits, "align_cached": align_cached, "model": model.version,
-        "store": config.store.value, "cache_bytes": summary["bytes"], "cache_bytes_per_frame": summary["bytes_per_frame"],
-        "seconds": timings,
-    }
+        # A span's writer sees only its own chunks up to date, so only a whole-video run reports the size.
+        size = {} if span is not None else {"cache_bytes": cache.summary()["bytes"],
+                                            "cache_bytes_per_frame": cache.summary()["bytes_per_frame"]}
+    return {"faces_found": len(labels), "inverted": len(missing), "cache_hits": hits, **size,
+            "seconds": {"invert": round(time.perf_counter() - started, 3)}}

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nvsvideo.cache import FrameRecord, InversionCache, file_fingerprint
+from nvsvideo.cache import FrameRecord, InversionCache
 from nvsvideo.cameras.paths import evaluate_camera_path, parse_camera_path
 from nvsvideo.compose.depth import depth_to_rgb
 from nvsvideo.compose.layout import (
@@ -37,7 +37,7 @@ from nvsvideo.face.crop import apply_crop
 from nvsvideo.face.landmarks import LandmarkBackend
 from nvsvideo.models.triplanenet.model import TriPlaneNet
 from nvsvideo.pipelines.align import AlignConfig, VideoAlignment
-from nvsvideo.pipelines.invert import InvertConfig, invert_crops, open_cache, run_invert
+from nvsvideo.pipelines.invert import InvertConfig, invert_crops, model_fingerprints, open_cache, run_invert
 from nvsvideo.render import RenderOptions, render_views
 from nvsvideo.video import FrameSpan, VideoInfo, VideoReader, VideoWriter, probe
 
@@ -155,8 +155,8 @@ def run_rerender(
     parse_camera_path(config.camera_path)  # a bad spec fails before the long stages
     alignment, inverted = run_invert(video, cache_dir, model, model_files, backend, align_config, invert_config,
                                      device=device, reporter=reporter)
-    rendered = render_video(video, output, cache_dir, alignment, model, model_files, invert_config, config,
-                            device=device, reporter=reporter, info=info)
+    rendered = render_video(video, output, cache_dir, alignment, model, model_fingerprints(model_files),
+                            invert_config, config, device=device, reporter=reporter, info=info)
     return {
         "video": str(video), "output": str(output), "frames": len(alignment.frames),
         "faces_found": inverted["faces_found"], "rendered": rendered["rendered"], "camera_path": config.camera_path,
@@ -173,7 +173,7 @@ def render_video(
     cache_dir: Path,
     alignment: VideoAlignment,
     model: TriPlaneNet,
-    model_files: list[Path],
+    fingerprints: dict[str, str],
     invert_config: InvertConfig,
     config: RerenderConfig,
     *,
@@ -185,10 +185,13 @@ def render_video(
     """Render the frames of an inverted video along the camera path and write `output`.
 
     Args:
-        cache_dir: the video's cache folder, already filled by `run_invert` for `alignment`.
+        cache_dir: the video's cache folder, already filled by `run_invert` (or, for a span, by
+            `invert_frames` for that span) for `alignment`.
+        fingerprints: `model_fingerprints` of the model files (part of the cache's identity).
         span: render only these frames, into a part file without audio (one chunk of a video split
             across workers; `nvsvideo.video.join_videos` makes the final file). The cache is then
-            opened read-only, shared with the other chunks, and `config` must not ask for depth or a mesh.
+            opened read-only, shared with the other chunks' processes, and `config` must not ask for
+            depth or a mesh.
             The camera path and edit ramps are still evaluated over the whole video, and every frame
             keeps its own seed, so the chunks put together equal an unsplit render (except that the
             `--keep-ood` mask's smoothing over time restarts at each chunk).
@@ -200,7 +203,6 @@ def render_video(
         raise ValueError("depth and mesh outputs cover the whole video; they cannot be rendered in chunks")
     info = info if info is not None else probe(video)
     cameras = output_cameras(alignment, config.camera_path)
-    fingerprints = {f"model{i}": file_fingerprint(p) for i, p in enumerate(model_files)}
     started = time.perf_counter()
     out_h, out_w = output_shape(config.output, (info.height, info.width), config.size)
     keeper = OodKeeper(config.keep_ood) if config.keep_ood is not None else None
