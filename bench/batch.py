@@ -1,7 +1,7 @@
 """Batch throughput of `nvsvideo batch`: 1 worker vs 2 workers on this machine, what Ray costs over them,
 and what `--chunk-frames` gains on one long video.
 
-    python bench/batch.py [--videos 4] [--frames 4] [--faces 1] [--long-frames 16] [--no-ray] [--json]
+    python bench/batch.py [--videos 4] [--frames 4] [--faces 1] [--long-frames 32] [--no-ray] [--json]
 
 The real rerender pipeline (`nvsvideo.pipelines.batch.rerender_job`: decode, align, invert, render,
 encode) with TINY random models (tests/tiny_models.py) runs the same batch of short clips cut from the
@@ -107,12 +107,12 @@ def measure_long_video(work: Path, options: dict[str, Any], frames: int, chunk: 
     clip = clips.face_clip_with_gap(CLIP, work / "long" / "long.mp4", blank=range(1, frames, 2), frames=frames)
     lossless = {**options, "crf": 0}
     whole = timed_batch([str(clip)], work / "long_whole", lossless, ProcessExecutor(workers=2))
-    chunked = timed_batch([str(clip)], work / "long_chunked", lossless, ProcessExecutor(workers=2),
-                          chunking=rerender_chunking(chunk))
+    chunking = rerender_chunking(chunk)
+    chunked = timed_batch([str(clip)], work / "long_chunked", lossless, ProcessExecutor(workers=2), chunking=chunking)
     largest, _ = pixel_differences(work / "long_whole", work / "long_chunked")
     return {
         "long_frames": frames,
-        "long_chunk_frames": chunk,
+        "long_chunk_frames": chunking.frames,
         "long_seconds_whole": whole["seconds"],
         "long_seconds_chunked": chunked["seconds"],
         "long_speedup_chunked": whole["seconds"] / chunked["seconds"],
@@ -153,7 +153,7 @@ def measure(videos: int, frames: int, faces: int, with_ray: bool, long_frames: i
                 "ray_mean_pixel_difference": mean,
             }
         if long_frames:
-            result |= measure_long_video(work, options, long_frames, chunk=max(1, long_frames // 4))
+            result |= measure_long_video(work, options, long_frames, chunk=8)
         result |= {"load_average_1min": os.getloadavg()[0], "cpus": os.cpu_count() or 0}
     return result
 
@@ -167,8 +167,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--videos", type=int, default=4, help="videos in the batch")
     parser.add_argument("--frames", type=int, default=4, help="frames per video")
     parser.add_argument("--faces", type=int, default=1, help="frames per video that show the face (the costly ones)")
-    parser.add_argument("--long-frames", type=int, default=16,
-                        help="frames of the long video run whole and in 4 chunks (0: skip)")
+    parser.add_argument("--long-frames", type=int, default=32,
+                        help="frames of the long video, run whole and in chunks of 8 (0: skip)")
     parser.add_argument("--no-ray", action="store_true", help="skip the Ray measurement")
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
     args = parser.parse_args(argv if argv is not None else [])
