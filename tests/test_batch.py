@@ -427,7 +427,7 @@ def test_worker_devices_spread_lists_and_refuse_missing_gpus() -> None:
         assert worker_devices("cuda", 2)[0] == "cuda:0"
 
 
-def test_chunk_frames_option_sets_the_chunk_size(tmp_path: Path) -> None:
+def test_chunk_frames_option_sets_the_chunk_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     make_video(tmp_path / "a.npy", frames=6)
     sizes: list[int] = []
 
@@ -440,4 +440,5 @@ def test_chunk_frames_option_sets_the_chunk_size(tmp_path: Path) -> None:
     )
     result = run_from_args(args, syn.blur_job, OPTIONS, chunking=chunking, suffix=".npy")
     assert sizes == [4]
+    assert "with one, the chunks run one after another" in capsys.readouterr().err
     assert result.items[0].details["chunks"] == 2 and result.items[0].frames == 6

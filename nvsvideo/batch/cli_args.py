@@ -139,6 +139,9 @@ def run_from_args(
         raise UsageError("--chunk-frames is not supported by this command")
     chunks = chunking(args.chunk_frames) if chunking is not None and args.chunk_frames is not None else None
     reporter = Reporter(quiet=args.quiet, verbose=args.verbose)
+    if chunks is not None and args.ray is None and (args.workers or 1) == 1:
+        reporter.warn("--chunk-frames splits videos for several workers; with one, the chunks run one after "
+                      "another (add --workers N or --ray)")
     out = stdout if stdout is not None else sys.stdout
 
     def emit(result: ItemResult) -> None:
