@@ -7,6 +7,7 @@ import json
 import urllib.error
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -23,6 +24,7 @@ from nvsvideo.weights import (
     torch_hub_checkpoints_dir,
 )
 from nvsvideo.weights.fetch import fetch_weight
+from nvsvideo.weights.registry import TORCH_HUB
 from nvsvideo.weights.verify import (
     TRIPLANENET_VARIANTS,
     compare_shapes,
@@ -47,7 +49,8 @@ def test_registry_names_and_files_are_unique_and_described() -> None:
     assert len({(e.location, e.filename) for e in KNOWN_WEIGHTS}) == len(KNOWN_WEIGHTS)
     assert all(e.url.startswith("https://") and e.purpose and e.source for e in KNOWN_WEIGHTS)
     for name in ("eg3d-ffhq512-128", "eg3d-ffhqrebalanced512-128", "triplanenet-v1", "triplanenet-v2",
-                 "mapper-eyeglasses", "direction-eyeglasses", "fan-2d"):
+                 "mapper-eyeglasses", "direction-eyeglasses", "fan-2d", "fan-detector-sfd",
+                 "fan-detector-blazeface", "fan-detector-blazeface-anchors", "fan-detector-retinaface"):
         assert get_weight(name).name == name
 
 
@@ -210,6 +213,24 @@ def test_verify_file_reads_pt_files_safely(tmp_path: Path) -> None:
     result = verify_file(hostile)
     assert not result.ok and "safe loader refuses" in result.detail
     assert verify_file(tmp_path / "absent.pt").detail == "missing"
+
+
+def test_every_file_the_fan_backend_asks_for_is_a_registry_entry(tmp_path: Path) -> None:
+    from nvsvideo.face.backends import fan_backend
+
+    registered = {(e.filename, e.url) for e in KNOWN_WEIGHTS if e.location == TORCH_HUB}
+    for detector in fan_backend.FAN_DETECTORS:
+        files = fan_backend.fan_weight_files(detector)
+        assert {(path.name, url) for path, url in files.values()} <= registered
+
+
+def test_detector_anchors_verify_as_a_plain_array(tmp_path: Path) -> None:
+    anchors = tmp_path / "anchors.npy"
+    np.save(anchors, np.zeros((896, 4), np.float32))
+    result = verify_file(anchors, "landmarks")
+    assert result.ok and result.detail == "array float32 [896, 4]"
+    np.save(anchors, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    assert not verify_file(anchors, "landmarks").ok  # never unpickled
 
 
 def test_weights_status_reports_present_missing_invalid(tmp_path: Path) -> None:

@@ -41,6 +41,10 @@ _PREIM3D_ATTRIBUTES = (
 )  # fmt: skip
 
 
+_FAN = "https://www.adrianbulat.com/downloads/python-fan/"
+_BLAZEFACE = "https://github.com/hollance/BlazeFace-PyTorch/raw/master/"
+
+
 @dataclass(frozen=True)
 class WeightFile:
     """One known weight file.
@@ -73,6 +77,20 @@ def _eg3d(name: str, stem: str, purpose: str) -> WeightFile:
         url=_NGC + f"{stem}.pkl",
         direct=True,
         source="NVIDIA NGC, EG3D release (catalog.ngc.nvidia.com/orgs/nvidia/teams/research/models/eg3d)",
+    )
+
+
+def _fan_detector(name: str, filename: str, url: str, what: str) -> WeightFile:
+    detector = name.split("-")[0]
+    return WeightFile(
+        name=f"fan-detector-{name}",
+        kind=KIND_LANDMARKS,
+        filename=filename,
+        location=TORCH_HUB,
+        purpose=f"face detector of the fan landmarks backend, --fan-detector {detector}: {what}",
+        url=url,
+        direct=True,
+        source="face-alignment (github.com/1adrianb/face-alignment); BlazeFace-PyTorch (github.com/hollance)",
     )
 
 
@@ -128,10 +146,15 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
         filename="2DFAN4-11f355bf06.pth.tar",
         location=TORCH_HUB,
         purpose="face-alignment 2D FAN landmarks (optional `fan` extra)",
-        url="https://www.adrianbulat.com/downloads/python-fan/2DFAN4-11f355bf06.pth.tar",
+        url=_FAN + "2DFAN4-11f355bf06.pth.tar",
         direct=True,
         source="face-alignment (github.com/1adrianb/face-alignment)",
     ),
+    _fan_detector("sfd", "s3fd-619a316812.pth", _FAN + "s3fd-619a316812.pth", "S3FD, the default"),
+    _fan_detector("blazeface", "blazeface.pth", _BLAZEFACE + "blazeface.pth", "BlazeFace, with its anchors"),
+    _fan_detector("blazeface-anchors", "anchors.npy", _BLAZEFACE + "anchors.npy", "BlazeFace's anchor boxes"),
+    _fan_detector("retinaface", "retinaface_mobilenet0.25.pth", _FAN + "retinaface_mobilenet0.25.pth",
+                  "RetinaFace (MobileNet 0.25)"),
 )
 
 

@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from nvsvideo.errors import WeightsError
@@ -117,9 +118,9 @@ def quick_check(path: Path) -> str | None:
     if path.suffix == ".safetensors":
         header_len = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else size
         return None if 8 + header_len <= size and head[8:9] == b"{" else "not a valid safetensors file"
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80"):
+    if head.startswith((b"PK\x03\x04", b"\x80", b"\x93NUMPY")):
         return None
-    return "not a pickle, PyTorch or safetensors file"
+    return "not a pickle, PyTorch, NumPy or safetensors file"
 
 
 def _torch_object(path: Path) -> Any:
@@ -199,6 +200,15 @@ def verify_state_dict(obj: Any) -> Verification:
     return Verification(True, f"state dict of {len(obj)} tensors (no manifest to compare names with)")
 
 
+def verify_array(path: Path) -> Verification:
+    """A plain NumPy array (e.g. detector anchors), read without unpickling."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        return Verification(False, f"not a plain NumPy array ({err})")
+    return Verification(True, f"array {array.dtype} {list(array.shape)}")
+
+
 def detect_kind(obj: Any) -> str:
     """Guess what a `.pt`/`.pth` file is from its content."""
     inner = obj.get("state_dict") if isinstance(obj, dict) else None
@@ -227,6 +237,8 @@ def verify_file(path: str | Path, kind: str | None = None, variant: str = "") ->
     try:
         if kind == KIND_EG3D or path.suffix in (".pkl", ".safetensors"):
             return verify_eg3d(path)
+        if path.suffix == ".npy" and kind != KIND_DIRECTION:
+            return verify_array(path)
         obj = _torch_object(path)
         kind = kind or detect_kind(obj)
         if kind == KIND_EG3D:

@@ -21,17 +21,12 @@ from nvsvideo.face.backends.dlib_backend import DlibBackend
 from nvsvideo.face.landmarks import NUM_LANDMARKS, Face, check_frames
 from nvsvideo.weights.registry import get_weight, torch_hub_checkpoints_dir
 
-_FAN_URL = "https://www.adrianbulat.com/downloads/python-fan/"
-
-#: Detector name -> {keyword argument of face-alignment's detector: (file name, download URL)}.
+#: Detector name -> {keyword argument of face-alignment's detector: weights registry name}.
 #: `dlib` needs no file: boxes come from our own dlib HOG detector and are handed to FAN.
-FAN_DETECTORS: dict[str, dict[str, tuple[str, str]]] = {
-    "sfd": {"path_to_detector": ("s3fd-619a316812.pth", _FAN_URL + "s3fd-619a316812.pth")},
-    "blazeface": {
-        "path_to_detector": ("blazeface.pth", "https://github.com/hollance/BlazeFace-PyTorch/raw/master/blazeface.pth"),
-        "path_to_anchor": ("anchors.npy", "https://github.com/hollance/BlazeFace-PyTorch/raw/master/anchors.npy"),
-    },
-    "retinaface": {"path_to_detector": ("retinaface_mobilenet0.25.pth", _FAN_URL + "retinaface_mobilenet0.25.pth")},
+FAN_DETECTORS: dict[str, dict[str, str]] = {
+    "sfd": {"path_to_detector": "fan-detector-sfd"},
+    "blazeface": {"path_to_detector": "fan-detector-blazeface", "path_to_anchor": "fan-detector-blazeface-anchors"},
+    "retinaface": {"path_to_detector": "fan-detector-retinaface"},
     "dlib": {},
 }
 
@@ -50,11 +45,8 @@ def fan_weight_files(face_detector: str) -> dict[str, tuple[Path, str]]:
     if face_detector not in FAN_DETECTORS:
         raise UsageError(f"unknown FAN face detector '{face_detector}': choose one of {', '.join(FAN_DETECTORS)}")
     folder = checkpoint_dir()
-    fan = get_weight("fan-2d")
-    files = {"fan": (folder / fan.filename, fan.url)}
-    for role, (name, url) in FAN_DETECTORS[face_detector].items():
-        files[role] = (folder / name, url)
-    return files
+    roles = {"fan": "fan-2d", **FAN_DETECTORS[face_detector]}
+    return {role: (folder / get_weight(name).filename, get_weight(name).url) for role, name in roles.items()}
 
 
 def missing_weights_message(face_detector: str) -> str | None:
