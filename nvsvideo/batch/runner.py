@@ -60,7 +60,7 @@ class Chunking:
     merge: Callable[[Sequence[Path], JobSpec], None]
     """Write the final output `spec.output` (atomically) from the part files, given in frame order."""
     prepare: ProcessFn | None = None
-    """Per-video work every chunk needs (face tracking and smoothing, inversion into the cache): run
+    """Per-video work every chunk needs (e.g. face tracking and smoothing over the whole video): run
     once per video, as a job with `frames=None`, before that batch's chunks. It must not write `spec.output`."""
 
     def __post_init__(self) -> None:

@@ -7,9 +7,9 @@ them in its `WorkerContext`. Each output has its own inversion cache beside it (
 so running the batch again, after an interruption or with `--overwrite` and other render options, reuses
 the inversions; one cache per output (not per input) means two jobs never write the same cache at once.
 
-With `--chunk-frames K` a long video is spread over the workers (`rerender_chunking`): one job aligns and
-inverts it into its cache, then every K frames render as a job of their own, reading that cache together,
-and the driver joins the parts with the source's audio.
+With `--chunk-frames K` a long video is spread over the workers (`rerender_chunking`): one job aligns it
+and creates its cache, then every K frames are inverted and rendered as a job of their own, each filling
+its range of that one cache, and the driver joins the parts with the source's audio.
 """
 
 from __future__ import annotations
@@ -245,6 +245,7 @@ def _load(spec: JobSpec, ctx: WorkerContext) -> _Loaded:
     device = resolve_device(ctx.device)
     started = time.perf_counter()
     loads_before = len(ctx.models)
+
     def load_model() -> tuple[TriPlaneNet, list[Path], dict[str, str]]:
         model, files = load_inverter(
             opts.model,
@@ -275,8 +276,8 @@ def rerender_job(spec: JobSpec, ctx: WorkerContext) -> dict[str, Any]:
 
     The TriPlaneNet model and the landmark backend are loaded on the worker's first video that needs
     them and kept in `ctx.models` (keyed by their files/settings and the device) for the next ones.
-    With `spec.frames` set (`--chunk-frames`), only those frames are rendered, into a part file, from
-    the cache that `prepare_job` filled; see `rerender_chunking`.
+    With `spec.frames` set (`--chunk-frames`), only those frames are inverted, into their range of the
+    cache that `prepare_job` created, and rendered, into a part file; see `rerender_chunking`.
 
     Returns:
         frames, seconds per stage (`load` when models were loaded for this video, then align, invert,

@@ -228,7 +228,9 @@ def invert_frames(video: Path, cache_dir: Path, alignment: VideoAlignment, model
                     cache.put(index, record)
                 advance(len(indices))
         # A span's writer sees only its own chunks up to date, so only a whole-video run reports the size.
-        size = {} if span is not None else {"cache_bytes": cache.summary()["bytes"],
-                                            "cache_bytes_per_frame": cache.summary()["bytes_per_frame"]}
+        size: dict[str, Any] = {}
+        if span is None:
+            summary = cache.summary()
+            size = {"cache_bytes": summary["bytes"], "cache_bytes_per_frame": summary["bytes_per_frame"]}
     return {"faces_found": len(labels), "inverted": len(missing), "cache_hits": hits, **size,
             "seconds": {"invert": round(time.perf_counter() - started, 3)}}
