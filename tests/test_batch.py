@@ -36,7 +36,7 @@ from nvsvideo.batch import (
     run_from_args,
     worker_devices,
 )
-from nvsvideo.batch.report import append_record
+from nvsvideo.batch.report import append_record, summary_line
 from nvsvideo.errors import DeviceError, InputError, PartialFailure, UsageError
 
 import batch_jobs as syn
@@ -441,4 +441,5 @@ def test_chunk_frames_option_sets_the_chunk_size(tmp_path: Path, capsys: pytest.
     result = run_from_args(args, syn.blur_job, OPTIONS, chunking=chunking, suffix=".npy")
     assert sizes == [4]
     assert "with one, the chunks run one after another" in capsys.readouterr().err
+    assert summary_line(result).startswith("1 video: 1 ok in ")
     assert result.items[0].details["chunks"] == 2 and result.items[0].frames == 6

@@ -142,7 +142,8 @@ def summary_line(result: BatchResult) -> str:
     """One line for the end of a batch: counts, wall time and where the report is."""
     counts = result.counts()
     parts = ", ".join(f"{n} {status}" for status, n in counts.items() if n)
-    return f"{len(result.items)} videos: {parts or 'nothing to do'} in {result.seconds:.1f} s; report: {result.report_path}"
+    videos = f"{len(result.items)} video{'' if len(result.items) == 1 else 's'}"
+    return f"{videos}: {parts or 'nothing to do'} in {result.seconds:.1f} s; report: {result.report_path}"
 
 
 def _stages_text(stages: Mapping[str, float]) -> str:
