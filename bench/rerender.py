@@ -350,7 +350,7 @@ def memory_child(clip: Path, workdir: Path) -> None:
     tiny = load_module(ROOT / "tests" / "tiny_models.py")
     device = torch.device("cpu")
     config = RerenderConfig(render=RenderOptions(neural_rendering_resolution=tiny.TINY_NEURAL_RES))
-    summary = run_rerender(clip, workdir / "out.mp4", workdir / "cache", tiny.tiny_triplanenet("v2"), [],
+    summary = run_rerender(clip, workdir / "out.mp4", workdir / "cache", tiny.tiny_triplanenet("v2"), {},
                            create_backend(LandmarkConfig(backend="dlib"), device), AlignConfig(),
                            InvertConfig(chunk_size=MEMORY_CHUNK), config, device=device, reporter=Reporter(quiet=True))
     # VmHWM belongs to this process's own address space (new at exec); ru_maxrss would also count the

@@ -434,11 +434,11 @@ INVERT_OPTIONS = (
 
 
 def _invert_setup(video: Path, cache: Path | None, inv: Any, weights_dir: Path | None,
-                  torch_device: Any) -> tuple[Path, Any, list[Path], Any]:
-    """(cache dir, TriPlaneNet, its files, InvertConfig) from the inversion options group."""
+                  torch_device: Any) -> tuple[Path, Any, dict[str, str], Any]:
+    """(cache dir, TriPlaneNet, its files' fingerprints, InvertConfig) from the inversion options group."""
     from nvsvideo.cache import StoreMode
     from nvsvideo.pipelines.common import load_inverter
-    from nvsvideo.pipelines.invert import InvertConfig, default_cache_dir
+    from nvsvideo.pipelines.invert import InvertConfig, default_cache_dir, model_fingerprints
 
     try:
         mode = StoreMode(inv.store)
@@ -446,7 +446,7 @@ def _invert_setup(video: Path, cache: Path | None, inv: Any, weights_dir: Path |
         raise UsageError(f"unknown --store {inv.store!r}: use planes, offsets or recompute") from None
     inverter, files = load_inverter(inv.model, inv.triplanenet, inv.eg3d, weights_dir, torch_device)
     config = InvertConfig(store=mode, batch_size=inv.batch_size, seed=inv.seed, fresh=inv.fresh)
-    return cache or default_cache_dir(video), inverter, files, config
+    return cache or default_cache_dir(video), inverter, model_fingerprints(files), config
 
 
 @app.command()
@@ -468,8 +468,8 @@ def invert(
 
     reporter = Reporter(quiet=quiet, verbose=verbose)
     torch_device, backend, align_config = _align_setup(device, face)
-    cache_dir, inverter, files, config = _invert_setup(video, out, inv, weights_dir, torch_device)
-    _, summary = run_invert(video, cache_dir, inverter, files, backend, align_config, config,
+    cache_dir, inverter, fingerprints, config = _invert_setup(video, out, inv, weights_dir, torch_device)
+    _, summary = run_invert(video, cache_dir, inverter, fingerprints, backend, align_config, config,
                             device=torch_device, reporter=reporter)
     reporter.info(f"inverted {summary['inverted']} frames ({summary['cache_hits']} already cached) into {cache_dir}; "
                   f"cache size {summary['cache_bytes'] / 1e6:.1f} MB")
@@ -533,14 +533,14 @@ def rerender(
     specs = parse_edit_specs(look.direction or [], look.strength or [], look.strength_ramp or [])
     folder = resolve_weights_dir(weights_dir, os.environ)
     edits = tuple(load_edit(spec, folder, torch_device) for spec in specs)
-    cache_dir, inverter, files, invert_config = _invert_setup(video, cache, inv, weights_dir, torch_device)
+    cache_dir, inverter, fingerprints, invert_config = _invert_setup(video, cache, inv, weights_dir, torch_device)
     config = RerenderConfig(
         camera_path=look.yaw_path or ("follow" if editing else "orbit"), output=mode, size=look.size,
         render=RenderOptions(neural_rendering_resolution=look.render_resolution, samples_multiplier=look.samples,
                              seed=inv.seed),
         keep_ood=KeepOodOptions() if look.keep_ood else None, edits=edits, offset_policy=policy,
         batch_size=inv.batch_size, crf=look.crf, depth=depth, mesh=mesh, mesh_frame=mesh_frame)
-    summary = run_rerender(video, out, cache_dir, inverter, files, backend, align_config, invert_config, config,
+    summary = run_rerender(video, out, cache_dir, inverter, fingerprints, backend, align_config, invert_config, config,
                            device=torch_device, reporter=reporter)
     reporter.info(f"wrote {summary['frames']} frames ({summary['rendered']} rendered) to {out}")
     if json_out:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import av
+
 # Audio encoders by codec name as ffmpeg spells them; "aac" is ffmpeg's native encoder.
 _AUDIO_ENCODERS = {"aac": "aac", "mp3": "libmp3lame", "pcm_s16le": "pcm_s16le", "wmav2": "wmav2", "opus": "libopus"}
 
@@ -122,3 +124,9 @@ def make_unsupported_codec(path: Path) -> Path:
     # The tag sits in the stream header and in the bitmap header; relabel both.
     Path(path).write_bytes(data.replace(b"FMP4", b"QQQQ"))
     return Path(path)
+
+
+def audio_packets(path: Path) -> list[bytes]:
+    """The bytes of every audio packet of a file, in file order (equal lists: the audio was copied exactly)."""
+    with av.open(str(path)) as container:
+        return [bytes(p) for p in container.demux(*container.streams.audio) if p.size]

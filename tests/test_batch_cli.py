@@ -10,7 +10,6 @@ import json
 import shutil
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from click.testing import Result
@@ -23,6 +22,7 @@ from nvsvideo.pipelines.batch import CACHE_DIR, BatchJobOptions
 from nvsvideo.video import VideoReader, probe
 
 from face_clips import face_clip_with_gap
+from media import audio_packets
 from tiny_models import save_tiny_eg3d, save_tiny_triplanenet
 
 runner = CliRunner()
@@ -177,10 +177,6 @@ def decoded(path: Path) -> tuple[np.ndarray, list[int]]:
     batches = list(VideoReader(path))
     return np.concatenate([b.frames for b in batches]), np.concatenate([b.pts for b in batches]).tolist()
 
-
-def audio_packets(path: Path) -> list[bytes]:
-    with av.open(str(path)) as container:
-        return [bytes(p) for p in container.demux(*container.streams.audio) if p.size]
 
 
 def test_chunks_of_one_video_render_on_two_workers_and_join_into_the_unsplit_output(

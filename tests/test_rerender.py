@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -18,6 +17,7 @@ from nvsvideo.cli import app
 from nvsvideo.video import VideoReader, probe
 
 from face_clips import face_clip_with_gap
+from media import audio_packets
 from tiny_models import save_tiny_eg3d, save_tiny_triplanenet
 
 runner = CliRunner()
@@ -48,10 +48,6 @@ def invoke(*args: str) -> dict:
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
-
-def audio_packets(path: Path) -> list[bytes]:
-    with av.open(str(path)) as container:
-        return [bytes(p) for p in container.demux(audio=0) if p.size]
 
 
 def video_pts(path: Path) -> list[int]:

@@ -14,7 +14,7 @@ import pytest
 from nvsvideo.errors import UsageError
 from nvsvideo.video import TruncatedVideoWarning, VideoReader, VideoWriter, probe, read_frames
 
-from media import ffmpeg_exe, make_clip, make_faststart, make_truncated
+from media import audio_packets, ffmpeg_exe, make_clip, make_faststart, make_truncated
 
 
 def decode_all(path: Path) -> tuple[np.ndarray, list[Fraction]]:
@@ -35,10 +35,6 @@ def ffmpeg_rgb(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     ).stdout
     return np.frombuffer(raw, np.uint8).reshape(shape)
 
-
-def audio_packets(path: Path) -> list[bytes]:
-    with av.open(str(path)) as container:
-        return [bytes(p) for p in container.demux(*container.streams.audio) if p.size]
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

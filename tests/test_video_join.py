@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
 from nvsvideo.errors import InputError
 from nvsvideo.video import FrameSpan, VideoReader, VideoWriter, join_videos, probe
 
-from media import make_clip
+from media import audio_packets, make_clip
 
 
 def decode(path: Path, span: FrameSpan | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, VideoReader]:
@@ -21,10 +20,6 @@ def decode(path: Path, span: FrameSpan | None = None) -> tuple[np.ndarray, np.nd
     return (np.concatenate([b.frames for b in batches]), np.concatenate([b.indices for b in batches]),
             np.concatenate([b.pts for b in batches]), reader)
 
-
-def audio_packets(path: Path) -> list[bytes]:
-    with av.open(str(path)) as container:
-        return [bytes(p) for p in container.demux(*container.streams.audio) if p.size]
 
 
 @pytest.fixture(scope="module")

@@ -223,7 +223,6 @@ class _Loaded:
     opts: BatchJobOptions
     device: torch.device
     model: TriPlaneNet
-    model_files: list[Path]
     fingerprints: dict[str, str]
     """Of the model files, hashed once per worker (part of every cache's identity)."""
     backend: LandmarkBackend
@@ -246,7 +245,7 @@ def _load(spec: JobSpec, ctx: WorkerContext) -> _Loaded:
     started = time.perf_counter()
     loads_before = len(ctx.models)
 
-    def load_model() -> tuple[TriPlaneNet, list[Path], dict[str, str]]:
+    def load_model() -> tuple[TriPlaneNet, dict[str, str]]:
         model, files = load_inverter(
             opts.model,
             Path(opts.triplanenet) if opts.triplanenet else None,
@@ -254,9 +253,9 @@ def _load(spec: JobSpec, ctx: WorkerContext) -> _Loaded:
             Path(opts.weights_dir) if opts.weights_dir else None,
             device,
         )
-        return model, files, model_fingerprints(files)
+        return model, model_fingerprints(files)
 
-    model, model_files, fingerprints = _cached(
+    model, fingerprints = _cached(
         ctx, ("triplanenet", opts.model, opts.triplanenet, opts.eg3d, opts.weights_dir, str(device)), load_model
     )
     landmarks = LandmarkConfig(
@@ -268,7 +267,7 @@ def _load(spec: JobSpec, ctx: WorkerContext) -> _Loaded:
     folder = resolve_weights_dir(Path(opts.weights_dir) if opts.weights_dir else None, os.environ)
     edits = tuple(load_edit(edit, folder, device) for edit in opts.edit_specs())
     loaded = {"load": time.perf_counter() - started} if len(ctx.models) > loads_before else {}
-    return _Loaded(opts, device, model, model_files, fingerprints, backend, edits, loaded)
+    return _Loaded(opts, device, model, fingerprints, backend, edits, loaded)
 
 
 def rerender_job(spec: JobSpec, ctx: WorkerContext) -> dict[str, Any]:
@@ -291,7 +290,7 @@ def rerender_job(spec: JobSpec, ctx: WorkerContext) -> dict[str, Any]:
         return _render_chunk(spec, loaded)
     opts = loaded.opts
     summary = run_rerender(
-        spec.input, spec.output, cache_dir_of(spec), loaded.model, loaded.model_files, loaded.backend,
+        spec.input, spec.output, cache_dir_of(spec), loaded.model, loaded.fingerprints, loaded.backend,
         opts.align_config(), opts.invert_config(), opts.render_config(loaded.edits),
         device=loaded.device, reporter=Reporter(quiet=True),
     )

@@ -172,10 +172,13 @@ def invert_batch(model: TriPlaneNet, crops: np.ndarray, labels: np.ndarray, fram
     ) for j in range(len(frame_indices))]
 
 
-def run_invert(video: Path, cache_dir: Path, model: TriPlaneNet, model_files: list[Path],
+def run_invert(video: Path, cache_dir: Path, model: TriPlaneNet, fingerprints: dict[str, str],
                backend: LandmarkBackend, align_config: AlignConfig, config: InvertConfig, *,
                device: torch.device, reporter: Reporter) -> tuple[VideoAlignment, dict[str, Any]]:
     """Align (unless cached) and invert every frame with a face that the cache does not hold yet.
+
+    `fingerprints`: `model_fingerprints` of the model files, hashed once by the caller (part of the
+    cache's identity).
 
     Returns:
         the alignment, and a JSON-ready summary: frames, faces, inverted now, cache hits, seconds per stage,
@@ -185,8 +188,7 @@ def run_invert(video: Path, cache_dir: Path, model: TriPlaneNet, model_files: li
     probe(video)  # a clear InputError before any work on a bad file
     alignment, align_cached = load_or_align(video, cache_dir, backend, align_config, reporter)
     align_seconds = round(time.perf_counter() - started, 3)
-    summary = invert_frames(video, cache_dir, alignment, model, model_fingerprints(model_files), config,
-                            device=device, reporter=reporter)
+    summary = invert_frames(video, cache_dir, alignment, model, fingerprints, config, device=device, reporter=reporter)
     return alignment, {
         "video": str(video), "cache": str(cache_dir), "frames": len(alignment.frames), **summary,
         "align_cached": align_cached, "model": model.version, "store": config.store.value,

@@ -37,7 +37,7 @@ from nvsvideo.face.crop import apply_crop
 from nvsvideo.face.landmarks import LandmarkBackend
 from nvsvideo.models.triplanenet.model import TriPlaneNet
 from nvsvideo.pipelines.align import AlignConfig, VideoAlignment
-from nvsvideo.pipelines.invert import InvertConfig, invert_crops, model_fingerprints, open_cache, run_invert
+from nvsvideo.pipelines.invert import InvertConfig, invert_crops, open_cache, run_invert
 from nvsvideo.render import RenderOptions, render_views
 from nvsvideo.video import FrameSpan, VideoInfo, VideoReader, VideoWriter, probe
 
@@ -139,7 +139,7 @@ def run_rerender(
     output: Path,
     cache_dir: Path,
     model: TriPlaneNet,
-    model_files: list[Path],
+    fingerprints: dict[str, str],
     backend: LandmarkBackend,
     align_config: AlignConfig,
     invert_config: InvertConfig,
@@ -153,10 +153,9 @@ def run_rerender(
     if config.output is OutputMode.PASTE and config.size != 512:
         reporter.warn("--size applies to crop and compare outputs; paste keeps the input's frame size")
     parse_camera_path(config.camera_path)  # a bad spec fails before the long stages
-    alignment, inverted = run_invert(video, cache_dir, model, model_files, backend, align_config, invert_config,
+    alignment, inverted = run_invert(video, cache_dir, model, fingerprints, backend, align_config, invert_config,
                                      device=device, reporter=reporter)
-    rendered = render_video(video, output, cache_dir, alignment, model, model_fingerprints(model_files),
-                            invert_config, config, device=device, reporter=reporter, info=info)
+    rendered = render_video(video, output, cache_dir, alignment, model, fingerprints, invert_config, config, device=device, reporter=reporter, info=info)
     return {
         "video": str(video), "output": str(output), "frames": len(alignment.frames),
         "faces_found": inverted["faces_found"], "rendered": rendered["rendered"], "camera_path": config.camera_path,
