@@ -1,9 +1,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-EXTRAS ?= dev,dlib
+EXTRAS ?= dev,dlib,metrics
 
-.PHONY: setup test test-fast bench lint clean
+.PHONY: setup test test-fast bench bench-gpu lint clean
 
 # One command: a virtual environment with the package, the offline landmark backend and the dev tools.
 # constraints.txt pins torch to the CPU build available on these machines (no multi-GB CUDA wheels).
@@ -21,6 +21,11 @@ test-fast:
 
 bench:
 	$(PY) bench/run_all.py $(BENCH)
+
+# GPU throughput, model level and the whole rerender command (a few minutes on one GPU; without CUDA a tiny
+# CPU run that proves both paths work). Carry bench/data/ (the clip and its landmarks) to a GPU machine.
+bench-gpu:
+	$(PY) bench/gpu.py $(BENCH_GPU_ARGS)
 
 lint:
 	$(PY) -m ruff check nvsvideo tests bench

@@ -22,6 +22,11 @@ TINY random v2 model (growth with the clip length does not depend on the model s
 a constant) and cache chunks of 4 frames (the cache buffers up to one chunk of records in memory, so the
 clips must span several chunks). The peak must not grow with the clip.
 
+Overlap: whole `run_rerender` passes (tiny v2 model, the real clip) with the stages forced sequential
+(`NVSVIDEO_SEQUENTIAL=1`) and overlapped: each stage's busy seconds, the wall time, and wall / slowest
+stage (issue 13's CPU target: at most 1.15 overlapped), for a first run (invert + render in one pass)
+and a re-run (render from the cache).
+
 Run: `python bench/rerender.py [--frames 2] [--variants v2-pixelshuffle v1] [--json]` (about 4 minutes
 for v2 on 2 quiet CPU cores; add about 2 minutes for v1).
 """
@@ -67,6 +72,8 @@ MEMORY_CHUNK = 4
 #: Peak-RSS growth per extra frame above which memory is not flat: a quarter of one frame's cached planes
 #: (96 x 256 x 256 float16 = 12 MiB); the peak of identical runs varies by tens of MiB.
 FLAT_MIB_PER_FRAME = 3.0
+#: Issue 13's CPU target for the overlapped pass: wall time at most this times its slowest stage's busy time.
+OVERLAP_TARGET = 1.15
 
 
 @dataclass
@@ -156,12 +163,13 @@ def measure(name: str, model: nn.Module, frames: int, device: torch.device, run:
 
 
 def official_call(model: nn.Module, x: torch.Tensor, c: torch.Tensor, c_out: torch.Tensor | None,
-                  rngs: list[torch.Generator]) -> torch.Tensor:
+                  rngs: Any) -> torch.Tensor:
     """One call of the official network on a batch: both encoders and all of its renders.
 
     Args:
         x: [B, 3, 512, 512] crops in [-1, 1]; c: [B, 25] their cameras.
         c_out: [B, 25] novel cameras, or None for the same-view call.
+        rngs: the frames' draw keys (`DrawKeys`), as the pipeline uses.
     Returns:
         [B, 3, 512, 512] the call's output view.
     """
@@ -184,25 +192,25 @@ def baseline_frames(model: nn.Module, crops: np.ndarray, labels: np.ndarray, nov
                     device: torch.device) -> torch.Tensor:
     """Novel views the official way: a full call for the same view, another for the novel view."""
     from nvsvideo.compose.layout import from_uint8_frames
-    from nvsvideo.render import frame_generators
+    from nvsvideo.render import DrawKeys
 
     x = from_uint8_frames(crops, device=device)
     c = torch.from_numpy(labels).float().to(device)
     c_novel = torch.from_numpy(novel).float().to(device)
     indices = list(range(len(crops)))
-    official_call(model, x, c, None, frame_generators(indices, 0))
-    return official_call(model, x, c, c_novel, frame_generators(indices, 0))
+    official_call(model, x, c, None, DrawKeys.of(0, indices))
+    return official_call(model, x, c, c_novel, DrawKeys.of(0, indices))
 
 
 def pipeline_frames(model: nn.Module, crops: np.ndarray, labels: np.ndarray, novel: np.ndarray,
                     device: torch.device, cache_dir: Path) -> torch.Tensor:
     """Novel views the way `nvsvideo rerender` makes them: invert and cache, then render from the cache."""
-    from nvsvideo.cache import InversionCache
+    from nvsvideo.cache import InversionCache, StoreMode
     from nvsvideo.pipelines.invert import InvertConfig, invert_batch
     from nvsvideo.pipelines.rerender import RerenderConfig, frame_planes, stored_tensors
     from nvsvideo.render import render_views
 
-    invert_config, config = InvertConfig(), RerenderConfig()
+    invert_config, config = InvertConfig(store=StoreMode.PLANES), RerenderConfig()
     indices = list(range(len(crops)))
 
     def open_cache() -> InversionCache:
@@ -413,6 +421,85 @@ def bench_memory(frames: int, log: Callable[[str], None]) -> dict[str, Any] | No
             "growth_mib_per_frame": growth, "flat": flat}
 
 
+# ---------------------------------------------------------------------------------------------- overlap
+
+
+def overlap_run(clip: Path, cache: Path, output: Path, *, sequential: bool) -> dict[str, Any]:
+    """One whole `run_rerender` (tiny v2 model, dlib) with its stages overlapped or forced sequential.
+
+    The landmark pass is not part of the comparison: the caller's warm-up run left its tracks in `cache`.
+    Returns the summary's `overlap` entry of the render pass (busy seconds per stage, wall, ratio).
+    """
+    from nvsvideo.console import Reporter
+    from nvsvideo.face.landmarks import LandmarkConfig, create_backend
+    from nvsvideo.pipelines.align import AlignConfig
+    from nvsvideo.pipelines.invert import InvertConfig
+    from nvsvideo.pipelines.rerender import RerenderConfig, run_rerender
+    from nvsvideo.pipelines.stream import SEQUENTIAL_ENV
+    from nvsvideo.render import RenderOptions
+
+    tiny = load_module(ROOT / "tests" / "tiny_models.py")
+    device = torch.device("cpu")
+    config = RerenderConfig(render=RenderOptions(neural_rendering_resolution=tiny.TINY_NEURAL_RES))
+    previous = os.environ.pop(SEQUENTIAL_ENV, None)
+    if sequential:
+        os.environ[SEQUENTIAL_ENV] = "1"
+    try:
+        summary = run_rerender(clip, output, cache, tiny.tiny_triplanenet("v2"), {},
+                               create_backend(LandmarkConfig(backend="dlib"), device), AlignConfig(), InvertConfig(),
+                               config, device=device, reporter=Reporter(quiet=True))
+    finally:
+        os.environ.pop(SEQUENTIAL_ENV, None)
+        if previous is not None:
+            os.environ[SEQUENTIAL_ENV] = previous
+    return {**summary["overlap"]["render"], "inverted": summary["inverted"]}
+
+
+def bench_overlap(frames: int, repeats: int, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """Sequential vs overlapped stages of whole rerender passes on the clip's first `frames` frames.
+
+    Two passes each way: the first run of a video (invert, store and render in one pass) and a re-run
+    (render from the cache), each `repeats` times. The overlapped pass should take about as long as its
+    slowest stage.
+    """
+    import shutil
+
+    if not CLIP.is_file():
+        log(f"\noverlap: skipped, the shared face clip is not at {CLIP}")
+        return None
+    clips = load_module(ROOT / "tests" / "face_clips.py")
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="nvs-bench-") as tmp:
+        root = Path(tmp)
+        clip = clips.face_clip_with_gap(CLIP, root / "clip.mp4", blank=range(0), frames=frames)
+        overlap_run(clip, root / "warm.nvs", root / "warm.mp4", sequential=False)  # tracks, first-call costs
+        for repeat in range(repeats):
+            # Alternating the order cancels a drift of the machine's load; the fastest run of each is kept.
+            modes = ("sequential", "overlapped") if repeat % 2 == 0 else ("overlapped", "sequential")
+            for mode in modes:
+                cache = root / f"{mode}{repeat}.nvs"
+                cache.mkdir()
+                shutil.copy(root / "warm.nvs" / "tracks.json", cache)
+                for run in ("first run", "re-run"):
+                    got = overlap_run(clip, cache, root / f"{mode}.mp4", sequential=mode == "sequential")
+                    best = results.get(f"{run}, {mode}")
+                    if best is None or got["wall"] < best["wall"]:
+                        results[f"{run}, {mode}"] = got
+    log(f"\noverlap: whole rerender passes, TINY random v2 model, first {frames} frames of {CLIP.name}, "
+        f"--output paste, fastest of {repeats}; busy s per stage (decode+crops+cache reads / models / compose+encode+cache writes)")
+    log(f"  {'pass':<24} {'decode':>7} {'render':>7} {'encode':>7} {'wall':>7} {'wall/slowest':>13}")
+    for name, r in results.items():
+        log(f"  {name:<24} {r['decode']:7.2f} {r['render']:7.2f} {r['encode']:7.2f} {r['wall']:7.2f} "
+            f"{r['overlap_ratio']:13.2f}")
+    for run in ("first run", "re-run"):
+        seq, ovl = results[f"{run}, sequential"], results[f"{run}, overlapped"]
+        verdict = "meets" if ovl["overlap_ratio"] <= OVERLAP_TARGET else "MISSES"
+        log(f"  {run}: overlapped {seq['wall'] / ovl['wall']:.2f}x faster than sequential; wall / slowest stage "
+            f"{ovl['overlap_ratio']:.2f} ({verdict} the {OVERLAP_TARGET} target)")
+    return {"model": "tiny v2 (random weights)", "clip": CLIP.name, "frames": frames, "repeats": repeats, "target": OVERLAP_TARGET,
+            "passes": results}
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -425,6 +512,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="full models to measure (none: memory only)")
     parser.add_argument("--memory-frames", type=int, default=24, help="N of the N / 2N memory runs (0 = skip); below about 24 the peak is still rising "
                         "with the first batches (decode and align read 16 frames at a time)")
+    parser.add_argument("--overlap-frames", type=int, default=48, help="frames of the sequential vs overlapped "
+                        "passes (tiny models, the real clip; 0 = skip)")
+    parser.add_argument("--overlap-repeats", type=int, default=2, help="runs of each overlap pass (the fastest is kept)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON on stdout (table on stderr)")
@@ -443,12 +533,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     log(f"rerender cost per output frame, one novel view ('{NOVEL_PATH}' path), full configs, random weights, "
         f"{device}, {torch.get_num_threads()} threads, 128^2 rays x (96+96) samples + SR to 512")
     memory = bench_memory(args.memory_frames, log) if args.memory_frames > 0 else None
+    overlap = bench_overlap(args.overlap_frames, args.overlap_repeats, log) if args.overlap_frames > 0 else None
     variants = [bench_variant(v, args.frames, device, log) for v in args.variants]
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     log(f"\nload average {load} on {os.cpu_count()} cores (other jobs inflate wall time)")
     if args.json:
         print(json.dumps({"device": str(device), "threads": torch.get_num_threads(), "target_ratio": TARGET_RATIO,
-                          "variants": variants, "memory": memory, "load_average": os.getloadavg()}, indent=2))
+                          "variants": variants, "memory": memory, "overlap": overlap, "load_average": os.getloadavg()}, indent=2))
 
 
 if __name__ == "__main__":

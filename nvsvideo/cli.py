@@ -7,29 +7,47 @@ Conventions shared by every command: `--device`, `--quiet`, `--verbose` (traceba
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
+import multiprocessing
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 
 from nvsvideo import __version__
-from nvsvideo.cameras.paths import CAMERA_PATH_HELP
+from nvsvideo.cameras.paths import CAMERA_PATH_SYNTAX
 from nvsvideo.console import Reporter
-from nvsvideo.errors import EXIT_CODES, EXIT_INTERRUPTED, NvsError, UsageError
+from nvsvideo.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    NvsError,
+    Terminated,
+    UsageError,
+    exit_code_summary,
+)
 
+# Plain (click) help: it wraps long option names and camera-path syntax at any width instead of
+# cutting them with "...", and shows flags without a value placeholder.
 app = typer.Typer(
     name="nvsvideo",
     help="Re-render and edit portrait videos from new camera viewpoints with EG3D + TriPlaneNet.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    epilog="Exit codes: " + "; ".join(f"{k} {v.split(':')[0]}" for k, v in EXIT_CODES.items()),
+    rich_markup_mode=None,
+    epilog=exit_code_summary(),
 )
+
+#: After the options of the commands that take --yaw-path: each kind on a line of its own, so no width
+#: cuts the syntax (the \b keeps click from re-flowing the lines).
+CAMERA_PATHS_EPILOG = ("\b\nCamera paths (--yaw-path KIND[:ARGS]); angles in degrees, values also by\n"
+                       "position (sweep:-45,45):\n" + "\n".join(f"  {syntax}" for syntax in CAMERA_PATH_SYNTAX))
 
 # Options every command shares. Declared once so they read the same everywhere.
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Only errors and warnings on stderr.")]
@@ -42,9 +60,9 @@ WeightsDir = Annotated[
 ]
 
 # Face-stage options, shared by every command that aligns a video.
-Landmarks = Annotated[str, typer.Option("--landmarks", help="auto | dlib | fan | file: where the 68 landmarks come from.")]
+Landmarks = Annotated[Literal["auto", "dlib", "fan", "file"], typer.Option("--landmarks", help="Where the 68 landmarks come from.")]
 LandmarksFile = Annotated[Path | None, typer.Option("--landmarks-file", help="Per-frame landmarks or boxes (JSON) for --landmarks file.")]
-FanDetector = Annotated[str, typer.Option("--fan-detector", help="Face detector of the fan backend: sfd | blazeface | retinaface | dlib.")]
+FanDetector = Annotated[Literal["sfd", "blazeface", "retinaface", "dlib"], typer.Option("--fan-detector", help="Face detector of the fan backend.")]
 FaceIndex = Annotated[int, typer.Option("--face-index", min=0, help="Which face to follow: 0 = largest in the first frame with faces.")]
 MaxGap = Annotated[int, typer.Option("--max-gap", min=0, help="Frames without a face up to this long are interpolated; longer gaps pass through.")]
 Smooth = Annotated[float, typer.Option("--smooth", min=0.0, help="Temporal smoothing of crops and poses: Gaussian sigma in seconds (0 = off).")]
@@ -96,11 +114,39 @@ def with_options(**groups: tuple[inspect.Parameter, ...]) -> Callable[[F], F]:
     return decorate
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into a `Terminated` exception while the block runs, so it unwinds like Ctrl-C.
+
+    Without this Python dies on SIGTERM without running any clean-up, leaving temporary outputs and
+    cache locks behind. A second SIGTERM during the clean-up is ignored (SIGKILL still works).
+    """
+
+    def terminate(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # Worker processes (batch --workers) get no signal of their own: stop them too, or the clean-up
+        # would wait for their current video. What they leave is removed by the next run.
+        for child in multiprocessing.active_children():
+            child.terminate()
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread (an embedding program): leave signals to it
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def command(func: F) -> F:
     """Run a command body with the CLI's error contract.
 
-    An `NvsError` becomes one red sentence and its exit code; Ctrl-C exits 130; anything else is a
-    bug, reported in one line (with the traceback under --verbose) and exit code 1.
+    An `NvsError` becomes one red sentence and its exit code; Ctrl-C exits 130 and SIGTERM 143, each
+    after the same clean-up; anything else is a bug, reported in one line (with the traceback under
+    --verbose) and exit code 1.
     """
 
     @functools.wraps(func)
@@ -108,12 +154,16 @@ def command(func: F) -> F:
         verbose = bool(kwargs.get("verbose", False))
         reporter = Reporter(quiet=bool(kwargs.get("quiet", False)), verbose=verbose)
         try:
-            return func(*args, **kwargs)
+            with sigterm_as_interrupt():
+                return func(*args, **kwargs)
         except NvsError as err:
             if verbose:
                 reporter.console.print_exception()
             reporter.error(str(err))
             raise typer.Exit(err.exit_code) from None
+        except Terminated:
+            reporter.error("terminated (SIGTERM); unfinished outputs were removed")
+            raise typer.Exit(EXIT_TERMINATED) from None
         except KeyboardInterrupt:
             reporter.error("interrupted")
             raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -148,7 +198,7 @@ def _root(
 @app.command()
 @command
 def info(
-    video: Annotated[Path, typer.Argument(help="Video file to probe.")],
+    video: Annotated[Path, typer.Argument(metavar="VIDEO", help="Video file to probe.")],
     json_out: Json = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
@@ -159,14 +209,15 @@ def info(
     meta = probe(video)
     if json_out:
         Reporter.emit_json(meta.to_dict())
-    else:
-        Reporter(quiet=quiet).info(meta.describe())
+    elif not quiet:
+        # The description is this command's result, so it goes to stdout (`info x.mp4 > f` keeps it).
+        typer.echo(meta.describe())
 
 
 @app.command()
 @command
 def extract(
-    video: Annotated[Path, typer.Argument(help="Video file to read.")],
+    video: Annotated[Path, typer.Argument(metavar="VIDEO", help="Video file to read.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create for the PNG frames and frames.json.")],
     every: Annotated[int, typer.Option("--every", min=1, help="Keep one frame in N.")] = 1,
     start: Annotated[float | None, typer.Option("--start", min=0, help="First time to keep, in seconds.")] = None,
@@ -194,17 +245,18 @@ def extract(
 weights_app = typer.Typer(
     help="List, check, convert and fetch the model weight files nvsvideo uses.",
     no_args_is_help=False,
+    rich_markup_mode=None,
 )
 app.add_typer(weights_app, name="weights")
 
 
-def _print_weights(weights_dir: Path | None, *, deep: bool, json_out: bool, quiet: bool) -> list[Any]:
+def _print_weights(weights_dir: Path | None, *, deep: bool, json_out: bool, quiet: bool,
+                   show_all: bool = False) -> list[Any]:
     """List every known weight file with its status; returns the rows."""
     import os
 
-    from rich.table import Table
-
     from nvsvideo.weights import resolve_weights_dir
+    from nvsvideo.weights.listing import format_weights
     from nvsvideo.weights.verify import weights_status
 
     folder = resolve_weights_dir(weights_dir, os.environ)
@@ -212,22 +264,19 @@ def _print_weights(weights_dir: Path | None, *, deep: bool, json_out: bool, quie
     if json_out:
         Reporter.emit_json({"weights_dir": str(folder), "files": [row.to_dict() for row in rows]})
     elif not quiet:
-        colour = {"present": "green", "missing": "yellow", "invalid": "red"}
-        table = Table(title=f"weights folder: {folder}", title_justify="left")
-        for column in ("name", "kind", "status", "path", "download", "for"):
-            table.add_column(column, overflow="fold")
-        for row in rows:
-            status = f"[{colour[row.status]}]{row.status}[/]" + (f"\n{row.detail}" if row.detail else "")
-            download = row.entry.url if row.entry.direct else f"{row.entry.url}\n(manual: {row.entry.source})"
-            table.add_row(row.entry.name, row.entry.kind, status, str(row.path), download, row.entry.purpose)
-        Reporter(quiet=quiet).console.print(table)
+        # The listing is the command's result: stdout, so it can be paged or saved.
+        typer.echo("\n".join(format_weights(rows, str(folder), show_all=show_all)))
     return rows
+
+
+ShowAll = Annotated[bool, typer.Option("--all", help="List each edit direction instead of a summary.")]
 
 
 @weights_app.callback(invoke_without_command=True)
 @command
 def weights(
     ctx: typer.Context,
+    show_all: ShowAll = False,
     weights_dir: WeightsDir = None,
     json_out: Json = False,
     quiet: Quiet = False,
@@ -235,25 +284,26 @@ def weights(
 ) -> None:
     """List every weight file nvsvideo can use, where it is looked for and where to get it."""
     if ctx.invoked_subcommand is None:
-        _print_weights(weights_dir, deep=False, json_out=json_out, quiet=quiet)
+        _print_weights(weights_dir, deep=False, json_out=json_out, quiet=quiet, show_all=show_all)
 
 
 @weights_app.command("list")
 @command
 def weights_list(
+    show_all: ShowAll = False,
     weights_dir: WeightsDir = None,
     json_out: Json = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
     """List every weight file nvsvideo can use, where it is looked for and where to get it."""
-    _print_weights(weights_dir, deep=False, json_out=json_out, quiet=quiet)
+    _print_weights(weights_dir, deep=False, json_out=json_out, quiet=quiet, show_all=show_all)
 
 
 @weights_app.command("verify")
 @command
 def weights_verify(
-    file: Annotated[Path | None, typer.Argument(help="One weight file to check (default: every known file present).")] = None,
+    file: Annotated[Path | None, typer.Argument(metavar="FILE", help="One weight file to check (default: every known file present).")] = None,
     weights_dir: WeightsDir = None,
     json_out: Json = False,
     quiet: Quiet = False,
@@ -280,7 +330,7 @@ def weights_verify(
 @weights_app.command("convert")
 @command
 def weights_convert(
-    source: Annotated[Path, typer.Argument(help="EG3D weights: official .pkl, TriPlaneNet .pth, or .safetensors.")],
+    source: Annotated[Path, typer.Argument(metavar="SOURCE", help="EG3D weights: official .pkl, TriPlaneNet .pth, or .safetensors.")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output .safetensors (default: beside the input).")] = None,
     json_out: Json = False,
     quiet: Quiet = False,
@@ -310,7 +360,7 @@ def weights_convert(
 @weights_app.command("fetch")
 @command
 def weights_fetch(
-    names: Annotated[list[str], typer.Argument(help="Registry names, as listed by `nvsvideo weights`.")],
+    names: Annotated[list[str], typer.Argument(metavar="NAMES", help="Registry names, as listed by `nvsvideo weights`.")],
     weights_dir: WeightsDir = None,
     json_out: Json = False,
     quiet: Quiet = False,
@@ -330,12 +380,12 @@ def weights_fetch(
         Reporter.emit_json({"weights_dir": str(folder), "files": paths})
 
 
-@app.command()
+@app.command(epilog=CAMERA_PATHS_EPILOG)
 @command
 def sample(
     out: Annotated[Path, typer.Option("--out", "-o", help="Output video (.mp4/.mov).")],
     seed: Annotated[int, typer.Option("--seed", help="Identity: z = numpy RandomState(seed).randn(512).")] = 0,
-    yaw_path: Annotated[str, typer.Option("--yaw-path", "--camera-path", help=CAMERA_PATH_HELP)] = "orbit",
+    yaw_path: Annotated[str, typer.Option("--yaw-path", "--camera-path", metavar="KIND[:ARGS]", help="Camera path (kinds below).")] = "orbit",
     yaw: Annotated[float, typer.Option("--yaw", help="Degrees added to the path's yaw (LookAt h = pi/2 + yaw).")] = 0.0,
     pitch: Annotated[float, typer.Option("--pitch", help="Degrees added to the path's pitch (positive = camera above).")] = 0.0,
     frames: Annotated[int | None, typer.Option("--frames", min=1, help="Number of frames (default 120).")] = None,
@@ -345,6 +395,7 @@ def sample(
     render_resolution: Annotated[int | None, typer.Option("--render-resolution", min=16, help="Neural rendering resolution (default: the checkpoint's).")] = None,
     samples: Annotated[float, typer.Option("--samples", min=0.1, help="Depth-sample multiplier (the official inversion scripts use 2).")] = 1.0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Frames rendered at once.")] = 1,
+    precision: Annotated[Literal["auto", "fp32"], typer.Option("--precision", help="auto: super-resolution in float16 on CUDA, as the official code; fp32: float32 everywhere.")] = "auto",
     depth: Annotated[Path | None, typer.Option("--depth", help="Also write the depth as a colour video here.")] = None,
     frames_dir: Annotated[Path | None, typer.Option("--frames-dir", help="Also write every frame as a PNG into this new folder.")] = None,
     eg3d: Annotated[Path | None, typer.Option("--eg3d", help="EG3D checkpoint (.pkl, .safetensors or TriPlaneNet .pt); default: from the weights folder.")] = None,
@@ -355,13 +406,26 @@ def sample(
     verbose: Verbose = False,
 ) -> None:
     """Render a random identity along a camera path: the generator end to end, no input video."""
+    from nvsvideo.validate import check_camera_path, check_distinct, check_input_file, check_video_output
+
+    check_video_output(out, [])
+    if depth is not None:
+        check_video_output(depth, [], "--depth")
+    check_distinct({"--out": out, "--depth": depth})
+    check_camera_path(yaw_path)
+    if eg3d is not None:
+        check_input_file(eg3d, "EG3D file")
+
     from nvsvideo.device import resolve_device
+    from nvsvideo.models.kernels import sr_force_fp32
     from nvsvideo.pipelines.common import load_generator, parse_fps, resolve_eg3d_file
     from nvsvideo.pipelines.sample import SampleConfig, run_sample
     from nvsvideo.render import RenderOptions
+    from nvsvideo.runtime.precision import parse_precision
 
     reporter = Reporter(quiet=quiet, verbose=verbose)
     rate = parse_fps(fps)
+    fp32 = sr_force_fp32(parse_precision(precision))
     if frames is not None and seconds is not None:
         raise UsageError("give --frames or --seconds, not both")
     count = frames if frames is not None else (max(1, round(seconds * rate)) if seconds is not None else 120)
@@ -369,7 +433,8 @@ def sample(
     generator = load_generator(resolve_eg3d_file(eg3d, weights_dir), torch_device)
     config = SampleConfig(seed=seed, camera_path=yaw_path, yaw=yaw, pitch=pitch, frames=count, fps=rate,
                           truncation=truncation, batch_size=batch_size)
-    render = RenderOptions(neural_rendering_resolution=render_resolution, samples_multiplier=samples, seed=seed)
+    render = RenderOptions(neural_rendering_resolution=render_resolution, samples_multiplier=samples, seed=seed,
+                           force_fp32=fp32)
     summary = run_sample(generator, config, render, out, device=torch_device, reporter=reporter,
                          depth_output=depth, frames_dir=frames_dir)
     reporter.info(f"wrote {summary['frames']} frames to {out}")
@@ -396,7 +461,7 @@ def _align_setup(device: str, face: Any, batch_size: int = 16) -> tuple[Any, Any
 @command
 @with_options(face=FACE_OPTIONS)
 def align(
-    source: Annotated[Path, typer.Argument(help="Video, image, or folder of images.")],
+    source: Annotated[Path, typer.Argument(metavar="SOURCE", help="Video, image, or folder of images.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to create: 512 crops, dataset.json, tracks.json.")],
     face: Any,
     preview: Annotated[bool, typer.Option("--preview", help="Also write preview.mp4 with landmarks, crop and head axes.")] = False,
@@ -407,6 +472,13 @@ def align(
     verbose: Verbose = False,
 ) -> None:
     """Aligned 512x512 face crops with EG3D cameras, stable over time (the official label format)."""
+    from nvsvideo.errors import InputError
+    from nvsvideo.validate import check_not_input
+
+    if not source.exists():
+        raise InputError(f"{source} does not exist")
+    check_not_input(out, [source], "--out")
+
     from nvsvideo.pipelines.align import run_align
 
     reporter = Reporter(quiet=quiet, verbose=verbose)
@@ -418,16 +490,20 @@ def align(
 
 
 INVERT_OPTIONS = (
-    _option("model", Annotated[str, typer.Option("--model", help="TriPlaneNet version: v1 or v2.")], "v2"),
+    _option("model", Annotated[Literal["v1", "v2"] | None, typer.Option(
+        "--model", help="TriPlaneNet version (default: the --triplanenet file's, else v2); a file of the "
+        "other version is refused.")], None),
     _option("triplanenet", Annotated[Path | None, typer.Option(
         "--triplanenet", help="TriPlaneNet checkpoint (.pt/.pth); default: from the weights folder.")], None),
     _option("eg3d", Annotated[Path | None, typer.Option(
         "--eg3d", help="EG3D generator replacing the one inside the TriPlaneNet file (.pkl/.safetensors/.pt).")], None),
-    _option("store", Annotated[str, typer.Option(
-        "--store", help="What the cache keeps: planes (fast re-render) | offsets | recompute (smallest).")], "planes"),
-    _option("batch_size", Annotated[int, typer.Option("--batch-size", min=1, help="Frames per encoder/render batch.")], 4),
+    _option("store", Annotated[Literal["auto", "planes", "offsets", "recompute"], typer.Option(
+        "--store", help="What the cache keeps: planes (fast re-render, 12.6 MB/frame), offsets, recompute (30 kB/frame); auto: planes unless they would exceed 8 GiB or a quarter of the free disk.")], "auto"),
+    _option("batch_size", Annotated[str, typer.Option("--batch-size", metavar="auto|N", help="Frames per encoder/render batch: N, or auto (sized from free GPU memory; 1 on the CPU). Out of memory halves it.")], "auto"),
+    _option("precision", Annotated[Literal["auto", "fp32"], typer.Option("--precision", help="auto: EG3D's super-resolution in float16 on CUDA, as the official code; fp32: float32 everywhere.")], "auto"),
+    _option("compile", Annotated[bool, typer.Option("--compile", envvar="NVSVIDEO_COMPILE", help="torch.compile EG3D's backbone and super-resolution (CUDA only; falls back to eager with a warning).")], False),
     _option("seed", Annotated[int, typer.Option(
-        "--seed", help="Base seed of the renderer's depth samples (frame i uses seed+i).")], 0),
+        "--seed", help="Seed of the renderer's random depth samples (each frame's depend on seed and frame index).")], 0),
     _option("fresh", Annotated[bool, typer.Option(
         "--fresh", help="Discard a cache made with other settings instead of stopping.")], False),
 )
@@ -436,24 +512,36 @@ INVERT_OPTIONS = (
 def _invert_setup(video: Path, cache: Path | None, inv: Any, weights_dir: Path | None,
                   torch_device: Any) -> tuple[Path, Any, dict[str, str], Any]:
     """(cache dir, TriPlaneNet, its files' fingerprints, InvertConfig) from the inversion options group."""
-    from nvsvideo.cache import StoreMode
-    from nvsvideo.pipelines.common import load_inverter
+    from nvsvideo.cache import parse_store
+    from nvsvideo.pipelines.common import fingerprint_memo, load_inverter
     from nvsvideo.pipelines.invert import InvertConfig, default_cache_dir, model_fingerprints
+    from nvsvideo.runtime.batching import parse_batch_size
+    from nvsvideo.runtime.precision import parse_precision, set_precision
 
-    try:
-        mode = StoreMode(inv.store)
-    except ValueError:
-        raise UsageError(f"unknown --store {inv.store!r}: use planes, offsets or recompute") from None
+    mode = parse_store(inv.store)
+    batch_size, precision = parse_batch_size(inv.batch_size), parse_precision(inv.precision)
     inverter, files = load_inverter(inv.model, inv.triplanenet, inv.eg3d, weights_dir, torch_device)
-    config = InvertConfig(store=mode, batch_size=inv.batch_size, seed=inv.seed, fresh=inv.fresh)
-    return cache or default_cache_dir(video), inverter, model_fingerprints(files), config
+    set_precision(inverter, precision)
+    config = InvertConfig(store=mode, batch_size=batch_size, seed=inv.seed, fresh=inv.fresh)
+    fingerprints = model_fingerprints(files, fingerprint_memo(weights_dir))
+    return cache or default_cache_dir(video), inverter, fingerprints, config
+
+
+def _compile_models(inverter: Any, inv: Any, torch_device: Any, reporter: Reporter) -> Any:
+    """--compile: compile the generator's hot path in place; returns the state whose `seconds` the summary
+    reports as the compile stage (None without --compile)."""
+    if not inv.compile:
+        return None
+    from nvsvideo.runtime.compile import compile_hot_path
+
+    return compile_hot_path(inverter.decoder, torch_device, reporter.warn)
 
 
 @app.command()
 @command
 @with_options(inv=INVERT_OPTIONS, face=FACE_OPTIONS)
 def invert(
-    video: Annotated[Path, typer.Argument(help="Video to invert.")],
+    video: Annotated[Path, typer.Argument(metavar="VIDEO", help="Video to invert.")],
     inv: Any,
     face: Any,
     out: Annotated[Path | None, typer.Option("--out", "-o", "--cache", help="Cache folder to create or resume (default: VIDEO.nvs beside the video).")] = None,
@@ -464,31 +552,42 @@ def invert(
     verbose: Verbose = False,
 ) -> None:
     """Align and invert every frame once into a resumable cache (re-runs skip finished frames)."""
-    from nvsvideo.pipelines.invert import run_invert
+    from nvsvideo.validate import check_input_file, check_model_files, check_not_still_image
+    from nvsvideo.video.probe import probe
+
+    check_input_file(video)
+    info = probe(video)  # once per run: probing reads the whole file
+    check_not_still_image(info)
+    check_model_files(inv.model, inv.triplanenet, inv.eg3d, weights_dir)
+
+    from nvsvideo.pipelines.invert import describe_cache, run_invert
 
     reporter = Reporter(quiet=quiet, verbose=verbose)
     torch_device, backend, align_config = _align_setup(device, face)
     cache_dir, inverter, fingerprints, config = _invert_setup(video, out, inv, weights_dir, torch_device)
+    compiled = _compile_models(inverter, inv, torch_device, reporter)
     _, summary = run_invert(video, cache_dir, inverter, fingerprints, backend, align_config, config,
-                            device=torch_device, reporter=reporter)
-    reporter.info(f"inverted {summary['inverted']} frames ({summary['cache_hits']} already cached) into {cache_dir}; "
-                  f"cache size {summary['cache_bytes'] / 1e6:.1f} MB")
+                            device=torch_device, reporter=reporter, info=info)
+    if compiled is not None:
+        summary["seconds"]["compile"] = round(compiled.seconds, 3)
+    reporter.info(f"inverted {summary['inverted']} frames ({summary['cache_hits']} already cached)")
+    reporter.info(describe_cache(summary["cache"]))
     if json_out:
         Reporter.emit_json(summary)
 
 
 #: Render and edit options, shared by rerender, edit and batch.
 LOOK_OPTIONS = (
-    _option("yaw_path", Annotated[str | None, typer.Option("--yaw-path", "--camera-path", help=CAMERA_PATH_HELP + " Default: orbit, or follow (the input view) when editing.")], None),
-    _option("output", Annotated[str, typer.Option("--output", help="crop | paste (into the original frame) | compare (input | reconstruction | novel).")], "paste"),
+    _option("yaw_path", Annotated[str | None, typer.Option("--yaw-path", "--camera-path", metavar="KIND[:ARGS]", help="Camera path (kinds below). Default: orbit, or follow (the input view) when editing.")], None),
+    _option("output", Annotated[Literal["crop", "paste", "compare"], typer.Option("--output", help="The face crop, the render pasted into the original frame, or input | reconstruction | novel side by side.")], "paste"),
     _option("size", Annotated[int, typer.Option("--size", min=64, help="Face size of crop/compare outputs.")], 512),
     _option("samples", Annotated[float, typer.Option("--samples", min=0.1, help="Depth-sample multiplier of the novel views.")], 2.0),
     _option("render_resolution", Annotated[int | None, typer.Option("--render-resolution", min=16, help="Neural rendering resolution of the novel views.")], None),
     _option("keep_ood", Annotated[bool, typer.Option("--keep-ood", help="Blend back what the generator cannot reproduce (hands, glasses, background) near the input view.")], False),
-    _option("direction", Annotated[list[str] | None, typer.Option("--direction", help="Edit: a name in the weights folder's edits/ or a .pt/.npy path; repeatable.")], None),
-    _option("strength", Annotated[list[float] | None, typer.Option("--strength", help="Edit strength; once for all edits or once per --direction.")], None),
-    _option("strength_ramp", Annotated[list[str] | None, typer.Option("--strength-ramp", help="Strength over time, e.g. 0s:0,1s:1,4s:1,5s:0.")], None),
-    _option("edit_offsets", Annotated[str, typer.Option("--edit-offsets", help="keep (default: tri-plane offsets stay, In-N-Out style) | drop (fade them where edits are on).")], "keep"),
+    _option("direction", Annotated[list[str] | None, typer.Option("--direction", metavar="NAME|FILE", help="Edit: a name from the weights folder's directions/ or mappers/, or a .pt/.pth/.npy path; repeatable.")], None),
+    _option("strength", Annotated[list[float] | None, typer.Option("--strength", metavar="X", help="Edit strength; once for all edits or once per --direction.")], None),
+    _option("strength_ramp", Annotated[list[str] | None, typer.Option("--strength-ramp", metavar="KEYS", help="Strength over time, e.g. 0s:0,1s:1,4s:1,5s:0.")], None),
+    _option("edit_offsets", Annotated[Literal["keep", "drop"], typer.Option("--edit-offsets", help="keep: tri-plane offsets stay (In-N-Out style); drop: fade them where edits are on.")], "keep"),
     _option("crf", Annotated[int, typer.Option("--crf", min=0, max=51, help="libx264 quality (lower = better).")], 18),
 )
 
@@ -496,7 +595,7 @@ LOOK_OPTIONS = (
 @with_options(look=LOOK_OPTIONS, inv=INVERT_OPTIONS, face=FACE_OPTIONS)
 def rerender(
     ctx: typer.Context,
-    video: Annotated[Path, typer.Argument(help="Input video.")],
+    video: Annotated[Path, typer.Argument(metavar="VIDEO", help="Input video.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output video (.mp4/.mov).")],
     look: Any,
     inv: Any,
@@ -512,18 +611,26 @@ def rerender(
     verbose: Verbose = False,
 ) -> None:
     """Re-render a portrait video from new camera viewpoints (decode, align, invert, render, encode with audio)."""
+    from nvsvideo.validate import check_model_files, check_render_job
+
+    editing = ctx.info_name == "edit"
+    if editing and not look.direction:
+        raise UsageError("edit needs at least one --direction (a name from `nvsvideo weights` or a file)")
+    camera_path = look.yaw_path or ("follow" if editing else "orbit")
+    # Every check that needs no computation, before the heavy imports and the long stages.
+    info = check_render_job(video, out, camera_path, depth=depth, mesh=mesh)
+    check_model_files(inv.model, inv.triplanenet, inv.eg3d, weights_dir)
+
     import os
 
     from nvsvideo.compose.layout import OutputMode
     from nvsvideo.compose.ood import KeepOodOptions
     from nvsvideo.edits import OffsetPolicy, load_edit, parse_edit_specs
+    from nvsvideo.pipelines.invert import describe_cache
     from nvsvideo.pipelines.rerender import RerenderConfig, run_rerender
     from nvsvideo.render import RenderOptions
     from nvsvideo.weights import resolve_weights_dir
 
-    editing = ctx.info_name == "edit"
-    if editing and not look.direction:
-        raise UsageError("edit needs at least one --direction (a name from `nvsvideo weights` or a file)")
     try:
         mode, policy = OutputMode(look.output), OffsetPolicy(look.edit_offsets)
     except ValueError as err:
@@ -534,30 +641,123 @@ def rerender(
     folder = resolve_weights_dir(weights_dir, os.environ)
     edits = tuple(load_edit(spec, folder, torch_device) for spec in specs)
     cache_dir, inverter, fingerprints, invert_config = _invert_setup(video, cache, inv, weights_dir, torch_device)
+    compiled = _compile_models(inverter, inv, torch_device, reporter)
     config = RerenderConfig(
-        camera_path=look.yaw_path or ("follow" if editing else "orbit"), output=mode, size=look.size,
+        camera_path=camera_path, output=mode, size=look.size,
         render=RenderOptions(neural_rendering_resolution=look.render_resolution, samples_multiplier=look.samples,
-                             seed=inv.seed),
+                             seed=inv.seed, force_fp32=inverter.render_options.force_fp32),
         keep_ood=KeepOodOptions() if look.keep_ood else None, edits=edits, offset_policy=policy,
-        batch_size=inv.batch_size, crf=look.crf, depth=depth, mesh=mesh, mesh_frame=mesh_frame)
+        batch_size=invert_config.batch_size, crf=look.crf, depth=depth, mesh=mesh, mesh_frame=mesh_frame)
     summary = run_rerender(video, out, cache_dir, inverter, fingerprints, backend, align_config, invert_config, config,
-                           device=torch_device, reporter=reporter)
+                           device=torch_device, reporter=reporter, info=info)
+    if compiled is not None:
+        summary["seconds"]["compile"] = round(compiled.seconds, 3)
     reporter.info(f"wrote {summary['frames']} frames ({summary['rendered']} rendered) to {out}")
+    reporter.info(describe_cache(summary["cache"]))
     if json_out:
         Reporter.emit_json(summary)
 
 
 # One implementation, two names: `edit` is `rerender` with edits required and the input view by default.
-app.command("rerender")(command(rerender))
-app.command("edit", help="Edit a portrait video with latent directions or StyleCLIP mappers (any camera path of rerender "
+app.command("rerender", epilog=CAMERA_PATHS_EPILOG)(command(rerender))
+app.command("edit", epilog=CAMERA_PATHS_EPILOG, help="Edit a portrait video with latent directions or StyleCLIP mappers (any camera path of rerender "
                          "applies; default: the input view).")(command(rerender))
+
+#: How `metrics` renders the reconstruction (defaults as rerender's compare output).
+METRICS_RENDER_OPTIONS = (
+    _option("samples", Annotated[float, typer.Option("--samples", min=0.1, help="Depth-sample multiplier of the reconstruction.")], 2.0),
+    _option("render_resolution", Annotated[int | None, typer.Option("--render-resolution", min=16, help="Neural rendering resolution of the reconstruction (default: the model's).")], None),
+)
 
 
 @app.command()
 @command
+@with_options(render=METRICS_RENDER_OPTIONS, inv=INVERT_OPTIONS, face=FACE_OPTIONS)
+def metrics(
+    video: Annotated[Path, typer.Argument(metavar="VIDEO", help="The input video.")],
+    render: Any,
+    inv: Any,
+    face: Any,
+    rendered: Annotated[Path | None, typer.Option("--rendered", help="A video rendered from VIDEO (rerender/edit output) whose temporal stability to measure.")] = None,
+    per_frame: Annotated[Path | None, typer.Option("--per-frame", "--csv", help="Write every frame's values to this .csv or .json file.")] = None,
+    skip_reconstruction: Annotated[bool, typer.Option("--skip-reconstruction", help="Only the stability of --rendered (no models needed).")] = False,
+    cache: Annotated[Path | None, typer.Option("--cache", help="Inversion cache folder (default: VIDEO.nvs beside the video).")] = None,
+    weights_dir: WeightsDir = None,
+    device: Device = "auto",
+    json_out: Json = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
+) -> None:
+    """Measure an inversion (reconstruction at the input view vs the input crops) and a re-render's stability.
+
+    Reconstruction, per frame with a face (aligning and inverting first what the cache lacks): PSNR and SSIM
+    (scikit-image; Gaussian window, sigma 1.5), LPIPS (alex, v0.1) and ArcFace identity similarity
+    when their weight files are present (`nvsvideo weights` lists lpips-alex, alexnet-torchvision and
+    arcface-ir-se50; nothing is downloaded), else a note says where to put them.
+
+    Stability (--rendered): per frame t, the mean absolute difference from frame t-1 in levels 0-255, of the
+    rendered video and of the input, on each frame's aligned face crop (a rendered video of another size
+    than the input, i.e. crop or compare output, is taken whole), whole frames when no face is found; the
+    ratio of their means says how much more the output changes than its input (1 = as stable).
+
+    Summary table on stderr; --json prints the summary and per-frame values (PSNR of identical images: null).
+    """
+    from nvsvideo.validate import check_input_file, check_model_files, check_not_input
+
+    check_input_file(video)
+    if rendered is not None:
+        check_input_file(rendered, "rendered video")
+    if per_frame is not None:
+        check_not_input(per_frame, [p for p in (video, rendered) if p is not None], "--per-frame")
+    if not skip_reconstruction:
+        check_model_files(inv.model, inv.triplanenet, inv.eg3d, weights_dir)
+
+    import os
+
+    from nvsvideo.pipelines.invert import default_cache_dir
+    from nvsvideo.pipelines.metrics import (
+        MetricsConfig,
+        PerceptualModels,
+        load_perceptual,
+        per_frame_format,
+        run_metrics,
+        summary_table,
+    )
+    from nvsvideo.render import RenderOptions
+    from nvsvideo.weights import resolve_weights_dir
+
+    if per_frame is not None:
+        per_frame_format(per_frame)
+    reporter = Reporter(quiet=quiet, verbose=verbose)
+    torch_device, backend, align_config = _align_setup(device, face)
+    if skip_reconstruction:
+        from nvsvideo.pipelines.invert import InvertConfig
+
+        cache_dir, inverter, fingerprints, invert_config = cache or default_cache_dir(video), None, {}, InvertConfig()
+        perceptual = PerceptualModels()
+    else:
+        cache_dir, inverter, fingerprints, invert_config = _invert_setup(video, cache, inv, weights_dir, torch_device)
+        _compile_models(inverter, inv, torch_device, reporter)
+        perceptual = load_perceptual(resolve_weights_dir(weights_dir, os.environ), os.environ, torch_device)
+    config = MetricsConfig(
+        rendered=rendered, reconstruction=not skip_reconstruction, per_frame=per_frame,
+        render=RenderOptions(neural_rendering_resolution=render.render_resolution, samples_multiplier=render.samples,
+                             seed=inv.seed, force_fp32=inverter is not None and inverter.render_options.force_fp32))
+    summary = run_metrics(video, cache_dir, inverter, fingerprints, backend, align_config, invert_config, config,
+                          perceptual, device=torch_device, reporter=reporter)
+    if not quiet:
+        reporter.console.print(summary_table(summary))
+    for note in summary["notes"]:
+        reporter.info(note)
+    if json_out:
+        Reporter.emit_json(summary)
+
+
+@app.command(epilog=CAMERA_PATHS_EPILOG)
+@command
 @with_options(look=LOOK_OPTIONS, inv=INVERT_OPTIONS, face=FACE_OPTIONS)
 def batch(
-    inputs: Annotated[list[str], typer.Argument(help="Videos, folders, glob patterns (quoted) or manifests (.csv/.jsonl with an input column, optional output and per-video option columns).")],
+    inputs: Annotated[list[str], typer.Argument(metavar="INPUTS", help="Videos, folders, glob patterns (quoted) or manifests (.csv/.jsonl with an input column, optional output and per-video option columns).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (with --ray: one every node can reach): the videos, report.jsonl and the inversion caches (.cache/).")],
     look: Any,
     inv: Any,
@@ -587,7 +787,7 @@ def batch(
     --json prints one JSON line per video on stdout as it finishes. --device takes a list (cuda:0,cuda:2) for --workers.
     """
     from nvsvideo.batch import BatchArgs, run_from_args
-    from nvsvideo.pipelines.batch import BatchJobOptions, rerender_chunking, rerender_job
+    from nvsvideo.pipelines.batch import BatchJobOptions, describe_caches, rerender_chunking, rerender_job
 
     def text(path: Path | None) -> str | None:
         # Absolute: workers (Ray actors on other nodes included) may not share this working directory.
@@ -599,6 +799,7 @@ def batch(
         strength=tuple(look.strength or ()), strength_ramp=tuple(look.strength_ramp or ()),
         edit_offsets=look.edit_offsets, crf=look.crf, model=inv.model, triplanenet=text(inv.triplanenet),
         eg3d=text(inv.eg3d), weights_dir=text(weights_dir), store=inv.store, batch_size=inv.batch_size,
+        precision=inv.precision, compile=inv.compile,
         seed=inv.seed, fresh=inv.fresh, landmarks=face.landmarks, landmarks_file=text(face.landmarks_file),
         fan_detector=face.fan_detector, face_index=face.face_index, max_gap=face.max_gap, smooth=face.smooth,
         causal=face.causal)
@@ -608,7 +809,9 @@ def batch(
         ray=ray_address if ray_address is not None else ("" if ray else None), ray_cpus=ray_cpus,
         cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task, retries=retries, chunk_frames=chunk_frames,
         json_lines=json_out, quiet=quiet, verbose=verbose)
-    run_from_args(args, rerender_job, options.to_dict(), chunking=rerender_chunking).raise_for_failures()
+    result = run_from_args(args, rerender_job, options.to_dict(), chunking=rerender_chunking)
+    Reporter(quiet=quiet).info(describe_caches(out))
+    result.raise_for_failures()
 
 
 def main() -> None:

@@ -54,8 +54,17 @@ class PartialFailure(NvsError):
     exit_code = 7
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (sent by `timeout`, containers, service managers) raised as an interruption.
+
+    A `KeyboardInterrupt` subclass so every clean-up that handles Ctrl-C handles it too.
+    """
+
+
 #: Exit code used when the user interrupts a run (Ctrl-C), as shells do for SIGINT.
 EXIT_INTERRUPTED = 130
+#: Exit code after SIGTERM, as shells report it (128 + 15).
+EXIT_TERMINATED = 143
 
 EXIT_CODES: dict[int, str] = {
     0: "success",
@@ -67,4 +76,11 @@ EXIT_CODES: dict[int, str] = {
     6: "device error: the requested device is not available",
     7: "batch finished with some failed items",
     130: "interrupted (Ctrl-C)",
+    143: "terminated (SIGTERM, e.g. from timeout or a container stop)",
 }
+
+
+def exit_code_summary() -> str:
+    """One line listing every exit code with its short meaning (the part before any colon or bracket)."""
+    short = {code: text.split(":")[0].split(" (")[0] for code, text in EXIT_CODES.items()}
+    return "Exit codes: " + "; ".join(f"{code} {text}" for code, text in short.items()) + "."

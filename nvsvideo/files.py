@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
-import tempfile
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,18 +22,61 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def _owner_tag() -> str:
+    """`host-pid` of this process, written into temporary names so a later run can tell whose they are."""
+    return f"{socket.gethostname().split('.')[0]}-{os.getpid()}"
+
+
+def temp_name(final: Path, *, tag: str | None = None) -> str:
+    """Hidden temporary name beside `final`: `.STEM.HOST-PID.RANDOM.part.SUFFIX` (the suffix kept for muxers)."""
+    return f".{final.stem}.{tag or _owner_tag()}.{uuid.uuid4().hex[:8]}.part{final.suffix}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def stale_temps(final: Path) -> list[Path]:
+    """Our temporary files or folders for `final` left by dead processes of this host (killed, crashed).
+
+    Only names we make are considered, and only those whose process is gone: a live writer's file
+    (another run of the same output) and other hosts' files (a shared batch folder) are left alone.
+    """
+    pattern = re.compile(rf"\.{re.escape(final.stem)}\.(?P<host>[^.]+)-(?P<pid>\d+)\.[0-9a-f]{{8}}\.part"
+                         rf"{re.escape(final.suffix)}")
+    host = _owner_tag().rsplit("-", 1)[0]
+    found = []
+    with contextlib.suppress(OSError):
+        for entry in final.parent.iterdir():
+            match = pattern.fullmatch(entry.name)
+            if match and match["host"] == host and not _pid_alive(int(match["pid"])):
+                found.append(entry)
+    return sorted(found)
+
+
+def remove_stale_temps(final: Path) -> None:
+    """Delete `stale_temps(final)`: what `kill -9` or a power cut left beside the output."""
+    for entry in stale_temps(final):
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
 
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str], *, protect: tuple[Path, ...] = ()) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` when the block succeeds.
 
-    On any exception (or Ctrl-C) the temporary file is removed, so a failed run never leaves a
-    half-written output. The temporary name keeps the suffix so muxers pick the right container.
+    On any exception (or Ctrl-C, or SIGTERM under the CLI) the temporary file is removed, so a failed
+    run never leaves a half-written output; what a killed run (`kill -9`) left is removed by the next
+    one (`remove_stale_temps`).
 
     Args:
         path: final output path.
@@ -43,11 +87,11 @@ def atomic_output(path: str | os.PathLike[str], *, protect: tuple[Path, ...] = (
         if same_file(final, Path(p)) or final.resolve() == Path(p).resolve():
             raise UsageError(f"refusing to overwrite the input {p}; choose another output path")
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=f".part{final.suffix}", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    # mkstemp makes the file private (0600); outputs should get the user's usual permissions.
-    os.chmod(tmp, 0o666 & ~_umask())
+    remove_stale_temps(final)
+    tmp = final.parent / temp_name(final)
+    # Exclusive create (the random part makes a clash unlikely, this makes it impossible); mode 0666
+    # less the umask gives the user's usual permissions, not mkstemp's private 0600.
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp
         os.replace(tmp, final)
@@ -67,8 +111,9 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise UsageError(f"{path} already exists and is not an empty folder; choose another output folder")
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(path)
     # A plain mkdir (not mkdtemp, which makes it private to the owner) so the folder gets the usual permissions.
-    temp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.part"
+    temp = path.parent / temp_name(path)
     temp.mkdir()
     try:
         yield temp

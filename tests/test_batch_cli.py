@@ -149,7 +149,7 @@ def test_manifest_text_is_typed_and_bad_values_fail_before_any_video(setup: dict
     with pytest.raises(UsageError, match="option 'size' must be int"):
         BatchJobOptions.from_mapping({"size": "big"})
     result = runner.invoke(app, ["batch", str(setup["clips"]), "-o", str(tmp_path / "out"), "--output", "mosaic"])
-    assert result.exit_code == 2 and "unknown output mode" in result.output
+    assert result.exit_code == 2 and "'mosaic' is not one of 'crop', 'paste', 'compare'" in result.output
     assert not (tmp_path / "out").exists()
 
 
@@ -189,7 +189,9 @@ def test_chunks_of_one_video_render_on_two_workers_and_join_into_the_unsplit_out
     assert result.exit_code == 0
     line = lines["long.mp4"]
     assert line["status"] == "ok" and line["frames"] == LONG_FRAMES
-    assert line["details"] == {"faces_found": 3, "rendered": 3, "inverted": 0, "cache_hits": 3, "chunks": 3}
+    cache = {"path": str(out / CACHE_DIR / "long.mp4.nvs"), "store": "planes"}  # its size: the batch's last line
+    assert line["details"] == {"faces_found": 3, "rendered": 3, "inverted": 0, "cache_hits": 3, "chunks": 3,
+                               "cache": cache}
     assert {"align", "invert", "render", "merge"} <= set(line["stages"])
     frames, pts = decoded(out / "long.mp4")
     expected_frames, expected_pts = decoded(unsplit / "long.mp4")
@@ -210,7 +212,9 @@ def test_ray_aligns_a_video_once_then_inverts_and_renders_its_chunks_as_tasks(
                           inputs=[str(source)])
     assert result.exit_code == 0
     line = lines["long.mp4"]
-    assert line["details"] == {"faces_found": 3, "rendered": 3, "inverted": 3, "cache_hits": 0, "chunks": 3}
+    cache = {"path": str(out / CACHE_DIR / "long.mp4.nvs"), "store": "planes"}
+    assert line["details"] == {"faces_found": 3, "rendered": 3, "inverted": 3, "cache_hits": 0, "chunks": 3,
+                               "cache": cache}
     assert line["worker"].startswith("ray-")
     frames, pts = decoded(out / "long.mp4")
     expected_frames, expected_pts = decoded(unsplit / "long.mp4")

@@ -379,6 +379,10 @@ def test_streaming_reads_one_chunk_at_a_time(tmp_path: Path, monkeypatch: pytest
 def test_file_fingerprint_is_memoised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model, memo = tmp_path / "model.pt", tmp_path / "memo" / "fingerprints.json"
     model.write_bytes(b"weights" * 1000)
+    # Trust a file changed just now (see test_startup_io for the guard), and date each write explicitly:
+    # two writes within one timestamp tick would share an mtime.
+    monkeypatch.setattr("nvsvideo.cache.fingerprint.RACY_NS", 0)
+    os.utime(model, ns=(10**18, 10**18))
     first = file_fingerprint(model, memo_file=memo)
     assert first.startswith("sha256:") and first == file_fingerprint(model)
     assert json.loads(memo.read_text())[str(model.resolve())]["sha256"] == first.removeprefix("sha256:")
@@ -387,6 +391,7 @@ def test_file_fingerprint_is_memoised(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr("nvsvideo.cache.fingerprint.file_sha256", lambda p: hashed.append(p) or real_hash(p))
     assert file_fingerprint(model, memo_file=memo) == first and hashed == []
     model.write_bytes(b"tuned!!" * 1000)  # same size, new content and mtime
+    os.utime(model, ns=(10**18 + 1, 10**18 + 1))
     assert file_fingerprint(model, memo_file=memo) != first and len(hashed) == 1
 
 

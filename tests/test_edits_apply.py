@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,14 @@ from nvsvideo.edits import (
 )
 from nvsvideo.edits.mapper import mapper_from_checkpoint
 from nvsvideo.errors import UsageError, WeightsError
+from nvsvideo.weights.registry import (
+    KIND_DIRECTION,
+    KIND_MAPPER,
+    KNOWN_WEIGHTS,
+    expected_path,
+    get_weight,
+    locate,
+)
 
 CPU = torch.device("cpu")
 FPS = 2.0
@@ -89,44 +98,116 @@ def test_specs_that_do_not_pair_are_usage_errors(
 
 @pytest.fixture
 def weights_dir(tmp_path: Path) -> Path:
-    edits = tmp_path / "weights" / "edits"
-    (edits / "elsa" / "checkpoints").mkdir(parents=True)
-    torch.save({"state_dict": fine_mapper_state(), "opts": {"factor_step": 0.05}}, edits / "elsa" / "checkpoints" / "best_model.pt")
-    torch.save(seeded(1, 7168, seed=1), edits / "Smiling.pt")           # PREIM3D layout
-    torch.save(seeded(512, seed=2), edits / "young.pt")
-    torch.save(seeded(512, seed=3), edits / "young.pth")
-    (edits / "notes.txt").write_text("not an edit")
-    return tmp_path / "weights"
+    """The layout `nvsvideo weights` lists: directions/ and mappers/ (an In-N-Out result folder among them)."""
+    root = tmp_path / "weights"
+    directions, mappers = root / "directions", root / "mappers"
+    (mappers / "elsa" / "checkpoints").mkdir(parents=True)
+    directions.mkdir()
+    torch.save({"state_dict": fine_mapper_state(), "opts": {"factor_step": 0.05}}, mappers / "elsa" / "checkpoints" / "best_model.pt")
+    torch.save(seeded(1, 7168, seed=1), directions / "Smiling.pt")           # PREIM3D layout
+    torch.save(seeded(512, seed=2), directions / "young.pt")
+    torch.save(seeded(512, seed=3), directions / "young.pth")
+    torch.save(seeded(512, seed=4), directions / "Mouth_Slightly_Open.pt")
+    (directions / "notes.txt").write_text("not an edit")
+    torch.save(seeded(512, seed=5), root / "stray.pt")  # outside the edit folders: not a named edit
+    return root
 
 
-def test_available_edits_lists_files_and_in_n_out_folders(weights_dir: Path) -> None:
+def test_available_edits_lists_files_and_in_n_out_folders_by_registry_name(weights_dir: Path) -> None:
     found = available_edits(weights_dir)
-    assert sorted(found) == ["elsa", "smiling", "young"]
-    assert found["elsa"] == [weights_dir / "edits" / "elsa" / "checkpoints" / "best_model.pt"]
-    assert len(found["young"]) == 2
+    assert sorted(found) == ["direction-mouth-slightly-open", "direction-smiling", "direction-young", "mapper-elsa"]
+    assert found["mapper-elsa"] == [weights_dir / "mappers" / "elsa" / "checkpoints" / "best_model.pt"]
+    assert len(found["direction-young"]) == 2
     assert available_edits(weights_dir / "absent") == {}
 
 
-def test_resolve_names_and_paths(weights_dir: Path, tmp_path: Path) -> None:
-    assert resolve_edit("smiling", weights_dir) == weights_dir / "edits" / "Smiling.pt"
-    assert resolve_edit("ELSA", weights_dir).name == "best_model.pt"
+@pytest.mark.parametrize("typed", ["Smiling", "smiling", "SMILING", "direction-smiling", "Direction_Smiling",
+                                   "Smiling.pt", "smiling.npy", "direction-smiling.pt"])
+def test_a_name_is_found_however_it_is_typed(weights_dir: Path, typed: str) -> None:
+    assert resolve_edit(typed, weights_dir) == weights_dir / "directions" / "Smiling.pt"
+
+
+def test_names_of_mappers_and_multi_word_directions(weights_dir: Path) -> None:
+    mapper = weights_dir / "mappers" / "elsa" / "checkpoints" / "best_model.pt"
+    assert resolve_edit("ELSA", weights_dir) == resolve_edit("mapper-elsa", weights_dir) == mapper
+    for typed in ("mouth_slightly_open", "Mouth-Slightly-Open", "direction-mouth-slightly-open"):
+        assert resolve_edit(typed, weights_dir) == weights_dir / "directions" / "Mouth_Slightly_Open.pt"
+    with pytest.raises(WeightsError, match="unknown edit 'direction-elsa'"):
+        resolve_edit("direction-elsa", weights_dir)  # the prefix chooses the kind
+
+
+def test_one_name_for_two_kinds_is_told_apart_by_its_prefix(weights_dir: Path) -> None:
+    torch.save(seeded(512, seed=6), weights_dir / "mappers" / "smiling.pt")
+    with pytest.raises(WeightsError, match=r"matches several files \(direction-smiling: .*, mapper-smiling: .*full name"):
+        resolve_edit("smiling", weights_dir)
+    assert resolve_edit("mapper-smiling", weights_dir) == weights_dir / "mappers" / "smiling.pt"
+    assert resolve_edit("direction-smiling", weights_dir) == weights_dir / "directions" / "Smiling.pt"
+
+
+def test_unknown_and_ambiguous_names_list_what_there_is(weights_dir: Path) -> None:
+    with pytest.raises(WeightsError, match=r"unknown edit 'eyeglasses'.*directions and .*mappers.*"
+                                           r"direction-mouth-slightly-open, direction-smiling, direction-young, mapper-elsa"):
+        resolve_edit("eyeglasses", weights_dir)
+    with pytest.raises(WeightsError, match="unknown edit 'stray'"):
+        resolve_edit("stray", weights_dir)
+    with pytest.raises(WeightsError, match=r"matches several files .*young\.pt.*young\.pth.*as a path$"):
+        resolve_edit("young", weights_dir)
+
+
+def test_paths_are_taken_as_given(weights_dir: Path, tmp_path: Path) -> None:
     outside = tmp_path / "mine.npy"
     outside.write_bytes(b"")
     assert resolve_edit(str(outside), weights_dir) == outside
+    in_n_out = tmp_path / "mapper_results" / "eyeglasses"
+    (in_n_out / "checkpoints").mkdir(parents=True)
+    (in_n_out / "checkpoints" / "best_model.pt").write_bytes(b"")
+    assert resolve_edit(str(in_n_out), weights_dir) == in_n_out / "checkpoints" / "best_model.pt"
+    with pytest.raises(WeightsError, match="is a folder without checkpoints/best_model.pt"):
+        resolve_edit(str(in_n_out.parent), weights_dir)
     with pytest.raises(WeightsError, match="does not exist"):
         resolve_edit(str(tmp_path / "missing.pt"), weights_dir)
     with pytest.raises(WeightsError, match="does not exist"):
         resolve_edit("./smiling", weights_dir)  # a folder part makes it a path, not a name
-    with pytest.raises(WeightsError, match=r"unknown edit 'eyeglasses'.*elsa, smiling, young"):
-        resolve_edit("eyeglasses", weights_dir)
-    with pytest.raises(WeightsError, match="matches several files"):
-        resolve_edit("young", weights_dir)
+
+
+def test_an_existing_file_of_another_kind_is_named_as_such(weights_dir: Path, tmp_path: Path) -> None:
+    video = tmp_path / "text.mp4"
+    video.write_bytes(b"not an edit")
+    with pytest.raises(WeightsError, match=r"text\.mp4 is not an edit file nvsvideo can read \(expected .*\.pt/\.pth/\.npy"):
+        resolve_edit(str(video), weights_dir)
+
+
+def test_every_edit_the_registry_lists_is_found_where_the_registry_puts_it(tmp_path: Path) -> None:
+    """One layout: a file saved where `nvsvideo weights` says is found by its registry name and its short name."""
+    edits = [entry for entry in KNOWN_WEIGHTS if entry.kind in (KIND_DIRECTION, KIND_MAPPER)]
+    assert len(edits) > 1
+    for entry in edits:
+        target = expected_path(entry, tmp_path, {})
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(b"")
+    stems = Counter(expected_path(entry, tmp_path, {}).stem.lower() for entry in edits)
+    for entry in edits:
+        target = expected_path(entry, tmp_path, {})
+        assert resolve_edit(entry.name, tmp_path) == target
+        if stems[target.stem.lower()] == 1:
+            assert resolve_edit(target.stem, tmp_path) == target  # e.g. Smiling, as PREIM3D names the file
+        else:  # Eyeglasses is both a PREIM3D direction and an In-N-Out mapper
+            with pytest.raises(WeightsError, match="or by its full name"):
+                resolve_edit(target.stem, tmp_path)
+
+
+def test_an_unzipped_in_n_out_mapper_is_where_the_registry_accepts_it(tmp_path: Path) -> None:
+    entry = get_weight("mapper-eyeglasses")
+    folder = tmp_path / "mappers" / "eyeglasses" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "best_model.pt").write_bytes(b"")
+    assert locate(entry, tmp_path, {}) == resolve_edit("eyeglasses", tmp_path) == folder / "best_model.pt"
 
 
 def test_load_edit_tells_mappers_from_directions(weights_dir: Path) -> None:
     mapper_edit = load_edit(EditSpec(target="elsa", strength=0.5), weights_dir, CPU)
     assert isinstance(mapper_edit.delta, LatentMapper) and mapper_edit.delta.groups == ("fine",)
-    direction_edit = load_edit(EditSpec(target="smiling"), weights_dir, CPU)
+    direction_edit = load_edit(EditSpec(target="Smiling"), weights_dir, CPU)
     assert isinstance(direction_edit.delta, LinearDirection)
     assert mapper_edit.summary() == {"name": "elsa", "kind": "mapper", "strength": 0.5, "ramp": None}
     assert direction_edit.summary()["kind"] == "direction"

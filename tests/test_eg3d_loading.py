@@ -510,3 +510,13 @@ def test_cli_convert_refuses_to_overwrite_its_input(fixture_ckpt: EG3DCheckpoint
     result = CliRunner().invoke(app, ["weights", "convert", str(path), "-o", str(path)])
     assert result.exit_code == 2
     assert path.read_bytes() == before
+
+
+def test_the_checkpoint_readers_import_one_way() -> None:
+    """The pickle reader and the file factory share `types`; the reader never imports the factory."""
+    code = ("import sys; import nvsvideo.models.eg3d.pickle_loader; "
+            "assert 'nvsvideo.models.eg3d.checkpoint' not in sys.modules, 'pickle_loader imports checkpoint'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    from nvsvideo.models.eg3d import checkpoint, pickle_loader, types
+
+    assert checkpoint.EG3DCheckpoint is pickle_loader.EG3DCheckpoint is types.EG3DCheckpoint

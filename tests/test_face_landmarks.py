@@ -14,7 +14,8 @@ from PIL import Image
 from nvsvideo.errors import InputError, UsageError, WeightsError
 from nvsvideo.face.backends import fan_backend
 from nvsvideo.face.backends.file_backend import FileBackend
-from nvsvideo.face.landmarks import LandmarkConfig, create_backend, faces_by_size
+from nvsvideo.face.landmarks import LandmarkConfig, create_backend
+from nvsvideo.face.types import faces_by_size
 
 CPU = torch.device("cpu")
 

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from nvsvideo.errors import NoFaceError
-from nvsvideo.face.landmarks import Face
+from nvsvideo.face.boxes import box_iou
+from nvsvideo.face.types import Face
 from nvsvideo.temporal.tracking import (
     FaceTracker,
     TrackerConfig,
     TrackStatus,
-    box_iou,
     select_face,
     track_stream,
 )
@@ -28,13 +28,6 @@ def run(tracker: FaceTracker, per_frame: list[list[Face]]):
     records = [r for faces in per_frame for r in tracker.update(faces)] + tracker.finish()
     assert [r.index for r in records] == list(range(len(per_frame)))  # in order, exactly once
     return records
-
-
-def test_box_iou():
-    a = np.array([0.0, 0.0, 10.0, 10.0])
-    assert box_iou(a, a) == 1.0
-    assert box_iou(a, a + [5, 0, 5, 0]) == pytest.approx(50 / 150)
-    assert box_iou(a, a + 20) == 0.0
 
 
 def test_selection_by_size_and_index():

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nvsvideo.video import probe
+from nvsvideo.video import VideoReader, probe
 from nvsvideo.video.probe import normalize_rotation
 
 from media import make_clip, make_faststart, make_truncated
@@ -64,6 +64,16 @@ def test_truncated_file_is_flagged_with_its_expected_length(tmp_path: Path) -> N
     assert 0 < info.frame_count < 48
     assert info.expected_frame_count == 48
     assert "truncated" in info.describe()
+
+
+def test_truncated_file_counts_the_frames_that_decode(tmp_path: Path) -> None:
+    # Cutting a file mid-packet leaves a partial last packet: present in the file, but no frame.
+    whole = make_faststart(make_clip(tmp_path / "whole.mp4", frames=48, width=320, height=240), tmp_path / "fs.mp4")
+    for keep in (0.2, 0.5, 0.9):
+        cut = make_truncated(whole, tmp_path / f"cut{keep}.mp4", keep=keep)
+        info = probe(cut)
+        decoded = sum(len(batch.frames) for batch in VideoReader(cut, info=info))
+        assert info.frame_count == decoded and info.expected_frame_count == 48, keep
 
 
 @pytest.mark.parametrize(("angle", "snapped"), [(0, 0), (90, 90), (-90, 270), (-180, 180), (180.4, 180), (29, 0)])

@@ -59,6 +59,9 @@ class ItemResult:
     """Worker(s) that ran it."""
     details: dict[str, Any] = field(default_factory=dict)
     """The rest of the job function's summary."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The pipeline options asked for; on an ok line, what the output was made with (a later run that
+    skips the output compares them with its own)."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -33,6 +33,7 @@ from nvsvideo.batch.report import (
     Status,
     append_record,
     merge_stage_times,
+    read_report,
 )
 from nvsvideo.console import Reporter
 from nvsvideo.errors import InputError, UsageError
@@ -134,9 +135,11 @@ def run_batch(
         if on_result is not None:
             on_result(result)
 
+    made_with = {line["output"]: line.get("options") for line in read_report(report_path)
+                 if line.get("status") == Status.OK.value}
     todo = []
     for video in videos:
-        early = _skip_or_missing(video, overwrite=overwrite)
+        early = _skip_or_missing(video, overwrite=overwrite, made_with=made_with.get(str(video.output)))
         if early is not None:
             record(video, early)
         else:
@@ -203,10 +206,22 @@ def _key(output: Path, outdir: Path) -> str:
         return str(output.absolute())
 
 
-def _skip_or_missing(video: _Video, *, overwrite: bool) -> ItemResult | None:
-    """Result for a video that needs no job: its output is finished, or its input does not exist."""
+def _skip_or_missing(video: _Video, *, overwrite: bool, made_with: Mapping[str, Any] | None = None
+                     ) -> ItemResult | None:
+    """Result for a video that needs no job: its output is finished, or its input does not exist.
+
+    `made_with`: the options of the report's last ok line for this output, if any; a skip says when
+    they differ from this run's, as a rerun with another camera path would otherwise look done.
+    """
     if video.output.exists() and not overwrite:
-        return _result(video, Status.SKIPPED, reason="the output already exists; use --overwrite to redo it")
+        asked = json.loads(json.dumps(video.options, default=str))  # as the report holds them (tuples -> lists)
+        changed = sorted(k for k in asked if made_with is not None and made_with.get(k) != asked[k])
+        if changed:
+            reason = (f"the output exists but was made with other options ({', '.join(changed)}); "
+                      "use --overwrite to redo it with these")
+        else:
+            reason = "the output already exists; use --overwrite to redo it"
+        return _result(video, Status.SKIPPED, reason=reason)
     if not video.item.input.is_file():
         return _failed(
             video,
@@ -325,6 +340,7 @@ def _result(video: _Video, status: Status, **fields: Any) -> ItemResult:
         seconds=sum(o.seconds for o in outcomes),
         attempts=max((o.attempts for o in outcomes), default=0),
         worker=",".join(sorted({o.worker for o in outcomes if o.worker})),
+        options=dict(video.options),
         **fields,
     )
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from nvsvideo.cache.records import FrameStatus, StoreMode
 
@@ -36,6 +36,24 @@ def normalize_json(value: Mapping[str, Any]) -> dict[str, Any]:
         TypeError: the mapping holds values JSON cannot represent.
     """
     return json.loads(json.dumps(value, sort_keys=True))
+
+
+class Difference(NamedTuple):
+    """One field where a cache's identity differs from what a run asks for."""
+
+    key: str
+    """Dotted name, e.g. `settings.seed` or `fingerprints.model0`."""
+    cached: Any
+    """The cache's value (None when it has none)."""
+    wanted: Any
+    """The run's value (None when it has none)."""
+
+    def __str__(self) -> str:
+        return f"{self.key}: {_shown(self.cached)} in the cache, {_shown(self.wanted)} now"
+
+
+def _shown(value: Any) -> str:
+    return "(unset)" if value is None else str(value)
 
 
 @dataclass(frozen=True)
@@ -76,11 +94,11 @@ class CacheIdentity:
             fingerprints={str(k): str(v) for k, v in data["fingerprints"].items()},
         )
 
-    def differences(self, other: CacheIdentity) -> list[str]:
-        """Human-readable `key: old -> new` lines for every field where `other` differs from self."""
+    def differences(self, other: CacheIdentity) -> list[Difference]:
+        """Every field where `other` (what a run asks for) differs from self (the cache), by dotted key."""
         mine, theirs = _flatten(self.to_json()), _flatten(other.to_json())
         return [
-            f"{key}: {mine.get(key, '(unset)')} -> {theirs.get(key, '(unset)')}"
+            Difference(key, mine.get(key), theirs.get(key))
             for key in sorted(mine.keys() | theirs.keys())
             if mine.get(key) != theirs.get(key)
         ]

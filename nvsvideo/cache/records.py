@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from nvsvideo.errors import UsageError
+
 
 class FrameStatus(str, enum.Enum):
     """Outcome of inverting one frame; every status counts as finished for resuming."""
@@ -45,6 +47,20 @@ class StoreMode(str, enum.Enum):
     def stored_field(self) -> str | None:
         """The large per-frame tensor this mode keeps (`"planes"`, `"offsets"`), or None."""
         return {StoreMode.PLANES: "planes", StoreMode.OFFSETS: "offsets", StoreMode.RECOMPUTE: None}[self]
+
+
+def parse_store(text: str) -> StoreMode | None:
+    """A `--store` value: a store mode, or None for `auto` (decided from the video's size and the free disk).
+
+    Raises:
+        UsageError: any other value.
+    """
+    if text == "auto":
+        return None
+    try:
+        return StoreMode(text)
+    except ValueError:
+        raise UsageError(f"unknown --store {text!r}: use auto, planes, offsets or recompute") from None
 
 
 @dataclass(eq=False)

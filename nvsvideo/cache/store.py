@@ -105,7 +105,7 @@ class InversionCache:
         n_frames: int,
         settings: Mapping[str, Any],
         fingerprints: Mapping[str, str],
-        store: StoreMode,
+        store: StoreMode | None,
         on_warning: Warn,
         chunk_size: int | None = None,
         precision: torch.dtype = torch.float16,
@@ -123,7 +123,7 @@ class InversionCache:
             settings: JSON-serialisable settings that affect the results (model version, samples,
                 seeds, ...); any change makes the existing cache unusable.
             fingerprints: content fingerprints of the model files by role (see `file_fingerprint`).
-            store: what to store per frame.
+            store: what to store per frame; None keeps the existing cache's (a new cache needs one).
             on_warning: receives one sentence per problem found (corrupt chunk, replaced cache).
             chunk_size: frames per chunk file; None keeps the existing cache's, or 32 for a new one.
             precision: storage dtype of planes/offsets (float16 or float32); ws and labels are float32.
@@ -164,10 +164,12 @@ class InversionCache:
         lock.acquire(shared=shared)
         try:
             old = _read_manifest(manifest_path, reset=reset, on_warning=on_warning)
+            if store is None and old is None:
+                raise ValueError("a new inversion cache needs a store mode")
             identity = CacheIdentity(
                 n_frames=n_frames,
                 chunk_size=chunk_size or (old.identity.chunk_size if old else DEFAULT_CHUNK_SIZE),
-                store=StoreMode(store),
+                store=StoreMode(store) if store is not None else old.identity.store,
                 precision=precision_name,
                 settings=normalize_json(settings),
                 fingerprints={str(k): str(v) for k, v in fingerprints.items()},
@@ -445,11 +447,11 @@ class InversionCache:
         A chunk this process may not write is only forgotten by it: the writer that owns it drops it.
         """
         entry = self._manifest.chunks.pop(chunk)
-        self._warn(
-            f"inversion cache chunk {self.chunks_dir / entry.file} {reason}; "
-            f"its {len(entry.frames)} frames will be recomputed"
-        )
-        if not self._owns(chunk):
+        owned = self._owns(chunk)
+        # A reader cannot repair the cache: its caller recomputes the frames for itself only.
+        repair = "will be recomputed" if owned else "are left out; `nvsvideo invert` repairs the cache"
+        self._warn(f"inversion cache chunk {self.chunks_dir / entry.file} {reason}; its {len(entry.frames)} frames {repair}")
+        if not owned:
             return
         self._write_manifest()
         (self.chunks_dir / entry.file).unlink(missing_ok=True)
@@ -488,6 +490,16 @@ def _check_range(frames: range, chunk_size: int, n_frames: int) -> None:
         )
 
 
+def peek_manifest(directory: str | Path) -> Manifest | None:
+    """The manifest of the cache in `directory` without taking its lock (it is only ever replaced whole),
+    to check a run against it before any work; None when there is none or it is unreadable (opening
+    the cache then reports why)."""
+    try:
+        return Manifest.from_bytes((Path(directory) / "manifest.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
 def _read_manifest(path: Path, *, reset: bool, on_warning: Warn) -> Manifest | None:
     """The existing manifest, None for a new cache (or a replaced unreadable one)."""
     if not path.exists():
@@ -513,7 +525,7 @@ def _reconcile(
     changes = old.identity.differences(identity)
     if not changes:
         return old
-    shown = "; ".join(changes[:4]) + ("; ..." if len(changes) > 4 else "")
+    shown = "; ".join(str(change) for change in changes[:4]) + ("; ..." if len(changes) > 4 else "")
     if not reset:
         raise CacheMismatchError(
             f"the inversion cache {directory} was made differently ({shown}); "

@@ -224,6 +224,8 @@ def load_keyframes(path: Path) -> Keyframes:
         ) from None
     if len(table) == 0:
         raise InputError(f"the keyframe file {path} has no keys; add at least one row.")
+    if not np.isfinite(table).all():
+        raise InputError(f"the keyframe file {path} has a value that is not a finite number.")
     table = table[np.argsort(table[:, 0], kind="stable")]
     if np.any(np.diff(table[:, 0]) <= 0):
         raise InputError(f"the keyframe file {path} repeats a time; give each key its own time.")
@@ -291,10 +293,17 @@ _PATH_PARAMS: dict[str, dict[str, float]] = {
     "frontal": {},
 }
 
+#: Each kind's syntax with its defaults, one entry per kind (the CLI's help lists them a line each).
+CAMERA_PATH_SYNTAX = (
+    "orbit[:period=4s,yaw=20.05,pitch=14.32,center=2.86] (period: 4s or 120f)",
+    "sweep[:from=-30,to=30,pitch=0]",
+    "fixed[:yaw=0,pitch=0]",
+    "follow[:yaw=0,pitch=0] (offsets from the input view)",
+    "frontal",
+    "keyframes:FILE (JSON/CSV time,yaw,pitch,zoom)",
+)
 CAMERA_PATH_HELP = (
-    "Camera path: orbit[:period=4s,yaw=20.05,pitch=14.32,center=2.86] (period in s or f=frames) | "
-    "sweep[:from=-30,to=30,pitch=0] | fixed[:yaw=0,pitch=0] | follow[:yaw=0,pitch=0] (offsets) | "
-    "frontal | keyframes:FILE (JSON/CSV time,yaw,pitch,zoom). Angles in degrees; values may be "
+    "Camera path: " + " | ".join(CAMERA_PATH_SYNTAX) + ". Angles in degrees; values may be "
     "given by position, e.g. sweep:-45,45."
 )
 
@@ -332,6 +341,8 @@ def parse_camera_path(spec: str) -> CameraPathSpec:
             params[key] = float(value)
         except ValueError:
             raise UsageError(f"camera path value {item!r} is not a number. {CAMERA_PATH_HELP}") from None
+        if not math.isfinite(params[key]):
+            raise UsageError(f"camera path value {item!r} is not a finite number.")
     return CameraPathSpec(kind=kind, params=params, period_in_frames=in_frames)
 
 

@@ -24,6 +24,7 @@ import torch
 
 from nvsvideo.errors import UsageError
 from nvsvideo.files import atomic_output
+from nvsvideo.validate import mesh_format
 
 #: Surface level on the raw density, as in the official extraction.
 OFFICIAL_LEVEL = 10.0
@@ -198,18 +199,6 @@ def write_mesh(path: str | os.PathLike[str], mesh: Mesh) -> None:
         write_ply(path, mesh)
     else:
         write_obj(path, mesh)
-
-
-def mesh_format(path: str | os.PathLike[str]) -> str:
-    """'ply' or 'obj' from the file suffix (case-insensitive).
-
-    Raises:
-        UsageError: any other suffix.
-    """
-    suffix = os.path.splitext(os.fspath(path))[1].lower()
-    if suffix not in (".ply", ".obj"):
-        raise UsageError(f"the mesh file must end in .ply or .obj, not '{os.fspath(path)}'")
-    return suffix[1:]
 
 
 def export_mesh(

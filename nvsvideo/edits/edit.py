@@ -39,13 +39,10 @@ from nvsvideo.edits.mapper import LatentMapper, mapper_from_checkpoint
 from nvsvideo.edits.ramp import Ramp, parse_ramp
 from nvsvideo.edits.wplus import check_wplus
 from nvsvideo.errors import UsageError, WeightsError
+from nvsvideo.weights.registry import EDIT_FOLDERS, IN_N_OUT_CHECKPOINT, edit_name
 
-#: Sub-folder of the weights directory that holds named edits.
-EDITS_SUBDIR = "edits"
 #: File suffixes an edit can have.
 EDIT_SUFFIXES = (".pt", ".pth", ".npy")
-#: Where In-N-Out's `mapper_results/<edit>/` folders keep their mapper.
-_IN_N_OUT_CHECKPOINT = Path("checkpoints") / "best_model.pt"
 
 T = TypeVar("T")
 
@@ -74,7 +71,7 @@ class EditSpec:
     """An edit as the user asked for it, before any file is read."""
 
     target: str
-    """A name in the weights directory's `edits/` folder, or a path to a `.pt`/`.npy` file."""
+    """A name of a file in the weights folder's `directions/` or `mappers/`, or a path (`resolve_edit`)."""
     strength: float = 1.0
     """Multiplier of the unit delta (for directions: alpha; for mappers: a multiple of factor_step)."""
     ramp: Ramp | None = None
@@ -159,49 +156,77 @@ def parse_edit_specs(
 
 
 def available_edits(weights_dir: Path) -> dict[str, list[Path]]:
-    """Named edits found in `<weights_dir>/edits/`, by lower-case name.
+    """Edit files in the weights folder, by registry name (`direction-smiling`, `mapper-eyeglasses`).
 
-    A name comes from `<name>.pt`, `<name>.pth`, `<name>.npy`, or an In-N-Out result folder
-    `<name>/checkpoints/best_model.pt` (so `mapper_results.zip` can be unzipped there as it is).
+    The layout is the one `nvsvideo weights` lists (`EDIT_FOLDERS`): linear directions in `directions/`,
+    StyleCLIP mappers in `mappers/`, each as `<name>.pt`, `.pth` or `.npy`, or as an In-N-Out result
+    folder `<name>/checkpoints/best_model.pt` (so `mapper_results.zip` unzips into `mappers/` as it is).
     A name with more than one file is listed with all of them.
     """
-    folder = weights_dir / EDITS_SUBDIR
     found: dict[str, list[Path]] = {}
-    if not folder.is_dir():
-        return found
-    for entry in sorted(folder.iterdir()):
-        if entry.is_file() and entry.suffix.lower() in EDIT_SUFFIXES:
-            found.setdefault(entry.stem.lower(), []).append(entry)
-        elif entry.is_dir() and (entry / _IN_N_OUT_CHECKPOINT).is_file():
-            found.setdefault(entry.name.lower(), []).append(entry / _IN_N_OUT_CHECKPOINT)
+    for kind, subdir in EDIT_FOLDERS.items():
+        folder = weights_dir / subdir
+        if not folder.is_dir():
+            continue
+        for entry in sorted(folder.iterdir()):
+            if entry.is_file() and entry.suffix.lower() in EDIT_SUFFIXES:
+                found.setdefault(edit_name(kind, entry.stem), []).append(entry)
+            elif entry.is_dir() and (entry / IN_N_OUT_CHECKPOINT).is_file():
+                found.setdefault(edit_name(kind, entry.name), []).append(entry / IN_N_OUT_CHECKPOINT)
     return found
 
 
-def resolve_edit(name_or_path: str, weights_dir: Path) -> Path:
-    """The file an edit refers to: a path as given, or a name looked up in the weights directory.
+def edit_name_matches(typed: str, known: Sequence[str]) -> list[str]:
+    """The registry names among `known` that a user's `--direction` text means.
 
-    Anything with a folder separator or an edit suffix is a path; anything else is a name,
-    matched case-insensitively against `available_edits(weights_dir)`.
+    Case and `_`/`-` do not matter, an edit suffix may be given, and the kind prefix may be left out:
+    `Smiling`, `smiling.pt` and `direction-smiling` all mean `direction-smiling`; without the prefix
+    the name also matches a mapper of the same name.
+    """
+    stem = typed[: -len(Path(typed).suffix)] if Path(typed).suffix.lower() in EDIT_SUFFIXES else typed
+    key = stem.lower().replace("_", "-")
+    wanted = {key, *(edit_name(kind, key) for kind in EDIT_FOLDERS)}
+    return [name for name in known if name in wanted]
+
+
+def resolve_edit(name_or_path: str, weights_dir: Path) -> Path:
+    """The file an edit refers to: an existing path as given, else a name looked up in the weights folder.
+
+    An existing file must have an edit suffix; an existing In-N-Out result folder means its mapper.
+    Text with a folder separator is always a path. Anything else is a name (`edit_name_matches`) among
+    `available_edits(weights_dir)`.
 
     Raises:
-        WeightsError: missing file, unknown name (listing the known ones), or an ambiguous name.
+        WeightsError: a file of another kind, a missing path, an unknown name (listing the names found),
+            or a name that matches several files.
     """
     path = Path(name_or_path).expanduser()
-    if any(sep in name_or_path for sep in {"/", os.sep}) or path.suffix.lower() in EDIT_SUFFIXES:
-        if not path.is_file():
-            raise WeightsError(f"edit file {path} does not exist; check the path")
+    if path.is_file():
+        if path.suffix.lower() not in EDIT_SUFFIXES:
+            raise WeightsError(f"{path} is not an edit file nvsvideo can read (expected a direction or StyleCLIP "
+                               f"mapper in {'/'.join(EDIT_SUFFIXES)}, or an In-N-Out result folder)")
         return path
+    if (path / IN_N_OUT_CHECKPOINT).is_file():
+        return path / IN_N_OUT_CHECKPOINT
+    if any(sep in name_or_path for sep in {"/", os.sep}):
+        if path.is_dir():
+            raise WeightsError(f"{path} is a folder without {IN_N_OUT_CHECKPOINT}, so not an In-N-Out result "
+                               "folder; pass the edit file itself")
+        raise WeightsError(f"edit file {path} does not exist; check the path")
     known = available_edits(weights_dir)
-    matches = known.get(name_or_path.lower(), [])
+    names = edit_name_matches(name_or_path, list(known))
+    matches = [(name, file) for name in names for file in known[name]]
     if len(matches) == 1:
-        return matches[0]
+        return matches[0][1]
     if matches:
-        listed = ", ".join(str(match) for match in matches)
-        raise WeightsError(f"edit name '{name_or_path}' matches several files ({listed}); pass one of them as a path")
-    names = ", ".join(sorted(known)) or "none"
+        listed = ", ".join(f"{name}: {file}" for name, file in matches)
+        raise WeightsError(f"edit '{name_or_path}' matches several files ({listed}); pass one of them as a path"
+                           + (" or by its full name" if len(names) > 1 else ""))
+    folders = " and ".join(str(weights_dir / subdir) for subdir in EDIT_FOLDERS.values())
     raise WeightsError(
-        f"unknown edit '{name_or_path}': put {name_or_path}.pt or {name_or_path}.npy in {weights_dir / EDITS_SUBDIR} "
-        f"or pass a file path (edits found there: {names})"
+        f"unknown edit '{name_or_path}': there is no such file, and no edit of that name in {folders} "
+        f"(edits found there: {', '.join(sorted(known)) or 'none'}); put a direction in directions/ or a mapper "
+        "in mappers/ (`nvsvideo weights` lists the known ones), or pass a file path"
     )
 
 
@@ -251,6 +276,18 @@ def apply_edits(
         strengths = edit.strengths(times_seconds, fps=fps).to(base.device)
         total += strengths[:, None, None] * edit.delta.unit_delta(base)
     return (base + total).to(ws.dtype)
+
+
+def edited_frames(edits: Sequence[Edit], times_seconds: Tensor, *, fps: float | None = None) -> Tensor:
+    """[T] bool: the frames where at least one edit has a non-zero strength.
+
+    Every other frame is unedited by definition, so a renderer can give it exactly the unedited
+    tensors instead of recomputing them through the edit (which is equal only up to float rounding).
+    """
+    edited = torch.zeros(times_seconds.shape, dtype=torch.bool, device=times_seconds.device)
+    for edit in edits:
+        edited |= edit.strengths(times_seconds, fps=fps).to(edited.device) != 0
+    return edited
 
 
 def offset_weights(

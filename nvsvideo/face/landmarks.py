@@ -4,12 +4,12 @@ A backend turns a batch of RGB frames into, per frame, the faces it found: a box
 68 landmarks in the iBUG 300-W order (0-based: 0-16 jaw, 17-26 brows, 27-35 nose, 36-41 and 42-47
 eyes, 48-67 mouth), in the pixel coordinates of the frame (x right, y down, pixel centres at integers).
 dlib's predictor and face-alignment's FAN share this layout, so everything downstream (crop, pose)
-has a single code path.
+has a single code path. The shared types live in `nvsvideo.face.types`, which the backends import;
+this module imports the backends (lazily), so the imports run one way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -18,43 +18,9 @@ import numpy as np
 import torch
 
 from nvsvideo.errors import UsageError
-
-NUM_LANDMARKS = 68
+from nvsvideo.face.types import Face
 
 BACKEND_NAMES = ("auto", "fan", "dlib", "file")
-
-
-@dataclass(frozen=True, eq=False)
-class Face:
-    """One face found in one frame."""
-
-    box: np.ndarray
-    """float64 [4]: x1, y1, x2, y2 in frame pixels."""
-    score: float
-    """Detector confidence; its scale depends on the backend (dlib HOG margin, S3FD probability, 1 for files)."""
-    landmarks: np.ndarray
-    """float64 [68, 2]: iBUG 68-point layout, (x, y) in frame pixels."""
-
-    def __post_init__(self) -> None:
-        assert self.box.shape == (4,), self.box.shape
-        assert self.landmarks.shape == (NUM_LANDMARKS, 2), self.landmarks.shape
-
-    @property
-    def area(self) -> float:
-        """Box area in pixels², the 'size' that orders faces."""
-        return float(max(self.box[2] - self.box[0], 0.0) * max(self.box[3] - self.box[1], 0.0))
-
-
-def box_of_points(points: np.ndarray) -> np.ndarray:
-    """Tight box around points.
-
-    Args:
-        points: float [N, 2] (x, y).
-
-    Returns:
-        float64 [4]: x1, y1, x2, y2.
-    """
-    return np.concatenate([points.min(axis=0), points.max(axis=0)]).astype(np.float64)
 
 
 class LandmarkBackend(Protocol):
@@ -67,18 +33,14 @@ class LandmarkBackend(Protocol):
 
         Args:
             frames: uint8 [B, H, W, 3] RGB.
-            start: index of `frames[0]` in the video (or image folder); only backends that read
-                per-frame data from a file use it.
+            start: index of `frames[0]` in the video (or image folder). Backends that read per-frame
+                data from a file look it up by this index; backends that follow faces from frame to
+                frame treat a batch that does not continue the previous one as a new shot.
 
         Returns:
             B lists of faces, in no particular order; an empty list for a frame without a face.
         """
         ...
-
-
-def check_frames(frames: np.ndarray) -> None:
-    """Assert the batch layout every backend expects: uint8 [B, H, W, 3]."""
-    assert frames.ndim == 4 and frames.shape[3] == 3 and frames.dtype == np.uint8, (frames.shape, frames.dtype)
 
 
 @dataclass(frozen=True)
@@ -93,6 +55,12 @@ class LandmarkConfig:
     """Average FAN's heatmaps with those of the mirrored crop: slightly steadier, twice the cost."""
     landmarks_file: Path | None = None
     """JSON file of per-frame landmarks or boxes, for the `file` backend (format in `file_backend`)."""
+    detect_size: int = 640
+    """dlib: faces are detected on the frame reduced by an integer factor to about this longest side
+    (landmarks are still fitted at full resolution); 0 detects at full resolution."""
+    redetect_every: int = 5
+    """dlib: run the full-frame detector on every this-many-th frame; in between, faces are followed from
+    their previous landmarks and checked by the detector near them (1 = detect on every frame)."""
 
 
 def create_backend(config: LandmarkConfig, device: torch.device) -> LandmarkBackend:
@@ -118,12 +86,8 @@ def create_backend(config: LandmarkConfig, device: torch.device) -> LandmarkBack
     if name == "fan":
         return fan_backend.FanBackend(device=device, face_detector=config.fan_detector, flip_input=config.fan_flip)
     if name == "dlib":
-        return dlib_backend.DlibBackend()
+        return dlib_backend.DlibBackend(detect_size=config.detect_size, redetect_every=config.redetect_every)
     if config.landmarks_file is None:
         raise UsageError("the 'file' landmark backend needs a landmarks file: pass --landmarks-file PATH")
     return file_backend.FileBackend.from_json(config.landmarks_file)
 
-
-def faces_by_size(faces: Sequence[Face]) -> list[Face]:
-    """Faces sorted largest box first: the order `--face-index` counts in (0 = largest)."""
-    return sorted(faces, key=lambda f: f.area, reverse=True)

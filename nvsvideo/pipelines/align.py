@@ -32,8 +32,9 @@ from nvsvideo.face.crop import (
     points_from_crop,
     points_to_crop,
 )
-from nvsvideo.face.landmarks import Face, LandmarkBackend
+from nvsvideo.face.landmarks import LandmarkBackend
 from nvsvideo.face.pose import estimate_label, project, solve_head_pose
+from nvsvideo.face.types import Face
 from nvsvideo.files import atomic_directory, atomic_output
 from nvsvideo.temporal.smoothing import (
     jitter,
@@ -316,6 +317,7 @@ def align_images(paths: list[Path], backend: LandmarkBackend, config: AlignConfi
         (path, alignment, crop or None) per image; an image without a face has status missing.
     """
     results = []
+    most_faces = 0
     for i, path in enumerate(paths):
         try:
             with Image.open(path) as im:
@@ -323,6 +325,7 @@ def align_images(paths: list[Path], backend: LandmarkBackend, config: AlignConfi
         except OSError as err:
             raise InputError(f"cannot read image {path}: {err}") from None
         faces = backend.detect(image[None])[0]
+        most_faces = max(most_faces, len(faces))
         face = select_face(faces, config.tracker.face_index)
         if face is None:
             results.append((path, FrameAlignment(i, i, 0.0, TrackStatus.MISSING), None))
@@ -333,6 +336,11 @@ def align_images(paths: list[Path], backend: LandmarkBackend, config: AlignConfi
                                 raw_label=label, label=label, residual=round(pose.residual, 3))
         results.append((path, record, apply_crop(image, tf)))
     if not any(r[2] is not None for r in results):
+        if most_faces:
+            # Faces were there: the index asked for more than any image shows.
+            raise NoFaceError(f"--face-index {config.tracker.face_index} asks for face number "
+                              f"{config.tracker.face_index + 1}, but no image shows more than {most_faces}; "
+                              f"use --face-index 0 to {most_faces - 1}")
         raise NoFaceError(f"no face was found in any of the {len(paths)} image(s)")
     return results
 

@@ -27,7 +27,8 @@ import torch
 
 from nvsvideo.batch.jobs import JobSpec, WorkerContext
 from nvsvideo.batch.runner import Chunking
-from nvsvideo.cache import StoreMode
+from nvsvideo.cache import parse_store
+from nvsvideo.cache.space import folder_bytes, format_bytes
 from nvsvideo.cameras.paths import parse_camera_path
 from nvsvideo.compose.layout import OutputMode
 from nvsvideo.compose.ood import KeepOodOptions
@@ -36,22 +37,29 @@ from nvsvideo.device import resolve_device
 from nvsvideo.edits import Edit, EditSpec, OffsetPolicy, load_edit, parse_edit_specs
 from nvsvideo.errors import InputError, UsageError
 from nvsvideo.face.landmarks import LandmarkBackend, LandmarkConfig, create_backend
+from nvsvideo.models.kernels import sr_force_fp32
 from nvsvideo.models.triplanenet.model import TriPlaneNet
 from nvsvideo.pipelines.align import AlignConfig, VideoAlignment
-from nvsvideo.pipelines.common import load_inverter
+from nvsvideo.pipelines.common import fingerprint_memo, load_inverter
 from nvsvideo.pipelines.invert import (
     TRACKS_FILE,
     InvertConfig,
+    cache_report,
     cached_alignment,
     invert_frames,
     load_or_align,
     model_fingerprints,
+    plan_inversion,
     prepare_cache,
 )
 from nvsvideo.pipelines.rerender import RerenderConfig, output_cameras, render_video, run_rerender
 from nvsvideo.render import RenderOptions
+from nvsvideo.runtime.batching import parse_batch_size
+from nvsvideo.runtime.compile import CompileState, compile_hot_path
+from nvsvideo.runtime.precision import parse_precision, set_precision
 from nvsvideo.temporal.tracking import TrackerConfig
-from nvsvideo.video import FrameSpan, join_videos, probe
+from nvsvideo.validate import check_render_job
+from nvsvideo.video import FrameSpan, VideoInfo, join_videos
 from nvsvideo.weights import resolve_weights_dir
 
 E = TypeVar("E", bound=Enum)
@@ -81,7 +89,7 @@ class BatchJobOptions:
     keep_ood: bool = False
     """Blend back what the generator cannot reproduce, near the input view."""
     direction: tuple[str, ...] = ()
-    """Edits: names in the weights folder's edits/ or .pt/.npy paths."""
+    """Edits: names of files in the weights folder's directions/ or mappers/, or .pt/.pth/.npy paths."""
     strength: tuple[float, ...] = ()
     """Edit strengths: none, one for all edits, or one per direction."""
     strength_ramp: tuple[str, ...] = ()
@@ -90,20 +98,24 @@ class BatchJobOptions:
     """What edits do to the tri-plane offsets: keep | drop."""
     crf: int = 18
     """libx264 quality."""
-    model: str = "v2"
-    """TriPlaneNet version: v1 | v2."""
+    model: str | None = None
+    """TriPlaneNet version: v1 | v2; None: the --triplanenet file's version, else v2."""
     triplanenet: str | None = None
     """TriPlaneNet checkpoint; None: from the weights folder."""
     eg3d: str | None = None
     """EG3D generator replacing the TriPlaneNet file's own."""
     weights_dir: str | None = None
     """Weights folder; None: $NVSVIDEO_HOME, else ~/.cache/nvsvideo."""
-    store: str = "planes"
+    store: str = "auto"
     """What the inversion cache keeps: planes | offsets | recompute."""
-    batch_size: int = 4
-    """Frames per encoder/render batch."""
+    batch_size: int | str = "auto"
+    """Frames per encoder/render batch, or "auto" (`nvsvideo.runtime.batching`)."""
+    precision: str = "auto"
+    """auto | fp32 (`nvsvideo.runtime.precision`)."""
+    compile: bool = False
+    """torch.compile EG3D's hot path on CUDA (applied when a worker loads the model)."""
     seed: int = 0
-    """Base seed of the renderer's depth samples."""
+    """Seed of the renderer's random depth samples (each frame's are keyed by seed and frame index)."""
     fresh: bool = False
     """Discard an inversion cache made with other settings instead of failing the video."""
     landmarks: str = "auto"
@@ -143,6 +155,7 @@ class BatchJobOptions:
         """
         self.invert_config()
         self.render_config(edits=())
+        parse_precision(self.precision)
         self.edit_specs()
         parse_camera_path(self.camera_path or "orbit")
 
@@ -157,19 +170,20 @@ class BatchJobOptions:
             output=_choice(OutputMode, self.output_mode, "output mode (--output, output_mode)"),
             size=self.size,
             render=RenderOptions(
-                neural_rendering_resolution=self.render_resolution, samples_multiplier=self.samples, seed=self.seed
+                neural_rendering_resolution=self.render_resolution, samples_multiplier=self.samples, seed=self.seed,
+                force_fp32=sr_force_fp32(parse_precision(self.precision)),
             ),
             keep_ood=KeepOodOptions() if self.keep_ood else None,
             edits=edits,
             offset_policy=_choice(OffsetPolicy, self.edit_offsets, "edit offsets policy (--edit-offsets)"),
-            batch_size=self.batch_size,
+            batch_size=parse_batch_size(self.batch_size),
             crf=self.crf,
         )
 
     def invert_config(self) -> InvertConfig:
         """The `InvertConfig` of these options."""
-        store = _choice(StoreMode, self.store, "cache store mode (--store)")
-        return InvertConfig(store=store, batch_size=self.batch_size, seed=self.seed, fresh=self.fresh)
+        return InvertConfig(store=parse_store(self.store), batch_size=parse_batch_size(self.batch_size), seed=self.seed,
+                            fresh=self.fresh)
 
     def align_config(self) -> AlignConfig:
         """The `AlignConfig` of these options."""
@@ -213,7 +227,7 @@ def _scalar(name: str, value: Any, kind: type) -> Any:
             return kind(value)
         except ValueError:
             pass
-    raise UsageError(f"option '{name}' must be {kind.__name__}, got {value!r}")
+    raise UsageError(f"option '{name}' must be {getattr(kind, '__name__', kind)}, got {value!r}")
 
 
 @dataclass
@@ -229,12 +243,41 @@ class _Loaded:
     edits: tuple[Edit, ...]
     stages: dict[str, float]
     """`{"load": seconds}` when this job loaded models into the worker's cache, else empty."""
+    compiled: CompileState | None
+    """The model's compilation (`compile` option), shared by the worker's jobs; None without."""
+    compile_before: float
+    """Its compile seconds before this job."""
+
+    def job_stages(self, *seconds: dict[str, float]) -> dict[str, float]:
+        """This job's seconds per stage: loading, the pipeline's stages, and compiling when this job did."""
+        stages = {k: v for part in (self.stages, *seconds) for k, v in part.items()}
+        if self.compiled is not None and self.compiled.seconds > self.compile_before:
+            stages["compile"] = round(self.compiled.seconds - self.compile_before, 3)
+        return stages
+
+
+def describe_caches(outdir: Path) -> str:
+    """The batch's last line: where its inversion caches are and how much they take."""
+    caches = outdir / CACHE_DIR
+    return f"inversion caches: {caches} ({format_bytes(folder_bytes(caches))})"
 
 
 def cache_dir_of(spec: JobSpec) -> Path:
     """The inversion cache of a video: `OUTDIR/.cache/<output name>.nvs`, shared by the video's chunks."""
     output = spec.video_output
     return output.parent / CACHE_DIR / f"{output.name}.nvs"
+
+
+def check_job(spec: JobSpec) -> VideoInfo:
+    """The whole-video job's checks that need no computation (`nvsvideo.validate`), before any model loads.
+
+    Returns the probed input (reused by the job: probing reads the whole file).
+
+    Raises:
+        UsageError, InputError: a still image, an output that cannot be written, a bad camera path.
+    """
+    camera_path = BatchJobOptions.from_mapping(spec.options).render_config(()).camera_path
+    return check_render_job(spec.input, spec.output, camera_path)
 
 
 def _load(spec: JobSpec, ctx: WorkerContext) -> _Loaded:
@@ -245,7 +288,7 @@ def _load(spec: JobSpec, ctx: WorkerContext) -> _Loaded:
     started = time.perf_counter()
     loads_before = len(ctx.models)
 
-    def load_model() -> tuple[TriPlaneNet, dict[str, str]]:
+    def load_model() -> tuple[TriPlaneNet, dict[str, str], CompileState | None]:
         model, files = load_inverter(
             opts.model,
             Path(opts.triplanenet) if opts.triplanenet else None,
@@ -253,11 +296,15 @@ def _load(spec: JobSpec, ctx: WorkerContext) -> _Loaded:
             Path(opts.weights_dir) if opts.weights_dir else None,
             device,
         )
-        return model, model_fingerprints(files)
+        compiled = compile_hot_path(model.decoder, device, Reporter().warn) if opts.compile else None
+        memo = fingerprint_memo(Path(opts.weights_dir) if opts.weights_dir else None)
+        return model, model_fingerprints(files, memo), compiled
 
-    model, fingerprints = _cached(
-        ctx, ("triplanenet", opts.model, opts.triplanenet, opts.eg3d, opts.weights_dir, str(device)), load_model
+    model, fingerprints, compiled = _cached(
+        ctx, ("triplanenet", opts.model, opts.triplanenet, opts.eg3d, opts.weights_dir, opts.compile, str(device)),
+        load_model,
     )
+    set_precision(model, parse_precision(opts.precision))  # per job: the worker's jobs share the model
     landmarks = LandmarkConfig(
         backend=opts.landmarks,
         fan_detector=opts.fan_detector,
@@ -267,7 +314,8 @@ def _load(spec: JobSpec, ctx: WorkerContext) -> _Loaded:
     folder = resolve_weights_dir(Path(opts.weights_dir) if opts.weights_dir else None, os.environ)
     edits = tuple(load_edit(edit, folder, device) for edit in opts.edit_specs())
     loaded = {"load": time.perf_counter() - started} if len(ctx.models) > loads_before else {}
-    return _Loaded(opts, device, model, fingerprints, backend, edits, loaded)
+    return _Loaded(opts, device, model, fingerprints, backend, edits, loaded, compiled,
+                   compiled.seconds if compiled is not None else 0.0)
 
 
 def rerender_job(spec: JobSpec, ctx: WorkerContext) -> dict[str, Any]:
@@ -285,6 +333,7 @@ def rerender_job(spec: JobSpec, ctx: WorkerContext) -> dict[str, Any]:
     Raises:
         NvsError: this video cannot be processed (unreadable, no face, a cache made with other settings).
     """
+    info = check_job(spec) if spec.frames is None else None
     loaded = _load(spec, ctx)
     if spec.frames is not None:
         return _render_chunk(spec, loaded)
@@ -292,10 +341,10 @@ def rerender_job(spec: JobSpec, ctx: WorkerContext) -> dict[str, Any]:
     summary = run_rerender(
         spec.input, spec.output, cache_dir_of(spec), loaded.model, loaded.fingerprints, loaded.backend,
         opts.align_config(), opts.invert_config(), opts.render_config(loaded.edits),
-        device=loaded.device, reporter=Reporter(quiet=True),
+        device=loaded.device, reporter=Reporter(quiet=True), info=info,
     )
     details = {k: v for k, v in summary.items() if k not in {"video", "output", "seconds", "depth", "mesh"}}
-    return {**details, "stages": {**loaded.stages, **summary["seconds"]}}
+    return {**details, "stages": loaded.job_stages(summary["seconds"])}
 
 
 def prepare_job(spec: JobSpec, ctx: WorkerContext) -> dict[str, Any]:
@@ -304,21 +353,25 @@ def prepare_job(spec: JobSpec, ctx: WorkerContext) -> dict[str, Any]:
     Tracking and smoothing need the whole video; inverting and rendering are then done chunk by chunk.
 
     Returns:
-        frames, faces found and seconds per stage.
+        frames, faces found, the cache (path and store mode) and seconds per stage.
 
     Raises:
         NvsError: as `rerender_job`; also a video without any face, which no chunk could render.
     """
+    info = check_job(spec)  # a clear InputError before any work on a bad file
     loaded = _load(spec, ctx)
     opts = loaded.opts
     started = time.perf_counter()
-    probe(spec.input)  # a clear InputError before any work on a bad file
+    # A cache made differently, or a disk too small for it, fails the video here, before any work.
+    config = plan_inversion(spec.input, cache_dir_of(spec), info.frame_count, loaded.model, loaded.fingerprints,
+                            loaded.backend, opts.align_config(), opts.invert_config(), Reporter(quiet=True))
     alignment, _ = load_or_align(spec.input, cache_dir_of(spec), loaded.backend, opts.align_config(),
-                                 Reporter(quiet=True))
+                                 Reporter(quiet=True), info)
     output_cameras(alignment, opts.render_config(()).camera_path)  # fails here, once, if there is no face at all
-    prepare_cache(cache_dir_of(spec), alignment, loaded.model, loaded.fingerprints, opts.invert_config(),
-                  Reporter(quiet=True))
+    prepare_cache(cache_dir_of(spec), alignment, loaded.model, loaded.fingerprints, config, Reporter(quiet=True))
     return {"frames": len(alignment.frames), "faces_found": int(alignment.valid().sum()),
+            # Its size is left out: the chunks fill the cache after this (the batch's last line gives it).
+            "cache": {k: v for k, v in cache_report(cache_dir_of(spec)).items() if k != "bytes"},
             "stages": {**loaded.stages, "align": round(time.perf_counter() - started, 3)}}
 
 
@@ -336,7 +389,7 @@ def _render_chunk(spec: JobSpec, loaded: _Loaded) -> dict[str, Any]:
                             reporter=quiet, span=span)
     return {"frames": rendered["frames"], "rendered": rendered["rendered"], "inverted": inverted["inverted"],
             "cache_hits": inverted["cache_hits"],
-            "stages": {**loaded.stages, **inverted["seconds"], **rendered["seconds"]}}
+            "stages": loaded.job_stages(inverted["seconds"], rendered["seconds"])}
 
 
 def _prepared_alignment(spec: JobSpec, loaded: _Loaded) -> VideoAlignment:

@@ -11,21 +11,36 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from nvsvideo.cache import FrameRecord, FrameStatus, InversionCache, StoreMode, file_fingerprint
+from nvsvideo.cache import (
+    FrameRecord,
+    FrameStatus,
+    InversionCache,
+    StoreMode,
+    content_key,
+    file_fingerprint,
+    peek_manifest,
+)
+from nvsvideo.cache.plan import compatible_manifest, plan_store
+from nvsvideo.cache.space import folder_bytes, format_bytes
 from nvsvideo.compose.layout import from_uint8_frames
 from nvsvideo.console import Reporter
 from nvsvideo.face.landmarks import LandmarkBackend
+from nvsvideo.models.eg3d.generator import PLANE_RESOLUTION
+from nvsvideo.models.eg3d.renderer import NUM_PLANES, PLANE_CHANNELS
 from nvsvideo.models.triplanenet.model import InversionResult, TriPlaneNet
-from nvsvideo.pipelines.align import AlignConfig, VideoAlignment, iter_crops, track_video
-from nvsvideo.render import frame_generators
-from nvsvideo.video import FrameSpan, probe
+from nvsvideo.pipelines.align import AlignConfig, FrameAlignment, VideoAlignment, iter_crops, track_video
+from nvsvideo.pipelines.stream import run_stages
+from nvsvideo.render import DRAW_SCHEME, DrawKeys
+from nvsvideo.runtime.batching import Batcher, BatchSpec
+from nvsvideo.runtime.precision import effective_precision
+from nvsvideo.video import FrameSpan, VideoInfo, probe
 
 TRACKS_FILE = "tracks.json"
 INVERSION_DIR = "inversion"
@@ -35,12 +50,14 @@ INVERSION_DIR = "inversion"
 class InvertConfig:
     """How frames are inverted and stored."""
 
-    store: StoreMode = StoreMode.PLANES
-    """What the cache keeps per frame: final planes, offsets only, or only codes (offsets recomputed)."""
-    batch_size: int = 4
-    """Frames through the encoders at once."""
+    store: StoreMode | None = None
+    """What the cache keeps per frame: final planes, offsets only, or only codes (offsets recomputed);
+    None (`--store auto`): the existing cache's, else chosen by the video's size and the free disk space
+    (`plan_inversion`)."""
+    batch_size: BatchSpec = "auto"
+    """Frames through the encoders at once, or "auto" (`nvsvideo.runtime.batching`)."""
     seed: int = 0
-    """Base seed of the renderer's random depth samples; frame i uses seed + i."""
+    """Seed of the renderer's random depth samples; each frame's are keyed by (seed, frame index, render)."""
     chunk_size: int | None = 8
     """Frames per cache chunk; a chunk is buffered in memory until written (8 planes = 100 MB)."""
     fresh: bool = False
@@ -52,15 +69,17 @@ def default_cache_dir(video: Path) -> Path:
     return video.with_name(video.name + ".nvs")
 
 
-def source_fingerprint(video: Path) -> dict[str, Any]:
-    """Cheap identity of the input (size, mtime): a changed video must not reuse old tracks."""
-    stat = video.stat()
-    return {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+def source_fingerprint(video: Path) -> str:
+    """Identity of the input by its content (`content_key`): a changed video must not reuse old tracks,
+    a copied or touched one keeps them."""
+    return content_key(video)
 
 
 def load_or_align(video: Path, cache_dir: Path, backend: LandmarkBackend, config: AlignConfig,
-                  reporter: Reporter) -> tuple[VideoAlignment, bool]:
+                  reporter: Reporter, info: VideoInfo | None = None) -> tuple[VideoAlignment, bool]:
     """The video's alignment from `cache_dir/tracks.json` if it matches, else computed and saved.
+
+    `info`: the video's probe, when the caller has it (probing reads the whole file).
 
     Returns:
         the alignment and whether it came from the cache.
@@ -70,7 +89,7 @@ def load_or_align(video: Path, cache_dir: Path, backend: LandmarkBackend, config
         return cached, True
     if (cache_dir / TRACKS_FILE).is_file():
         reporter.info("the video or the align settings changed: aligning again")
-    alignment = track_video(video, backend, config, reporter)
+    alignment = track_video(video, backend, config, reporter, info)
     alignment.settings["key"] = align_settings(video, backend, config)
     cache_dir.mkdir(parents=True, exist_ok=True)
     alignment.save(cache_dir / TRACKS_FILE)
@@ -96,8 +115,10 @@ def align_settings(video: Path, backend: LandmarkBackend, config: AlignConfig) -
 def model_settings(model: TriPlaneNet, config: InvertConfig) -> dict[str, Any]:
     """Everything besides the weight files that changes what the cache holds."""
     options = model.render_options
-    return {"model": model.version, "seed": config.seed, "neural_rendering_resolution": options.neural_rendering_resolution,
-            "samples_multiplier": options.samples_multiplier, "noise_mode": options.noise_mode}
+    return {"model": model.version, "seed": config.seed, "draws": DRAW_SCHEME,
+            "neural_rendering_resolution": options.neural_rendering_resolution,
+            "samples_multiplier": options.samples_multiplier, "noise_mode": options.noise_mode,
+            "precision": effective_precision(options.force_fp32, model.latent_avg.device)}
 
 
 def open_cache(cache_dir: Path, alignment: VideoAlignment, model: TriPlaneNet, config: InvertConfig,
@@ -105,16 +126,82 @@ def open_cache(cache_dir: Path, alignment: VideoAlignment, model: TriPlaneNet, c
                readonly: bool = False, span: FrameSpan | None = None) -> InversionCache:
     """Open (or create) the inversion cache of this video, model and settings.
 
-    `readonly`: an existing cache, shared with other readers; `span`: an existing cache, to fill only
-    these frames beside the writers of the video's other spans (see `InversionCache.open`).
+    `readonly`: an existing cache, shared with other readers (a reader may read any frames, so `span` is
+    then ignored); `span`: an existing cache, to fill only these frames beside the writers of the video's
+    other spans (see `InversionCache.open`).
     """
-    shared = readonly or span is not None
+    writes = span is not None and not readonly
+    shared = readonly or writes
     return InversionCache.open(
         cache_dir / INVERSION_DIR, n_frames=len(alignment.frames),
-        settings={**model_settings(model, config), "align": alignment.settings.get("key")},
+        settings=cache_settings(model, config, alignment.settings.get("key")),
         fingerprints=fingerprints, store=config.store, on_warning=reporter.warn, chunk_size=config.chunk_size,
         reset=config.fresh and not shared, verify=verify, readonly=readonly,
-        frames=range(span.start, span.stop) if span is not None else None)
+        frames=range(span.start, span.stop) if writes else None)
+
+
+def cache_settings(model: TriPlaneNet, config: InvertConfig, align_key: Any) -> dict[str, Any]:
+    """The settings an inversion cache records: the model's and, under "align", the alignment's key."""
+    return {**model_settings(model, config), "align": align_key}
+
+
+def plan_inversion(video: Path, cache_dir: Path, n_frames: int, model: TriPlaneNet, fingerprints: dict[str, str],
+                   backend: LandmarkBackend, align_config: AlignConfig, config: InvertConfig,
+                   reporter: Reporter) -> InvertConfig:
+    """Check a run against the cache folder and its disk before any work; nothing is written.
+
+    An existing cache must have been made from the same video content with the same settings and models
+    (else `CacheMismatchError` in words, unless `fresh`), and the frames still to invert must fit on the
+    disk (else `CacheSpaceError`, naming the sizes).
+
+    Returns:
+        `config` with its store mode decided (`auto`: the existing cache's, else by size and free space).
+    """
+    directory = cache_dir / INVERSION_DIR
+    existing = compatible_manifest(
+        directory, settings=cache_settings(model, config, align_settings(video, backend, align_config)),
+        fingerprints=fingerprints, store=config.store, chunk_size=config.chunk_size, fresh=config.fresh)
+    backbone = model.decoder.backbone
+    store = plan_store(directory, n_frames=n_frames, existing=existing, store=config.store,
+                       chunk_size=config.chunk_size or n_frames, ws_shape=(backbone.num_ws, backbone.w_dim),
+                       plane_shape=(PLANE_CHANNELS * NUM_PLANES, PLANE_RESOLUTION, PLANE_RESOLUTION),
+                       on_info=reporter.info)
+    return replace(config, store=store)
+
+
+def open_finished(video: Path, cache_dir: Path, model: TriPlaneNet, fingerprints: dict[str, str],
+                  backend: LandmarkBackend, align_config: AlignConfig, config: InvertConfig,
+                  reporter: Reporter) -> tuple[VideoAlignment, InversionCache] | None:
+    """The video's alignment and its inversion cache opened read-only, when the cache holds every frame:
+    rendering then shares the cache with other renderers (a shared lock). None when work is left
+    (or `fresh` asks to check the cache as a writer); a cache made differently is refused in words.
+    """
+    if config.fresh:
+        return None
+    directory = cache_dir / INVERSION_DIR
+    alignment = cached_alignment(video, cache_dir, backend, align_config)
+    if alignment is None or peek_manifest(directory) is None:
+        return None
+    compatible_manifest(directory, settings=cache_settings(model, config, alignment.settings.get("key")),
+                        fingerprints=fingerprints, store=config.store, chunk_size=config.chunk_size, fresh=False)
+    # Sizes only: a damaged chunk is found when read, and its frames are inverted again in memory.
+    cache = open_cache(cache_dir, alignment, model, config, fingerprints, reporter, verify=False, readonly=True)
+    if cache.missing_frames(retry_failed=True):
+        cache.close()
+        return None
+    return alignment, cache
+
+
+def cache_report(cache_dir: Path) -> dict[str, Any]:
+    """Where the video's cache is, its bytes on disk (tracks included) and its store mode, for `--json`."""
+    manifest = peek_manifest(cache_dir / INVERSION_DIR)
+    return {"path": str(cache_dir), "bytes": folder_bytes(cache_dir),
+            "store": manifest.identity.store.value if manifest is not None else None}
+
+
+def describe_cache(report: dict[str, Any]) -> str:
+    """The human line of `cache_report`: `cache: clip.mp4.nvs (88.1 MB, --store planes)`."""
+    return f"cache: {report['path']} ({format_bytes(report['bytes'])}, --store {report['store']})"
 
 
 def prepare_cache(cache_dir: Path, alignment: VideoAlignment, model: TriPlaneNet, fingerprints: dict[str, str],
@@ -125,9 +212,12 @@ def prepare_cache(cache_dir: Path, alignment: VideoAlignment, model: TriPlaneNet
         pass
 
 
-def model_fingerprints(model_files: list[Path]) -> dict[str, str]:
-    """Content fingerprints of the model files, by role (part of the cache's identity)."""
-    return {f"model{i}": file_fingerprint(p) for i, p in enumerate(model_files)}
+def model_fingerprints(model_files: list[Path], memo_file: Path | None = None) -> dict[str, str]:
+    """Content fingerprints of the model files, by role (part of the cache's identity).
+
+    `memo_file`: where hashes are remembered across runs (`fingerprint_memo`); None hashes every file.
+    """
+    return {f"model{i}": file_fingerprint(p, memo_file=memo_file) for i, p in enumerate(model_files)}
 
 
 def crop_batches(video: Path, alignment: VideoAlignment, wanted: set[int], batch_size: int,
@@ -153,12 +243,13 @@ def invert_crops(model: TriPlaneNet, crops: np.ndarray, labels: np.ndarray, fram
                  device: torch.device) -> InversionResult:
     """Codes and tri-planes of aligned crops uint8 [B,512,512,3] with cameras [B,25].
 
-    Each frame draws its random depth samples from its own seed, so the result does not depend on the batch.
-    The reconstruction at the input view is not rendered here: the stages that show it render it from the planes.
+    Each frame's random depth samples are keyed by (seed, its index, render), so the result does not depend on
+    the batch. The reconstruction at the input view is not rendered here: the stages that show it render it from
+    the planes (with the same keys, `RenderId.INPUT_VIEW`).
     """
     x = from_uint8_frames(crops, device=device)
     c = torch.from_numpy(labels).float().to(device)
-    return model.invert(x, c, rng=frame_generators(frame_indices, seed), render_input_view=False)
+    return model.invert(x, c, rng=DrawKeys.of(seed, frame_indices), render_input_view=False)
 
 
 def invert_batch(model: TriPlaneNet, crops: np.ndarray, labels: np.ndarray, frame_indices: list[int],
@@ -172,26 +263,59 @@ def invert_batch(model: TriPlaneNet, crops: np.ndarray, labels: np.ndarray, fram
     ) for j in range(len(frame_indices))]
 
 
+def prepare_inversion(video: Path, cache_dir: Path, model: TriPlaneNet, fingerprints: dict[str, str],
+                      backend: LandmarkBackend, align_config: AlignConfig, config: InvertConfig,
+                      reporter: Reporter, info: VideoInfo | None = None) -> tuple[InvertConfig, VideoAlignment, bool]:
+    """Everything before the frames are inverted: the checks of `plan_inversion`, then the alignment.
+
+    `info`: the video's probe, when the caller has it (probing reads the whole file).
+
+    Returns:
+        `config` with its store mode decided, the alignment, and whether it came from the cache.
+    """
+    info = info if info is not None else probe(video)  # a clear InputError before any work on a bad file
+    # Refusals (a cache made differently, a disk too small) come before any work and leave no trace.
+    config = plan_inversion(video, cache_dir, info.frame_count, model, fingerprints, backend, align_config, config,
+                            reporter)
+    alignment, align_cached = load_or_align(video, cache_dir, backend, align_config, reporter, info)
+    return config, alignment, align_cached
+
+
+def mark_faceless(cache: InversionCache, frames: list[FrameAlignment]) -> None:
+    """Record the frames without a face that the cache does not know yet, so that resuming skips them."""
+    for frame in frames:
+        if not frame.has_face and cache.status(frame.index) is None:
+            cache.mark(frame.index, FrameStatus.NO_FACE)
+
+
+def invert_records(batcher: Batcher, model: TriPlaneNet, crops: np.ndarray, labels: np.ndarray,
+                   frame_indices: list[int], config: InvertConfig, device: torch.device) -> list[FrameRecord]:
+    """`invert_batch` over any number of crops, in the batches `batcher` sizes."""
+    return batcher.run(lambda part, part_labels, part_indices: invert_batch(
+        model, part, part_labels, part_indices, config, device), crops, labels, frame_indices)
+
+
 def run_invert(video: Path, cache_dir: Path, model: TriPlaneNet, fingerprints: dict[str, str],
                backend: LandmarkBackend, align_config: AlignConfig, config: InvertConfig, *,
-               device: torch.device, reporter: Reporter) -> tuple[VideoAlignment, dict[str, Any]]:
+               device: torch.device, reporter: Reporter, info: VideoInfo | None = None
+               ) -> tuple[VideoAlignment, dict[str, Any]]:
     """Align (unless cached) and invert every frame with a face that the cache does not hold yet.
 
     `fingerprints`: `model_fingerprints` of the model files, hashed once by the caller (part of the
-    cache's identity).
+    cache's identity). `info`: the video's probe, when the caller has it.
 
     Returns:
         the alignment, and a JSON-ready summary: frames, faces, inverted now, cache hits, seconds per stage,
-        cache size.
+        and the cache (`cache_report`: path, bytes, store mode).
     """
     started = time.perf_counter()
-    probe(video)  # a clear InputError before any work on a bad file
-    alignment, align_cached = load_or_align(video, cache_dir, backend, align_config, reporter)
+    config, alignment, align_cached = prepare_inversion(video, cache_dir, model, fingerprints, backend, align_config,
+                                                        config, reporter, info)
     align_seconds = round(time.perf_counter() - started, 3)
     summary = invert_frames(video, cache_dir, alignment, model, fingerprints, config, device=device, reporter=reporter)
     return alignment, {
-        "video": str(video), "cache": str(cache_dir), "frames": len(alignment.frames), **summary,
-        "align_cached": align_cached, "model": model.version, "store": config.store.value,
+        "video": str(video), "frames": len(alignment.frames), **summary,
+        "align_cached": align_cached, "model": model.version, "cache": cache_report(cache_dir),
         "seconds": {"align": align_seconds, **summary["seconds"]},
     }
 
@@ -208,8 +332,9 @@ def invert_frames(video: Path, cache_dir: Path, alignment: VideoAlignment, model
         fingerprints: `model_fingerprints` of the model files (part of the cache's identity).
 
     Returns:
-        faces, inverted now, cache hits, the invert stage's seconds and, for the whole video, the cache's
-        size (JSON-ready).
+        faces, inverted now, cache hits, the batch size used (None when nothing was inverted under
+        `auto` on CUDA), the invert stage's seconds and, under `overlap`, the busy seconds of its
+        overlapped stages (decode and crops, encoders, cache writes; JSON-ready).
     """
     started = time.perf_counter()
     # The cache is indexed by frame number: the align stage numbers every decoded frame from 0.
@@ -217,22 +342,27 @@ def invert_frames(video: Path, cache_dir: Path, alignment: VideoAlignment, model
     frames = alignment.frames if span is None else alignment.frames[span.start:span.stop]
     labels = {f.index: f.label for f in frames if f.has_face}
     with open_cache(cache_dir, alignment, model, config, fingerprints, reporter, span=span) as cache:
-        for frame in frames:
-            if not frame.has_face and cache.status(frame.index) is None:
-                cache.mark(frame.index, FrameStatus.NO_FACE)
+        config = replace(config, store=cache.store)  # `auto`: what the existing cache keeps
+        mark_faceless(cache, frames)
         missing = set(cache.missing_frames(retry_failed=True)) & set(labels)
         hits = len(labels) - len(missing)
+        batcher = Batcher(config.batch_size, device, warn=reporter.warn)
         with reporter.progress("inverting", len(missing)) as advance:
-            for indices, crops in crop_batches(video, alignment, missing, config.batch_size, span):
+
+            def encode(item: tuple[list[int], np.ndarray]) -> tuple[list[int], list[FrameRecord]]:
+                indices, crops = item
                 batch_labels = np.stack([labels[i] for i in indices])
-                for index, record in zip(indices, invert_batch(model, crops, batch_labels, indices, config, device),
-                                         strict=True):
+                return indices, invert_records(batcher, model, crops, batch_labels, indices, config, device)
+
+            def store(item: tuple[list[int], list[FrameRecord]]) -> None:
+                # Only this thread touches the cache during the pass; a chunk still becomes durable in
+                # `put` before the manifest names it, so a kill -9 here loses only unwritten frames.
+                for index, record in zip(*item, strict=True):
                     cache.put(index, record)
-                advance(len(indices))
-        # A span's writer sees only its own chunks up to date, so only a whole-video run reports the size.
-        size: dict[str, Any] = {}
-        if span is None:
-            summary = cache.summary()
-            size = {"cache_bytes": summary["bytes"], "cache_bytes_per_frame": summary["bytes_per_frame"]}
-    return {"faces_found": len(labels), "inverted": len(missing), "cache_hits": hits, **size,
-            "seconds": {"invert": round(time.perf_counter() - started, 3)}}
+                advance(len(item[0]))
+
+            stages = run_stages(crop_batches(video, alignment, missing, batcher.gather, span), encode, store,
+                                names=("decode", "invert", "store"))
+    return {"faces_found": len(labels), "inverted": len(missing), "cache_hits": hits,
+            "batch_size": batcher.size, "seconds": {"invert": round(time.perf_counter() - started, 3)},
+            "overlap": {"invert": stages.to_json()}}

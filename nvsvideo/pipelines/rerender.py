@@ -8,9 +8,10 @@ the cache is read one chunk at a time. Frames without a face are passed through 
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nvsvideo.cache import FrameRecord, InversionCache
+from nvsvideo.cache import FrameRecord, FrameStatus, InversionCache
+from nvsvideo.cache.records import pack_frame, unpack_frame
 from nvsvideo.cameras.paths import evaluate_camera_path, parse_camera_path
 from nvsvideo.compose.depth import depth_to_rgb
 from nvsvideo.compose.layout import (
@@ -31,15 +33,33 @@ from nvsvideo.compose.layout import (
 from nvsvideo.compose.mesh import export_mesh
 from nvsvideo.compose.ood import KeepOodOptions, OodKeeper
 from nvsvideo.console import Reporter
-from nvsvideo.edits import Edit, OffsetPolicy, apply_edits, offset_weights
+from nvsvideo.edits import Edit, OffsetPolicy, apply_edits, edited_frames, offset_weights
 from nvsvideo.errors import InputError, NoFaceError, UsageError
 from nvsvideo.face.crop import apply_crop
 from nvsvideo.face.landmarks import LandmarkBackend
 from nvsvideo.models.triplanenet.model import TriPlaneNet
 from nvsvideo.pipelines.align import AlignConfig, VideoAlignment
-from nvsvideo.pipelines.invert import InvertConfig, invert_crops, open_cache, run_invert
-from nvsvideo.render import RenderOptions, render_views
-from nvsvideo.video import FrameSpan, VideoInfo, VideoReader, VideoWriter, probe
+from nvsvideo.pipelines.invert import (
+    InvertConfig,
+    cache_report,
+    invert_crops,
+    invert_records,
+    mark_faceless,
+    open_cache,
+    open_finished,
+    prepare_inversion,
+)
+from nvsvideo.pipelines.stream import run_stages
+from nvsvideo.render import RenderId, RenderOptions, render_views
+from nvsvideo.runtime.batching import Batcher, BatchSpec
+from nvsvideo.video import FrameBatch, FrameSpan, VideoInfo, VideoReader, VideoWriter, probe
+
+#: One face frame to render: (frame index, aligned input crop uint8 [512, 512, 3], its cache record or None).
+FaceWork = tuple[int, np.ndarray, FrameRecord | None]
+#: One rendered face: (novel view uint8, input crop, reconstruction at the input view or None, depth rgb).
+RenderedFace = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]
+#: A rendered batch for the sink: the decoded frames, the rendered faces by frame, new inversions to store.
+RenderedBatch = tuple[FrameBatch, dict[int, RenderedFace], list[tuple[int, FrameRecord]]]
 
 
 @dataclass(frozen=True)
@@ -53,15 +73,15 @@ class RerenderConfig:
     size: int = 512
     """Side of the face in crop/compare outputs."""
     render: RenderOptions = RenderOptions(samples_multiplier=2.0)
-    """Rendering of the novel views (per-frame seeds; the official scripts double the samples)."""
+    """Rendering of the novel views (per-frame draws; the official scripts double the samples)."""
     keep_ood: KeepOodOptions | None = None
     """Blend back what the generator cannot reproduce, near the input view; None = off."""
     edits: Sequence[Edit] = field(default_factory=tuple)
     """Latent edits applied to the cached codes."""
     offset_policy: OffsetPolicy = OffsetPolicy.KEEP
     """What edits do to the tri-plane offsets."""
-    batch_size: int = 4
-    """Frames rendered at once."""
+    batch_size: BatchSpec = "auto"
+    """Frames rendered at once, or "auto" (`nvsvideo.runtime.batching`)."""
     crf: int = 18
     """libx264 quality."""
     depth: Path | None = None
@@ -107,22 +127,29 @@ def frame_planes(model: TriPlaneNet, ws: torch.Tensor, planes: torch.Tensor | No
         times: [B] frame times in seconds (edit ramps).
         need_unedited: also return the unedited planes (for the reconstruction at the input view).
     Returns:
-        (ws', planes') to render and the unedited planes (None unless asked for). The backbone runs only
-        where needed: never for cached planes without edits.
+        (ws', planes') to render and the unedited planes (None unless asked for). Frames where every edit
+        strength is 0 get the unedited tensors themselves, so they render exactly as `rerender` renders
+        them. The backbone runs only where needed: never for cached planes of unedited frames.
     """
     def backbone(codes: torch.Tensor) -> torch.Tensor:
         return model.decoder.synthesize_planes(codes, noise_mode=model.render_options.noise_mode)
 
-    if planes is None and (need_unedited or not config.edits):
-        planes = backbone(ws) + offsets
-    if not config.edits:
-        return ws, planes, planes
-    if offsets is None:
-        offsets = planes - backbone(ws)
     t = torch.from_numpy(times).to(ws.device)
-    ws_edit = apply_edits(ws, config.edits, t, fps=fps)
-    weights = offset_weights(config.edits, t, config.offset_policy, fps=fps).to(offsets)
-    return ws_edit, backbone(ws_edit) + offsets * weights[:, None, None, None], planes
+    edited = edited_frames(config.edits, t, fps=fps)
+    if planes is None and (need_unedited or not bool(edited.all())):
+        planes = backbone(ws) + offsets
+    if not bool(edited.any()):
+        return ws, planes, planes
+    ws_edit = apply_edits(ws[edited], config.edits, t[edited], fps=fps)
+    kept = offsets[edited] if offsets is not None else planes[edited] - backbone(ws[edited])
+    weights = offset_weights(config.edits, t[edited], config.offset_policy, fps=fps).to(kept)
+    planes_edit = backbone(ws_edit) + kept * weights[:, None, None, None]
+    if bool(edited.all()):
+        return ws_edit, planes_edit, planes
+    assert planes is not None
+    ws_out, planes_out = ws.clone(), planes.clone()
+    ws_out[edited], planes_out[edited] = ws_edit, planes_edit
+    return ws_out, planes_out, planes
 
 
 def stored_tensors(records: Sequence[FrameRecord], device: torch.device
@@ -147,21 +174,39 @@ def run_rerender(
     *,
     device: torch.device,
     reporter: Reporter,
+    info: VideoInfo | None = None,
 ) -> dict[str, Any]:
-    """The whole job for one video. Returns a JSON-ready summary (frames, faces, seconds per stage, cache hits)."""
-    info = probe(video)
+    """The whole job for one video. Returns a JSON-ready summary (frames, faces, seconds per stage, cache hits).
+
+    `info`: the video's probe, when the caller has it (probing reads the whole file, so it is done once).
+    """
+    info = info if info is not None else probe(video)
     if config.output is OutputMode.PASTE and config.size != 512:
         reporter.warn("--size applies to crop and compare outputs; paste keeps the input's frame size")
     parse_camera_path(config.camera_path)  # a bad spec fails before the long stages
-    alignment, inverted = run_invert(video, cache_dir, model, fingerprints, backend, align_config, invert_config,
-                                     device=device, reporter=reporter)
-    rendered = render_video(video, output, cache_dir, alignment, model, fingerprints, invert_config, config, device=device, reporter=reporter, info=info)
+    with contextlib.ExitStack() as stack:
+        started = time.perf_counter()
+        finished = open_finished(video, cache_dir, model, fingerprints, backend, align_config, invert_config,
+                                 reporter)
+        if finished is None:
+            # Frames to invert: they are inverted, stored and rendered in the same pass over the video.
+            invert_config, alignment, _ = prepare_inversion(video, cache_dir, model, fingerprints, backend,
+                                                            align_config, invert_config, reporter, info)
+        else:
+            # Render only: holding the shared lock lets other renders of this cache run at the same time.
+            alignment, reader = finished
+            stack.enter_context(reader)
+        align_seconds = round(time.perf_counter() - started, 3)
+        rendered = render_video(video, output, cache_dir, alignment, model, fingerprints, invert_config, config,
+                                device=device, reporter=reporter, info=info, invert=finished is None)
     return {
         "video": str(video), "output": str(output), "frames": len(alignment.frames),
-        "faces_found": inverted["faces_found"], "rendered": rendered["rendered"], "camera_path": config.camera_path,
+        "faces_found": rendered["faces_found"], "rendered": rendered["rendered"], "camera_path": config.camera_path,
         "output_mode": config.output.value, "edits": [e.summary() for e in config.edits],
-        "cache": str(cache_dir), "cache_hits": inverted["cache_hits"], "inverted": inverted["inverted"],
-        "seconds": {**inverted["seconds"], **rendered["seconds"]},
+        "cache": cache_report(cache_dir), "cache_hits": rendered["cache_hits"], "inverted": rendered["inverted"],
+        "batch_size": rendered["batch_size"],
+        "seconds": {"align": align_seconds, **rendered["seconds"]},
+        "overlap": rendered["overlap"],
         "depth": str(config.depth) if config.depth else None, "mesh": str(config.mesh) if config.mesh else None,
     }
 
@@ -180,23 +225,32 @@ def render_video(
     reporter: Reporter,
     info: VideoInfo | None = None,
     span: FrameSpan | None = None,
+    invert: bool = False,
 ) -> dict[str, Any]:
-    """Render the frames of an inverted video along the camera path and write `output`.
+    """Render the frames of a video along the camera path and write `output`, in one pass over the video.
+
+    Decoding with the face crops and cache reads, the models, and composing with encoding run as
+    overlapped stages (`nvsvideo.pipelines.stream`).
 
     Args:
-        cache_dir: the video's cache folder, already filled by `run_invert` (or, for a span, by
-            `invert_frames` for that span) for `alignment`.
+        cache_dir: the video's cache folder. Without `invert` it is already filled by `run_invert` (or, for
+            a span, by `invert_frames` for that span) for `alignment` and is opened read-only, shared with
+            other renderers (other runs, the other chunks' processes).
         fingerprints: `model_fingerprints` of the model files (part of the cache's identity).
+        invert_config: the cache's settings; with `invert`, its store mode decided (`plan_inversion`).
         span: render only these frames, into a part file without audio (one chunk of a video split
-            across workers; `nvsvideo.video.join_videos` makes the final file). The cache is then
-            opened read-only, shared with the other chunks' processes, and `config` must not ask for
-            depth or a mesh.
+            across workers; `nvsvideo.video.join_videos` makes the final file); `config` must not ask
+            for depth or a mesh.
             The camera path and edit ramps are still evaluated over the whole video, and every frame
-            keeps its own seed, so the chunks put together equal an unsplit render (except that the
+            keeps its own draws, so the chunks put together equal an unsplit render (except that the
             `--keep-ood` mask's smoothing over time restarts at each chunk).
+        invert: open the cache as its writer (of `span` only, when given) and invert the frames it lacks
+            in this same pass: each batch is inverted, stored, and rendered from what the cache now holds,
+            so the output equals that of a render-only run afterwards.
 
     Returns:
-        frames written, faces rendered, and the render stage's seconds.
+        frames written, faces, frames inverted now and cache hits, the batch sizes used, seconds (inverting,
+        and rendering: the rest of the pass) and each stage's busy seconds in the pass (`overlap`).
     """
     if span is not None and (config.depth is not None or config.mesh is not None):
         raise ValueError("depth and mesh outputs cover the whole video; they cannot be rendered in chunks")
@@ -207,10 +261,21 @@ def render_video(
     keeper = OodKeeper(config.keep_ood) if config.keep_ood is not None else None
     fps = float(alignment.fps)
     frames = range(len(alignment.frames)) if span is None else range(span.start, span.stop)
+    face_frames = [i for i in frames if alignment.frames[i].has_face]
     rendered = 0
+    invert_seconds = 0.0
     with contextlib.ExitStack() as stack:
+        # A damaged chunk: a writer verifies every chunk on opening and inverts the frames of a damaged one
+        # again; a reader finds it when reading and inverts those frames in memory only.
         cache = stack.enter_context(open_cache(cache_dir, alignment, model, invert_config, fingerprints, reporter,
-                                               verify=False, readonly=span is not None))
+                                               verify=invert, readonly=not invert, span=span))
+        missing: set[int] = set()
+        if invert:
+            invert_config = replace(invert_config, store=cache.store)
+            mark_faceless(cache, [alignment.frames[i] for i in frames])
+            missing = set(cache.missing_frames(retry_failed=True)) & set(face_frames)
+        # The source thread reads the cache while the sink thread stores new frames into it.
+        cache_lock = threading.Lock()
         records = cache.iter_frames(frames)
         writer = stack.enter_context(VideoWriter(output, width=out_w, height=out_h, fps=info.fps,
                                                  time_base=info.time_base, crf=config.crf,
@@ -222,20 +287,50 @@ def render_video(
                                                            time_base=info.time_base, crf=config.crf,
                                                            protect=(video,)))
         advance = stack.enter_context(reporter.progress("rendering", len(frames)))
-        reader = VideoReader(video, batch_size=config.batch_size, info=info, span=span)
-        for batch in reader:
-            frames_out, depth_out = [], []
-            items = [(int(i), frame, next(records)) for i, frame in zip(batch.indices, batch.frames, strict=True)]
-            faces = [(i, frame, rec) for i, frame, rec in items if alignment.frames[i].has_face]
-            novel_by_index: dict[int, tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]] = {}
+        batcher = Batcher(config.batch_size, device, warn=reporter.warn)
+        invert_batcher = Batcher(invert_config.batch_size, device, warn=reporter.warn)
+        reader = VideoReader(video, batch_size=batcher.gather, info=info, span=span)
+
+        def prepare() -> Iterator[tuple[FrameBatch, list[FaceWork]]]:
+            """Decode, crop the faces and read their cache records (the source thread)."""
+            for batch in reader:
+                faces = []
+                for i, frame in zip(batch.indices.tolist(), batch.frames, strict=True):
+                    with cache_lock:
+                        _, record = next(records)
+                    if alignment.frames[i].has_face:
+                        faces.append((i, apply_crop(frame, alignment.frames[i].transform), record))
+                yield batch, faces
+
+        def render(item: tuple[FrameBatch, list[FaceWork]]) -> RenderedBatch:
+            """Invert what the cache lacks, then render (the calling thread)."""
+            nonlocal invert_seconds
+            batch, faces = item
+            fresh: list[tuple[int, FrameRecord]] = []
+            if any(i in missing for i, _, _ in faces):
+                inverting = time.perf_counter()
+                faces, fresh = invert_missing(model, alignment, faces, missing, invert_batcher, invert_config,
+                                              cache.precision, device)
+                invert_seconds += time.perf_counter() - inverting
+            novel_by_index: dict[int, RenderedFace] = {}
             if faces:
-                novel_by_index = render_faces(model, alignment, cameras, faces, config, invert_config, keeper,
-                                              device, fps)
-            for i, frame, _ in items:
+                novel_by_index = dict(batcher.run(lambda part: list(render_faces(
+                    model, alignment, cameras, part, config, invert_config, keeper, device, fps).items()), faces))
+            if keeper is not None and len(faces) < len(batch):
+                keeper.reset()  # a faceless frame breaks the mask's smoothing over time
+            return batch, novel_by_index, fresh
+
+        def write(item: RenderedBatch) -> None:
+            """Store new inversions, compose and encode (the sink thread)."""
+            nonlocal rendered
+            batch, novel_by_index, fresh = item
+            for index, record in fresh:
+                with cache_lock:
+                    cache.put(index, record)  # durable once its chunk is complete (`InversionCache.put`)
+            frames_out, depth_out = [], []
+            for i, frame in zip(batch.indices.tolist(), batch.frames, strict=True):
                 got = novel_by_index.get(i)
                 if got is None:
-                    if keeper is not None:
-                        keeper.reset()
                     frames_out.append(compose_frame(config.output, frame, None, None, size=config.size))
                     if depth_writer is not None:
                         depth_out.append(np.zeros((depth_writer.height, depth_writer.width, 3), np.uint8))
@@ -249,6 +344,8 @@ def render_video(
             if depth_writer is not None:
                 depth_writer.write(np.stack(depth_out), batch.pts)
             advance(len(batch))
+
+        stages = run_stages(prepare(), render, write, names=("decode", "render", "encode"))
         if reader.warning:
             reporter.warn(reader.warning)
         if writer.frames_written != len(frames):
@@ -256,21 +353,47 @@ def render_video(
                              f"{len(frames)}; the file changed or is damaged")
         if config.mesh is not None:
             export_frame_mesh(model, cache, alignment, config, device)
-    return {"frames": len(frames), "rendered": rendered, "seconds": {"render": round(time.perf_counter() - started, 3)}}
+    seconds = time.perf_counter() - started
+    return {"frames": len(frames), "rendered": rendered, "faces_found": len(face_frames), "inverted": len(missing),
+            "cache_hits": len(face_frames) - len(missing),
+            "batch_size": {"invert": invert_batcher.size if missing else None, "render": batcher.size},
+            "seconds": {"invert": round(invert_seconds, 3), "render": round(seconds - invert_seconds, 3)},
+            "overlap": {"render": stages.to_json()}}
 
 
-def render_faces(model: TriPlaneNet, alignment: VideoAlignment, cameras: np.ndarray,
-                 faces: list[tuple[int, np.ndarray, tuple[int, FrameRecord | None]]], config: RerenderConfig,
-                 invert_config: InvertConfig, keeper: OodKeeper | None, device: torch.device, fps: float
-                 ) -> dict[int, tuple[np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]]:
+def invert_missing(model: TriPlaneNet, alignment: VideoAlignment, faces: list[FaceWork], missing: set[int],
+                   batcher: Batcher, config: InvertConfig, precision: torch.dtype, device: torch.device
+                   ) -> tuple[list[FaceWork], list[tuple[int, FrameRecord]]]:
+    """Invert the faces of a batch that the cache lacks.
+
+    Returns:
+        the faces with those records as the cache will give them back (its store mode and precision, so
+        this render equals a later render-only run), and (frame, record) pairs to store.
+    """
+    todo = [j for j, (i, _, _) in enumerate(faces) if i in missing]
+    indices = [faces[j][0] for j in todo]
+    records = invert_records(batcher, model, np.stack([faces[j][1] for j in todo]),
+                             np.stack([alignment.frames[i].label for i in indices]), indices, config, device)
+    assert config.store is not None
+    stored = [unpack_frame(i, FrameStatus.DONE, pack_frame(i, record, config.store, precision))
+              for i, record in zip(indices, records, strict=True)]
+    out = list(faces)
+    for j, i, record in zip(todo, indices, stored, strict=True):
+        out[j] = (i, faces[j][1], record)
+    return out, list(zip(indices, stored, strict=True))
+
+
+def render_faces(model: TriPlaneNet, alignment: VideoAlignment, cameras: np.ndarray, faces: Sequence[FaceWork],
+                 config: RerenderConfig, invert_config: InvertConfig, keeper: OodKeeper | None, device: torch.device,
+                 fps: float) -> dict[int, RenderedFace]:
     """Render the face frames of one batch: {frame: (novel uint8, input crop, reconstruction, depth rgb)}."""
     indices = [i for i, _, _ in faces]
-    crops = np.stack([apply_crop(frame, alignment.frames[i].transform) for i, frame, _ in faces])
+    crops = np.stack([crop for _, crop, _ in faces])
     in_labels = np.stack([alignment.frames[i].label for i in indices])
-    records = [rec for _, _, (_, rec) in faces]
+    records = [rec for _, _, rec in faces]
     if any(r is None or (r.planes is None and r.offsets is None) for r in records):
         # recompute store mode, or a damaged cache chunk a read-only renderer cannot fix: invert again
-        # (deterministic per-frame seeds: the same result as before, up to the cache's float16 storage).
+        # (deterministic per-frame draws: the same result as before, up to the cache's float16 storage).
         result = invert_crops(model, crops, in_labels, indices, invert_config.seed, device)
         ws, planes, offsets = result.ws, result.planes, None
     else:
@@ -285,7 +408,7 @@ def render_faces(model: TriPlaneNet, alignment: VideoAlignment, cameras: np.ndar
     if need_recon:
         assert unedited is not None
         recon = render_views(model.decoder, unedited, ws, torch.from_numpy(in_labels).float(), indices,
-                             config.render)["image"]
+                             config.render, RenderId.INPUT_VIEW)["image"]
     if keeper is not None:
         weights = keeper.view_weights(in_labels, cameras[indices])
         # The mask compares input and reconstruction at the render's resolution.

@@ -24,7 +24,8 @@ from typing import TypeVar
 import numpy as np
 
 from nvsvideo.errors import NoFaceError
-from nvsvideo.face.landmarks import Face, faces_by_size
+from nvsvideo.face.boxes import box_iou
+from nvsvideo.face.types import Face, faces_by_size
 
 T = TypeVar("T")
 
@@ -102,15 +103,6 @@ class TrackSummary:
             self.interpolated += 1
         else:
             self.missing += 1
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two boxes float [4] (x1, y1, x2, y2)."""
-    iw = max(min(a[2], b[2]) - max(a[0], b[0]), 0.0)
-    ih = max(min(a[3], b[3]) - max(a[1], b[1]), 0.0)
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def select_face(faces: Sequence[Face], face_index: int = 0) -> Face | None:

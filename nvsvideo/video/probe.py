@@ -197,7 +197,9 @@ def _scan_packets(container: av.container.InputContainer, stream: av.video.strea
             if scan.rotation is None:
                 frames = packet.decode()  # the empty final packet flushes the decoder here too
                 scan.rotation = normalize_rotation(frames[0].rotation) if frames else None
-            if packet.size == 0:
+            # A packet cut off by the end of the file (an interrupted download) is flagged corrupt and
+            # never decodes to a frame: it is missing, not present.
+            if packet.size == 0 or packet.is_corrupt:
                 continue
             scan.packets += 1
             # Packets an edit list trims (encoder priming, cut heads) are demuxed but never shown.

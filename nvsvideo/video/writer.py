@@ -22,7 +22,7 @@ from av.video.reformatter import ColorRange, Colorspace
 from nvsvideo.errors import UsageError
 from nvsvideo.files import atomic_output
 from nvsvideo.video.audio import AudioCopier
-from nvsvideo.video.reader import RGB_WORKERS
+from nvsvideo.video.reader import RGB_WORKERS, codec_threads
 
 #: Output containers by suffix. Matroska is left out on purpose: it rounds timestamps to 1 ms and
 #: shifts them by the encoder delay, so it could not keep the source's timing exact.
@@ -131,6 +131,11 @@ class VideoWriter:
         stream.time_base = self.time_base
         ctx = stream.codec_context
         ctx.time_base = self.time_base
+        # Slice threads (PyAV's default): frame threads, the ffmpeg command line's choice, made files
+        # about 0.5 % smaller but encoded 1.6x slower on 2 cores, fed one frame at a time from Python.
+        # As many as the usable CPUs: libx264's own count ignores a container's CPU quota.
+        ctx.thread_type = "SLICE"
+        ctx.thread_count = codec_threads()
         # Tagged BT.709 (limited range): players honour the tags, and untagged HD would be guessed as 709
         # while FFmpeg's default RGB conversion is 601, a visible colour shift.
         ctx.colorspace = ctx.color_primaries = ctx.color_trc = _BT709

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from nvsvideo.errors import WeightsError
+from nvsvideo.errors import UsageError, WeightsError
 
 #: Kinds, which also select the verifier in `nvsvideo.weights.verify`.
 KIND_EG3D = "eg3d"
@@ -20,6 +20,16 @@ KIND_TRIPLANENET = "triplanenet"
 KIND_MAPPER = "mapper"
 KIND_DIRECTION = "direction"
 KIND_LANDMARKS = "landmarks"
+KIND_METRIC = "metric"
+
+#: The TriPlaneNet version used when neither --model nor a --triplanenet file says.
+DEFAULT_TRIPLANENET = "v2"
+
+#: The weights folder's sub-folder for each kind of edit file, where `nvsvideo.edits` looks names up.
+EDIT_FOLDERS = {KIND_DIRECTION: "directions", KIND_MAPPER: "mappers"}
+#: Where an In-N-Out result folder (`mapper_results/<edit>/`) keeps its mapper; such a folder can sit in
+#: `mappers/` as unzipped.
+IN_N_OUT_CHECKPOINT = "checkpoints/best_model.pt"
 
 #: Where a file is looked for: our weights folder or torch hub's checkpoint folder.
 HOME = "home"
@@ -94,11 +104,19 @@ def _fan_detector(name: str, filename: str, url: str, what: str) -> WeightFile:
     )
 
 
+def edit_name(kind: str, stem: str) -> str:
+    """The registry name of an edit file: `direction-mouth-slightly-open` for `directions/Mouth_Slightly_Open.pt`.
+
+    Lower case, with `_` spelled `-`, so that every way a user writes the name maps to one key.
+    """
+    return f"{kind}-{stem.lower().replace('_', '-')}"
+
+
 def _direction(attribute: str) -> WeightFile:
     return WeightFile(
-        name=f"direction-{attribute.lower().replace('_', '-')}",
+        name=edit_name(KIND_DIRECTION, attribute),
         kind=KIND_DIRECTION,
-        filename=f"directions/{attribute}.pt",
+        filename=f"{EDIT_FOLDERS[KIND_DIRECTION]}/{attribute}.pt",
         purpose=f"linear w+ edit '{attribute}' (InterFaceGAN-style, 14x512)",
         url=_PREIM3D + f"{attribute}.pt",
         direct=True,
@@ -130,9 +148,10 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
         source="TriPlaneNet release (github.com/anantarb/triplanenet, scripts/install_deps.sh)",
     ),
     WeightFile(
-        name="mapper-eyeglasses",
+        name=edit_name(KIND_MAPPER, "eyeglasses"),
         kind=KIND_MAPPER,
-        filename="mappers/eyeglasses.pt",
+        filename=f"{EDIT_FOLDERS[KIND_MAPPER]}/eyeglasses.pt",
+        also_accepted=(f"eyeglasses/{IN_N_OUT_CHECKPOINT}",),
         purpose="StyleCLIP latent mapper for EG3D, edit 'eyeglasses' (from In-N-Out)",
         url="https://drive.google.com/file/d/1IVm-IcKXkAHPu8_eMOZTuKdmxSAZjVU2/view",
         direct=False,
@@ -155,6 +174,35 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
     _fan_detector("blazeface-anchors", "anchors.npy", _BLAZEFACE + "anchors.npy", "BlazeFace's anchor boxes"),
     _fan_detector("retinaface", "retinaface_mobilenet0.25.pth", _FAN + "retinaface_mobilenet0.25.pth",
                   "RetinaFace (MobileNet 0.25)"),
+    # `nvsvideo metrics` measures LPIPS and identity only where these are present.
+    WeightFile(
+        name="lpips-alex",
+        kind=KIND_METRIC,
+        filename="lpips/alex.pth",
+        purpose="LPIPS v0.1 linear layers (alex) for `nvsvideo metrics`; needs alexnet-torchvision too",
+        url="https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/alex.pth",
+        direct=True,
+        source="LPIPS (github.com/richzhang/PerceptualSimilarity, BSD-2-Clause; also in the `lpips` pip package)",
+    ),
+    WeightFile(
+        name="alexnet-torchvision",
+        kind=KIND_METRIC,
+        filename="alexnet-owt-7be5be79.pth",
+        location=TORCH_HUB,
+        purpose="torchvision's ImageNet AlexNet, the trunk of LPIPS for `nvsvideo metrics`",
+        url="https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+        direct=True,
+        source="torchvision model zoo (BSD-3-Clause); already here if the lpips package was ever used",
+    ),
+    WeightFile(
+        name="arcface-ir-se50",
+        kind=KIND_METRIC,
+        filename="model_ir_se50.pth",
+        purpose="ArcFace IR-SE-50 face recogniser: identity similarity in `nvsvideo metrics`",
+        url="https://drive.google.com/file/d/1KW7bjndL3QG3sxBbZxreGHigcCCpsDgn/view",
+        direct=False,
+        source="pSp pretrained models (github.com/eladrich/pixel2style2pixel), from TreB1eN's InsightFace_Pytorch",
+    ),
 )
 
 
@@ -167,12 +215,21 @@ def get_weight(name: str) -> WeightFile:
 
 
 def resolve_weights_dir(override: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
-    """The weights folder: `override` (`--weights`), else `$NVSVIDEO_HOME`, else `~/.cache/nvsvideo`."""
+    """The weights folder: `override` (`--weights`), else `$NVSVIDEO_HOME`, else `~/.cache/nvsvideo`.
+
+    Raises:
+        UsageError: the chosen path is a file (one model file goes to --eg3d or --triplanenet instead).
+    """
     if override is not None:
-        return Path(override).expanduser()
-    if env.get("NVSVIDEO_HOME"):
-        return Path(env["NVSVIDEO_HOME"]).expanduser()
-    return Path.home() / ".cache" / "nvsvideo"
+        folder, source = Path(override).expanduser(), "--weights"
+    elif env.get("NVSVIDEO_HOME"):
+        folder, source = Path(env["NVSVIDEO_HOME"]).expanduser(), "$NVSVIDEO_HOME"
+    else:
+        folder, source = Path.home() / ".cache" / "nvsvideo", "the default weights folder"
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{source} takes a folder of weight files, but {folder} is a file; "
+                         "pass a single model file with --triplanenet or --eg3d instead")
+    return folder
 
 
 def torch_hub_checkpoints_dir(env: Mapping[str, str]) -> Path:

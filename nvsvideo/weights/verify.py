@@ -271,14 +271,14 @@ class WeightStatus:
     status: str
     detail: str
 
-    def to_dict(self) -> dict[str, str]:
+    def to_dict(self) -> dict[str, str | bool]:
         return {
             "name": self.entry.name,
             "kind": self.entry.kind,
             "status": self.status,
             "path": str(self.path),
             "url": self.entry.url,
-            "direct_download": str(self.entry.direct).lower(),
+            "direct_download": self.entry.direct,
             "source": self.entry.source,
             "purpose": self.entry.purpose,
             "detail": self.detail,

@@ -18,7 +18,7 @@ import torch
 
 from nvsvideo.errors import UsageError, WeightsError
 from nvsvideo.face.backends.dlib_backend import DlibBackend
-from nvsvideo.face.landmarks import NUM_LANDMARKS, Face, check_frames
+from nvsvideo.face.types import NUM_LANDMARKS, Face, check_frames
 from nvsvideo.weights.registry import get_weight, torch_hub_checkpoints_dir
 
 #: Detector name -> {keyword argument of face-alignment's detector: weights registry name}.
@@ -115,11 +115,12 @@ class FanBackend:
     def detect(self, frames: np.ndarray, *, start: int = 0) -> list[list[Face]]:
         """See `LandmarkBackend.detect`; `start` is unused."""
         check_frames(frames)
-        batch = torch.from_numpy(frames).permute(0, 3, 1, 2).to(self.device, torch.float32)
+        # Moved as uint8 and converted on the device: a quarter of the host-to-GPU traffic at 1080p.
+        batch = torch.from_numpy(frames).to(self.device).permute(0, 3, 1, 2).to(torch.float32)
         boxes = None
         if self._boxes is not None:
             boxes = [np.array([np.append(f.box, f.score) for f in faces]).reshape(-1, 5)
-                     for faces in self._boxes.detect(frames)]
+                     for faces in self._boxes.detect(frames, start=start)]
         points, _, boxes = self._fa.get_landmarks_from_batch(batch, detected_faces=boxes, return_bboxes=True,
                                                              return_landmark_score=True)
         return [_faces(p, b) for p, b in zip(points, boxes, strict=True)]

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from nvsvideo.errors import InputError
-from nvsvideo.face.landmarks import NUM_LANDMARKS, Face, box_of_points, check_frames
+from nvsvideo.face.boxes import box_of_points
+from nvsvideo.face.types import NUM_LANDMARKS, Face, check_frames
 
 #: Per frame: landmarks float [K, 68, 2] and boxes float [K, 4] (either may have K = 0).
 FrameEntry = tuple[np.ndarray, np.ndarray]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +18,8 @@ import torch
 
 from nvsvideo.errors import WeightsError
 from nvsvideo.files import atomic_output
+from nvsvideo.models.eg3d.pickle_loader import read_official_pickle
+from nvsvideo.models.eg3d.types import EG3DCheckpoint
 from nvsvideo.torchfile import load_weights_only
 
 if TYPE_CHECKING:
@@ -34,29 +35,6 @@ TRAINING_ONLY_BUFFERS = frozenset({"dataset_label_std"})
 _TRIPLANENET_RENDER_RESOLUTION = 128
 
 
-@dataclass
-class EG3DCheckpoint:
-    """A generator's config and weights, independent of the file they came from.
-
-    `state_dict` uses the official tensor names and order (`backbone.mapping.fc0.weight`, ...);
-    `rendering_kwargs` is the live value (authoritative over `init_kwargs['rendering_kwargs']`).
-    """
-
-    init_kwargs: dict[str, Any]
-    rendering_kwargs: dict[str, Any]
-    neural_rendering_resolution: int
-    state_dict: dict[str, torch.Tensor]
-    source: str
-
-    def config(self) -> dict[str, Any]:
-        """The JSON-able part: everything except the tensors and the source path."""
-        return {
-            "init_kwargs": self.init_kwargs,
-            "rendering_kwargs": self.rendering_kwargs,
-            "neural_rendering_resolution": self.neural_rendering_resolution,
-        }
-
-
 def load_eg3d(path: str | os.PathLike[str]) -> EG3DCheckpoint:
     """Load an EG3D generator checkpoint, choosing the reader by the file suffix."""
     path = Path(path)
@@ -64,9 +42,6 @@ def load_eg3d(path: str | os.PathLike[str]) -> EG3DCheckpoint:
         raise WeightsError(f"model file {path} does not exist; run `nvsvideo weights` to see where weights are looked for")
     suffix = path.suffix.lower()
     if suffix == ".pkl":
-        # Imported here: the pickle reader builds on this module's dataclass.
-        from nvsvideo.models.eg3d.pickle_loader import read_official_pickle
-
         return read_official_pickle(path)
     if suffix == ".safetensors":
         return _read_safetensors(path)

@@ -3,26 +3,26 @@
 Submodule and tensor names equal the official `training.triplane.TriPlaneGenerator` state dict, so an official
 G_ema loads with `load_state_dict(strict=True)`. Differences from the official module, all deliberate:
 - `noise_mode` defaults to 'const' (reproducible frames);
-- the two random draws of rendering come from an explicit `torch.Generator` (or explicit tensors);
+- the two random draws of rendering come from an explicit `torch.Generator`, from counter keys per frame
+  (`draws.DrawKeys`) or from explicit tensors; None keeps the official global generator;
 - a neural rendering resolution passed to a call applies to that call only (the official one mutates the module);
 - rays can be rendered in chunks to bound memory, with identical results.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
 from nvsvideo.errors import WeightsError
+from nvsvideo.models.eg3d.draws import DrawKeys
 from nvsvideo.models.eg3d.renderer import (
     NUM_PLANES,
     PLANE_CHANNELS,
     OSGDecoder,
     RenderSettings,
     SampleDraws,
-    plane_table,
+    prepare_planes,
     render_chunked,
     sample_rays,
     sample_triplane,
@@ -113,8 +113,8 @@ class TriPlaneGenerator(nn.Module):
             raw sigma [B, P, 1] (before the renderer's softplus(sigma - 1)) and features [B, P, 32] in (-0.001, 1.001).
         """
         planes = self._split_planes(planes)
-        table = plane_table(planes)
-        features = sample_triplane(table, planes.shape[-1], points, float(self.rendering_kwargs["box_warp"]))
+        features = sample_triplane(prepare_planes(planes), planes.shape[-1], points,
+                                   float(self.rendering_kwargs["box_warp"]))
         return self.decoder(features)
 
     def sample_mixed(self, coordinates: torch.Tensor, directions: torch.Tensor, ws: torch.Tensor, *,
@@ -131,7 +131,7 @@ class TriPlaneGenerator(nn.Module):
         c: torch.Tensor,
         *,
         neural_rendering_resolution: int | None = None,
-        rng: torch.Generator | Sequence[torch.Generator] | None = None,
+        rng: torch.Generator | DrawKeys | None = None,
         samples_multiplier: float = 1.0,
         chunk_rays: int | None = None,
         draws: SampleDraws | None = None,
@@ -142,9 +142,10 @@ class TriPlaneGenerator(nn.Module):
             planes: [B, 96, H, W] tri-planes from `synthesize_planes` (possibly edited or offset).
             c: [B, 25] render camera (flattened cam2world, then flattened normalised intrinsics).
             neural_rendering_resolution: N, rays per side (default: the checkpoint's value); this call only.
-            rng: generator of the two random draws (stratified jitter, importance uniforms); None uses torch's
-                global generator like the official code; a sequence gives each batch item its own generator
-                (one per video frame: flicker-free, reproducible, independent of batching).
+            rng: source of the two random draws (stratified jitter, importance uniforms): a generator; None,
+                torch's global generator like the official code; or `DrawKeys`, counter-based draws keyed by
+                (seed, frame index, render id) per batch item (video frames: flicker-free, reproducible,
+                independent of batching and chunking, computed on the planes' device).
             samples_multiplier: scales both sample counts (the official scripts use 2).
             chunk_rays: render this many rays of one image at a time; bounds memory, same result.
                 None renders up to 128 x 128 rays of 48 samples at once (`renderer.DEFAULT_CHUNK_SAMPLES`).
@@ -187,7 +188,7 @@ class TriPlaneGenerator(nn.Module):
         *,
         neural_rendering_resolution: int | None = None,
         noise_mode: str = "const",
-        rng: torch.Generator | Sequence[torch.Generator] | None = None,
+        rng: torch.Generator | DrawKeys | None = None,
         samples_multiplier: float = 1.0,
         chunk_rays: int | None = None,
         draws: SampleDraws | None = None,
@@ -205,7 +206,7 @@ class TriPlaneGenerator(nn.Module):
         assert ws.shape[0] == planes.shape[0], f"batch mismatch: planes {tuple(planes.shape)}, ws {tuple(ws.shape)}"
         out = self.render_features(planes, c, neural_rendering_resolution=neural_rendering_resolution, rng=rng,
                                    samples_multiplier=samples_multiplier, chunk_rays=chunk_rays, draws=draws)
-        # Per-item generators drive only the ray draws; 'random' SR noise (unused by FFHQ models) then uses the global one.
+        # Counter keys drive only the ray draws; 'random' SR noise (unused by FFHQ models) then uses the global generator.
         sr_rng = rng if isinstance(rng, torch.Generator) else None
         image = self.super_resolve(out["feature_image"], ws, rng=sr_rng, force_fp32=force_fp32)
         return {"image": image, **out}

@@ -8,10 +8,13 @@ No custom CUDA kernels: every op here is a stock PyTorch op, so it runs on CPU, 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from nvsvideo.models.kernels import kernels_for, map_items, run_network
 
 #: Slope and output gain of the leaky ReLU used throughout StyleGAN2 (gain keeps the activation variance).
 LRELU_SLOPE = 0.2
@@ -43,9 +46,11 @@ def fir_filter2d(x: torch.Tensor, f: torch.Tensor, *, padding: int = 0, gain: fl
     Returns:
         [N, C, H + 2*padding - K + 1, W + 2*padding - K + 1].
     """
+    weight = (f * gain).to(x.dtype).flip((0, 1))[None, None]
+    if kernels_for(x.device).fir == "folded":
+        return _fold_channels(x, lambda y: F.conv2d(y, weight, padding=padding))
     channels = x.shape[1]
-    weight = (f * gain).to(x.dtype).flip((0, 1))[None, None].expand(channels, 1, *f.shape)
-    return F.conv2d(x, weight, padding=padding, groups=channels)
+    return F.conv2d(x, weight.expand(channels, 1, *f.shape), padding=padding, groups=channels)
 
 
 def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
@@ -54,9 +59,19 @@ def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     Zero insertion, padding (K/2, K/2 - 1) and filtering with 4f, done in one strided transposed
     convolution (which uses the filter unflipped, i.e. as a true convolution).
     """
-    channels, k = x.shape[1], f.shape[-1]
-    weight = (f * 4).to(x.dtype)[None, None].expand(channels, 1, k, k)
-    return F.conv_transpose2d(x, weight, stride=2, padding=(k - 2) // 2, groups=channels)
+    k = f.shape[-1]
+    weight = (f * 4).to(x.dtype)[None, None]
+    if kernels_for(x.device).fir == "folded":
+        return _fold_channels(x, lambda y: F.conv_transpose2d(y, weight, stride=2, padding=(k - 2) // 2))
+    channels = x.shape[1]
+    return F.conv_transpose2d(x, weight.expand(channels, 1, k, k), stride=2, padding=(k - 2) // 2, groups=channels)
+
+
+def _fold_channels(x: torch.Tensor, conv: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Apply a single-channel conv to every channel by folding channels into the batch: [N, C, ...] -> [N, C, ...']."""
+    n, c = x.shape[:2]
+    y = conv(x.reshape(n * c, 1, *x.shape[2:]))
+    return y.reshape(n, c, *y.shape[2:])
 
 
 def bias_act(x: torch.Tensor, b: torch.Tensor | None, *, activation: str = "linear", gain: float = 1.0,
@@ -96,13 +111,35 @@ def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> to
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
 
+def fp16_prescale(weight: torch.Tensor, styles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scale weight and styles down so the squares of their products fit in float16 (the official fp16 path).
+
+    Each output filter is divided by its largest magnitude times sqrt(fan_in), each sample's styles by their
+    largest magnitude; demodulation normalises every modulated filter, so it cancels both factors.
+    """
+    out_channels, in_channels, kh, kw = weight.shape
+    weight = weight * (1 / (math.sqrt(in_channels * kh * kw) * weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True)))
+    return weight, styles / styles.norm(float("inf"), dim=1, keepdim=True)
+
+
+def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """1 / norm of every modulated filter: (sum_{i,k,l} (W[o,i,k,l] s[n,i])^2 + 1e-8)^-1/2, shape [N, C_out].
+
+    Computed as s^2 @ (sum_kl W^2)^T, which never builds the [N, C_out, C_in, k, k] modulated weights.
+    """
+    return (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
+
+
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *,
                      noise: torch.Tensor | None = None, up: int = 1, padding: int = 0,
                      resample_filter: torch.Tensor | None = None, demodulate: bool = True) -> torch.Tensor:
-    """StyleGAN2 modulated (and optionally demodulated) convolution, one conv per sample.
+    """StyleGAN2 modulated (and optionally demodulated) convolution.
 
     With up=2 the conv is a stride-2 transposed convolution with the (unflipped) modulated kernel
-    followed by a FIR low-pass, as in the official `conv2d_resample` fast path.
+    followed by a FIR low-pass, as in the official `conv2d_resample` fast path. The `modconv` kernel
+    choice runs it as one conv per sample with its own modulated weight ('per_sample') or, as the official
+    non-fused path, as one conv for the whole batch between input modulation and output demodulation
+    ('dense'); both compute the same sums.
 
     Args:
         x: [N, C_in, H, W] input.
@@ -119,29 +156,33 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     batch, in_channels = x.shape[:2]
     out_channels, _, kh, kw = weight.shape
     assert styles.shape == (batch, in_channels), f"styles {tuple(styles.shape)} vs x {tuple(x.shape)}"
+    if up not in (1, 2):
+        raise ValueError(f"unsupported upsampling factor {up}")
+    assert up == 1 or resample_filter is not None, "up=2 needs a resample filter"
 
     # In half precision the squared weights can overflow, so pre-scale weight and styles (demod cancels it).
     if x.dtype == torch.float16 and demodulate:
-        weight = weight * (1 / math.sqrt(in_channels * kh * kw)
-                           / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
-        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+        weight, styles = fp16_prescale(weight, styles)
+    # A matmul over the batch: per item where the batch must not change a frame's numbers.
+    dcoefs = run_network(lambda s: demodulation_coefficients(weight, s), styles) if demodulate else None
 
-    w = weight.unsqueeze(0) * styles.reshape(batch, 1, in_channels, 1, 1)  # [N, C_out, C_in, k, k]
-    if demodulate:
-        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, C_out]
-        w = w * dcoefs.reshape(batch, out_channels, 1, 1, 1)
-    w = w.to(x.dtype)
-    # One plain conv per sample rather than a grouped conv: oneDNN runs those much faster (channels-last
-    # especially), and the arithmetic per sample is the same.
-    if up == 1:
-        outs = [F.conv2d(x[i:i + 1], w[i], padding=padding) for i in range(batch)]
-    elif up == 2:
-        assert resample_filter is not None, "up=2 needs a resample filter"
-        # The transposed conv wants [C_in, C_out, k, k] and uses the kernel unflipped, as the official fast path.
-        outs = [F.conv_transpose2d(x[i:i + 1], w[i].transpose(0, 1), stride=2) for i in range(batch)]
+    def conv(inputs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Plain or (up=2) transposed conv; the transposed conv wants [C_in, C_out, k, k] and uses it unflipped."""
+        if up == 1:
+            return F.conv2d(inputs, w, padding=padding)
+        return F.conv_transpose2d(inputs, w.transpose(0, 1), stride=2)
+
+    if kernels_for(x.device).modconv == "dense":
+        x = conv(x * styles.to(x.dtype).reshape(batch, in_channels, 1, 1), weight.to(x.dtype))
+        if dcoefs is not None:
+            x = x * dcoefs.to(x.dtype).reshape(batch, out_channels, 1, 1)
     else:
-        raise ValueError(f"unsupported upsampling factor {up}")
-    x = outs[0] if batch == 1 else torch.cat(outs)
+        w = weight.unsqueeze(0) * styles.reshape(batch, 1, in_channels, 1, 1)  # [N, C_out, C_in, k, k]
+        if dcoefs is not None:
+            w = w * dcoefs.reshape(batch, out_channels, 1, 1, 1)
+        # One plain conv per sample rather than a grouped conv: oneDNN runs those much faster (channels-last
+        # especially), and the arithmetic per sample is the same.
+        x = map_items(lambda xi, wi: conv(xi, wi[0]), x, w.to(x.dtype))
     if up == 2:
         # The transposed conv gives 2H + kh - 2 rows; this symmetric padding brings the FIR output to exactly 2H.
         k = resample_filter.shape[-1]

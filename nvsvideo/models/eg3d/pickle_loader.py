@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from nvsvideo.errors import UnsafeCheckpointError, WeightsError
-from nvsvideo.models.eg3d.checkpoint import EG3DCheckpoint
+from nvsvideo.models.eg3d.types import EG3DCheckpoint
 
 # Module prefixes whose classes only ever become inert records: the object is never constructed
 # through its real class, so any name under them is harmless.

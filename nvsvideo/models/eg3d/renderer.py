@@ -6,14 +6,15 @@ Conventions (see `shared/interop/eg3d_facts.md` §3.3-3.6):
   checkpoint was trained with (NVlabs/eg3d issue #67);
 - density is softplus(sigma - 1); compositing uses interval midpoints (MipRayMarcher2);
 - the two random draws of a render (stratified jitter, importance uniforms) are explicit tensors
-  (`SampleDraws`), drawn up front from a caller-given `torch.Generator` in the official order and
-  shapes, so a seeded render reproduces the official one and ray chunking does not change the result.
+  (`SampleDraws`) drawn up front, so ray chunking does not change the result: either from a
+  `torch.Generator` (or torch's global one) in the official order and shapes, so a seeded render
+  reproduces the official one, or from counter keys (`draws.DrawKeys`: seed, frame, render id), a pure
+  function of each item's keys computed on the model's device, which the video pipelines use.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from nvsvideo.errors import UsageError, WeightsError
+from nvsvideo.models.eg3d.draws import DrawKeys, counter_uniforms
 from nvsvideo.models.eg3d.layers import FullyConnectedLayer
+from nvsvideo.models.kernels import kernels_for
 
 #: Feature channels per plane and the number of planes of an EG3D tri-plane.
 PLANE_CHANNELS = 32
@@ -95,18 +98,20 @@ class SampleDraws:
     """[N, M, D_imp] uniforms in [0, 1) that drive inverse-CDF importance sampling."""
 
     @classmethod
-    def draw(cls, batch: int, num_rays: int, settings: RenderSettings,
-             rng: torch.Generator | Sequence[torch.Generator] | None, device: torch.device) -> SampleDraws:
-        """Draw both tensors from `rng` (the global generator when None), on the generator's device.
+    def draw(cls, batch: int, num_rays: int, settings: RenderSettings, rng: torch.Generator | DrawKeys | None,
+             device: torch.device) -> SampleDraws:
+        """Both tensors, on `device`, from a generator (torch's global one when None) or from counter keys.
 
-        Shapes and order equal the official code's `rand_like([N, M, D, 1])` then `rand([N*M, D_imp])`, so a
-        generator seeded like the official global one gives bitwise the same numbers. A sequence of `batch`
-        generators draws each item from its own: a video frame's render then does not depend on its batch.
+        From a generator, shapes and order equal the official code's `rand_like([N, M, D, 1])` then
+        `rand([N*M, D_imp])` (drawn on the generator's device), so a generator seeded like the official global
+        one gives bitwise the same numbers. From `DrawKeys` (one frame index per batch item) each item's draws
+        depend only on its keys: not on the batch, the device or the ray chunking.
         """
-        if isinstance(rng, Sequence):
-            assert len(rng) == batch, f"{len(rng)} generators for a batch of {batch}"
-            parts = [cls.draw(1, num_rays, settings, item_rng, device) for item_rng in rng]
-            return cls(torch.cat([p.jitter for p in parts]), torch.cat([p.importance for p in parts]))
+        if isinstance(rng, DrawKeys):
+            assert len(rng.frames) == batch, f"{len(rng.frames)} frame keys for a batch of {batch}"
+            jitter, importance = counter_uniforms(
+                rng, num_rays, (settings.depth_resolution, settings.depth_resolution_importance), device)
+            return cls(jitter, importance)
         gen_device = rng.device if rng is not None else device
         jitter = torch.rand((batch, num_rays, settings.depth_resolution, 1), generator=rng, device=gen_device)
         importance = torch.rand((batch * num_rays, settings.depth_resolution_importance), generator=rng,
@@ -144,7 +149,7 @@ def sample_rays(cam2world: torch.Tensor, intrinsics: torch.Tensor, resolution: i
 
 
 def plane_table(planes: torch.Tensor) -> torch.Tensor:
-    """Lay the tri-planes out as a lookup table for `sample_triplane`.
+    """Lay the tri-planes out as a lookup table for the 'embedding_bag' variant of `sample_triplane`.
 
     Each plane gets a one-texel zero border (this reproduces grid_sample's zero padding exactly once
     indices are clamped to it) and channels go last, so a bilinear corner is one contiguous row.
@@ -159,21 +164,34 @@ def plane_table(planes: torch.Tensor) -> torch.Tensor:
     return padded.permute(0, 1, 3, 4, 2).reshape(-1, channels)
 
 
+def prepare_planes(planes: torch.Tensor) -> torch.Tensor:
+    """Tri-planes [N, 3, C, R, R] in the layout the device's `triplane` kernel samples from.
+
+    'embedding_bag': the 2-D table of `plane_table`; 'grid_sample': the planes as [N * 3, C, R, R].
+    """
+    if kernels_for(planes.device).triplane == "grid_sample":
+        return planes.reshape(-1, *planes.shape[2:])
+    return plane_table(planes)
+
+
 def sample_triplane(table: torch.Tensor, resolution: int, points: torch.Tensor, box_warp: float) -> torch.Tensor:
     """Mean of the bilinear tri-plane features at 3D points, with zero outside the box.
 
-    Equivalent to grid_sample(mode='bilinear', padding_mode='zeros', align_corners=False) on the planes at
-    (x, y), (x, z), (z, x) (grid x = column) followed by the mean over planes, but done as one weighted
-    embedding-bag gather of 12 corner rows per point, with the texel arithmetic shared between planes.
+    grid_sample(mode='bilinear', padding_mode='zeros', align_corners=False) on the planes at (x, y), (x, z),
+    (z, x) (grid x = column), then the mean over planes. The layout of `table` picks the variant: a 2-D table
+    from `plane_table` is read by one weighted embedding-bag gather of 12 corner rows per point (texel
+    arithmetic shared between planes; fastest on the CPU); 4-D planes from `prepare_planes` go to grid_sample.
 
     Args:
-        table: [N * 3 * (R + 2) * (R + 2), C] from `plane_table`.
+        table: [N * 3 * (R + 2) * (R + 2), C] from `plane_table`, or [N * 3, C, R, R].
         resolution: R, side of one (square) plane.
         points: [N, P, 3] world points.
         box_warp: side of the cube [-box_warp/2, box_warp/2]^3 the planes span.
     Returns:
         [N, P, C] features.
     """
+    if table.ndim == 4:
+        return _sample_triplane_grid(table, points, box_warp)
     n, p, _ = points.shape
     device = points.device
     stride = resolution + 2  # padded row length
@@ -196,6 +214,17 @@ def sample_triplane(table: torch.Tensor, resolution: int, points: torch.Tensor, 
     out = F.embedding_bag(index.reshape(-1, n * p).t().contiguous(), table,
                           per_sample_weights=weight.reshape(-1, n * p).t().to(table.dtype).contiguous(), mode="sum")
     return out.reshape(n, p, -1)
+
+
+def _sample_triplane_grid(planes: torch.Tensor, points: torch.Tensor, box_warp: float) -> torch.Tensor:
+    """`sample_triplane` by grid_sample: planes [N * 3, C, R, R], points [N, P, 3] -> [N, P, C]."""
+    n, p, _ = points.shape
+    coords = points * (2 / box_warp)  # the box maps to grid_sample's [-1, 1]
+    columns = coords[..., _PLANE_COLUMN_AXES]  # [N, P, 3 planes]
+    rows = coords[..., _PLANE_ROW_AXES]
+    grid = torch.stack([columns, rows], dim=-1).permute(0, 2, 1, 3).reshape(n * NUM_PLANES, 1, p, 2)
+    out = F.grid_sample(planes, grid.to(planes.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.reshape(n, NUM_PLANES, -1, p).mean(dim=1).transpose(1, 2)
 
 
 class OSGDecoder(nn.Module):
@@ -364,9 +393,12 @@ def render_rays(table: torch.Tensor, resolution: int, decoder: OSGDecoder, origi
 def render_chunked(planes: torch.Tensor, decoder: OSGDecoder, origins: torch.Tensor, directions: torch.Tensor,
                    draws: SampleDraws, settings: RenderSettings,
                    chunk_rays: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Render all rays, one batch item and one chunk of its rays at a time; chunking never changes the result.
+    """Render all rays in chunks that bound memory; chunking never changes the result beyond float rounding.
 
-    Going item by item keeps a single tri-plane (25 MB at full size) hot in cache while it is gathered from.
+    The `render` kernel choice goes one batch item at a time ('per_item': a single tri-plane, 25 MB at full
+    size, stays hot in cache while it is gathered from; each pass takes `chunk_rays` rays of one item) or
+    renders all items together ('whole_batch': few large launches for GPUs; each pass takes `chunk_rays` rays
+    in all, split evenly over the items), so a pass holds the same number of samples either way.
 
     Args:
         planes: [N, 3, C, H, W] tri-planes.
@@ -374,7 +406,7 @@ def render_chunked(planes: torch.Tensor, decoder: OSGDecoder, origins: torch.Ten
         origins, directions: [N, M, 3] rays.
         draws: random draws for all M rays.
         settings: sample counts and ray bounds.
-        chunk_rays: rays per chunk; None derives it from `DEFAULT_CHUNK_SAMPLES`.
+        chunk_rays: rays per pass; None derives it from `DEFAULT_CHUNK_SAMPLES`.
     Returns:
         features [N, M, C] in [-1, 1] and depth [N, M], clamped like the official renderer to the range of
         all sample depths of the render (the whole batch).
@@ -386,18 +418,22 @@ def render_chunked(planes: torch.Tensor, decoder: OSGDecoder, origins: torch.Ten
     if chunk_rays is None:
         chunk_rays = DEFAULT_CHUNK_SAMPLES // max(settings.depth_resolution, settings.depth_resolution_importance, 1)
     step = max(1, int(chunk_rays))
-    parts = []
-    for item in range(n):
-        table = plane_table(planes[item:item + 1])
-        rays = slice(item, item + 1)
-        parts.extend(
-            render_rays(table, height, decoder, origins[rays, i:i + step], directions[rays, i:i + step],
-                        SampleDraws(draws.jitter[rays, i:i + step], draws.importance[rays, i:i + step]), settings)
+    if kernels_for(planes.device).render == "whole_batch":
+        groups = [slice(0, n)]
+        step = max(1, step // n)  # the same number of samples per pass as one item's chunk
+    else:
+        groups = [slice(item, item + 1) for item in range(n)]
+    features, depth, low, high = [], [], [], []
+    for items in groups:
+        table = prepare_planes(planes[items])
+        parts = [
+            render_rays(table, height, decoder, origins[items, i:i + step], directions[items, i:i + step],
+                        SampleDraws(draws.jitter[items, i:i + step], draws.importance[items, i:i + step]), settings)
             for i in range(0, m, step)
-        )
-    features = torch.cat([part.features for part in parts], dim=1).reshape(n, m, -1)
-    depth = torch.cat([part.depth for part in parts], dim=1).reshape(n, m)
-    low = torch.stack([part.sample_min for part in parts]).min()
-    high = torch.stack([part.sample_max for part in parts]).max()
-    depth = torch.clamp(torch.nan_to_num(depth, math.inf), low, high)
-    return features, depth
+        ]
+        features.append(torch.cat([part.features for part in parts], dim=1))
+        depth.append(torch.cat([part.depth for part in parts], dim=1))
+        low.extend(part.sample_min for part in parts)
+        high.extend(part.sample_max for part in parts)
+    depth = torch.clamp(torch.nan_to_num(torch.cat(depth), math.inf), torch.stack(low).min(), torch.stack(high).max())
+    return torch.cat(features), depth

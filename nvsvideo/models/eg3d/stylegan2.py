@@ -22,6 +22,7 @@ from nvsvideo.models.eg3d.layers import (
     normalize_2nd_moment,
     upsample2d,
 )
+from nvsvideo.models.kernels import run_network
 
 NOISE_MODES = ("const", "random", "none")
 
@@ -130,7 +131,7 @@ class SynthesisLayer(nn.Module):
         assert noise_mode in NOISE_MODES, f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}"
         expected = self.resolution // self.up
         assert x.shape[1:] == (self.in_channels, expected, expected), f"unexpected input {tuple(x.shape)}"
-        styles = self.affine(w)
+        styles = run_network(self.affine, w)
         noise = None
         if self.use_noise and noise_mode == "random":
             # Drawn on the generator's device, so a CPU generator gives the same noise on any device.
@@ -173,7 +174,7 @@ class ToRGBLayer(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """[N, C_in, H, W], w [N, w_dim] -> [N, C_out, H, W]."""
         assert x.shape[1] == self.in_channels, f"expected {self.in_channels} channels, got {x.shape[1]}"
-        styles = self.affine(w) * self.weight_gain
+        styles = run_network(self.affine, w) * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=False)
         return bias_act(x, self.bias, clamp=self.conv_clamp)
 

@@ -4,7 +4,8 @@ A checkpoint is a `torch.save`d dict whose `state_dict` holds three prefixes: `p
 `triplanenet_encoder.` and `decoder.` (the frozen EG3D FFHQ 512/128 generator). It is read with
 `torch.load(weights_only=True)` only. The variant (v1, v2 with pixel shuffle, v2 with nearest
 upsampling) and the layer widths are read from tensor shapes, not from the training options, so
-narrow models of the same architecture (test files) load through the same path. One file is enough:
+narrow models of the same architecture (test files) load through the same path. A zip-format file
+(any `torch.save` since PyTorch 1.6) is memory-mapped rather than read. One file is enough:
 the generator is rebuilt from `decoder.*` with the FFHQ 512/128 config, unless an EG3D checkpoint
 is given, which then replaces `decoder.*` entirely.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,7 +216,10 @@ def read_triplanenet(path: str | os.PathLike[str]) -> TriPlaneNetCheckpoint:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"TriPlaneNet checkpoint {path} does not exist; check the path or run `nvsvideo weights`")
-    obj = load_weights_only(path, what="TriPlaneNet checkpoint")
+    # Memory-mapped (zip-format files; legacy ones are read): the ~1 GB file is not copied into memory
+    # first, its tensors are paged in as they are used (or copied once to the GPU), and batch workers
+    # on one machine share the pages.
+    obj = load_weights_only(path, what="TriPlaneNet checkpoint", mmap=zipfile.is_zipfile(path))
     state = obj.get("state_dict") if isinstance(obj, dict) else None
     if state is None and isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
         state = obj

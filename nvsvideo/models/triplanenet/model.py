@@ -15,7 +15,6 @@ returned planes with `TriPlaneNet.render`, without rerunning the encoders.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nvsvideo.models.eg3d.draws import DrawKeys, RenderId, keyed_for
 from nvsvideo.models.triplanenet.offsets_v1 import TriPlaneOffsetsV1
 from nvsvideo.models.triplanenet.offsets_v2 import TriPlanePredictorV2
 from nvsvideo.models.triplanenet.psp import GradualStyleEncoder
@@ -155,7 +155,7 @@ class TriPlaneNet(nn.Module):
         ws: torch.Tensor,
         c: torch.Tensor,
         *,
-        rng: torch.Generator | Sequence[torch.Generator] | None = None,
+        rng: torch.Generator | DrawKeys | None = None,
     ) -> dict[str, torch.Tensor]:
         """Render tri-planes with the model's `render_options`.
 
@@ -163,7 +163,8 @@ class TriPlaneNet(nn.Module):
             planes: [B, 96, 256, 256] tri-planes (e.g. `InversionResult.planes`).
             ws: [B, 14, 512] codes; only the super-resolution reads them.
             c: [B, 25] camera labels to render from.
-            rng: generator for the stochastic ray samples; None draws from torch's global generator.
+            rng: source of the stochastic ray samples (`TriPlaneGenerator.render_features`); None draws from
+                torch's global generator.
         Returns:
             The generator's dict: `image` [B,3,512,512], `image_raw` [B,3,N,N], `image_depth` [B,1,N,N].
         """
@@ -189,20 +190,21 @@ class TriPlaneNet(nn.Module):
         x: torch.Tensor,
         c: torch.Tensor,
         *,
-        rng: torch.Generator | Sequence[torch.Generator] | None = None,
+        rng: torch.Generator | DrawKeys | None = None,
         render_input_view: bool = True,
     ) -> InversionResult:
         """Invert aligned face crops once: codes, final planes and the reconstruction at the input camera.
 
-        Renders, in this order (each draws its ray samples from `rng`): initial planes at `c`,
-        v2 only: initial planes at `mirror_camera(c)`, final planes at `c`. This is the official
-        draw order, so seeding torch's global generator reproduces the official outputs.
+        Renders, in this order: initial planes at `c`, v2 only: initial planes at `mirror_camera(c)`, final
+        planes at `c`. A generator (or torch's global one) is drawn from in this official order, so seeding
+        it reproduces the official outputs; counter keys give each render its own id (`RenderId.INITIAL`,
+        `MIRROR`, `INPUT_VIEW`), so no two renders of a frame share draws.
 
         Args:
             x: [B, 3, 512, 512] aligned crops in [-1, 1] (crops already at 256 are used as they are).
             c: [B, 25] their camera labels.
-            rng: generator for the stochastic ray samples; None uses torch's global generator; a sequence gives
-                each frame its own (its renders then do not depend on the batch it is in).
+            rng: source of the stochastic ray samples: a generator; None, torch's global generator; or `DrawKeys`
+                with each frame's seed and index (its renders then do not depend on the batch it is in).
             render_input_view: render the final planes at `c`; callers that only need the planes (novel
                 views) skip it, which saves one of the two (v1) or three (v2) renders.
         Returns:
@@ -213,17 +215,17 @@ class TriPlaneNet(nn.Module):
         x256 = to_encoder_resolution(x, self.psp_encoder.resolution)
         ws = self.encode_ws(x256)
         planes0 = self.decoder.synthesize_planes(ws, noise_mode=self.render_options.noise_mode)
-        y0 = self._render_pooled(planes0, ws, c, rng)
+        y0 = self._render_pooled(planes0, ws, c, keyed_for(rng, RenderId.INITIAL))
         if self.version == "v1":
             offsets = self.triplanenet_encoder(predictor_input_v1(x256, y0))
             planes = planes0 + offsets
         else:
-            y0_mirror = self._render_pooled(planes0, ws, mirror_camera(c), rng)
+            y0_mirror = self._render_pooled(planes0, ws, mirror_camera(c), keyed_for(rng, RenderId.MIRROR))
             planes = self.triplanenet_encoder(predictor_input_v2(x256, y0, y0_mirror), planes0)
             offsets = planes - planes0
         if not render_input_view:
             return InversionResult(ws=ws, planes=planes, offsets=offsets, image=None, image_raw=None, depth=None)
-        final = self.render(planes, ws, c, rng=rng)
+        final = self.render(planes, ws, c, rng=keyed_for(rng, RenderId.INPUT_VIEW))
         return InversionResult(
             ws=ws,
             planes=planes,
@@ -234,7 +236,7 @@ class TriPlaneNet(nn.Module):
         )
 
     def _render_pooled(
-        self, planes: torch.Tensor, ws: torch.Tensor, c: torch.Tensor, rng: torch.Generator | Sequence[torch.Generator] | None
+        self, planes: torch.Tensor, ws: torch.Tensor, c: torch.Tensor, rng: torch.Generator | DrawKeys | None
     ) -> torch.Tensor:
         """Render at `c` and pool the 512 image to the encoders' resolution (area mean, as trained)."""
         image = self.render(planes, ws, c, rng=rng)["image"]

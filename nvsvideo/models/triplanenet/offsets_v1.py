@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from nvsvideo.models.kernels import itemwise
 from nvsvideo.models.triplanenet.irse import STAGE_CHANNELS
 from nvsvideo.models.triplanenet.unet import TriPlaneUNet, plane_head, upsampled_channels
 
@@ -32,6 +33,7 @@ class TriPlaneOffsetsV1(TriPlaneUNet):
         self.head = nn.PixelShuffle(2)
         self.final_head = plane_head(upsampled_channels("pixel_shuffle", self.up_channels[3], 2), plane_channels)
 
+    @itemwise
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x [B,6,R,R] = cat[initial render, input - initial render]. Returns: offsets [B,96,R,R]."""
         assert x.ndim == 4 and x.shape[1] == 6, x.shape

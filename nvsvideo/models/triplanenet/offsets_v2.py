@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
+from nvsvideo.models.kernels import itemwise
 from nvsvideo.models.triplanenet.irse import STAGE_CHANNELS
 from nvsvideo.models.triplanenet.unet import (
     TriPlaneUNet,
@@ -51,6 +52,7 @@ class TriPlanePredictorV2(TriPlaneUNet):
         head_in = plane_channels + upsampled_channels(upsample, self.up_channels[3], 2)
         self.final_head_two = plane_head(head_in, plane_channels)
 
+    @itemwise
     def forward(self, x: torch.Tensor, planes0: torch.Tensor) -> torch.Tensor:
         """Args:
             x: [B,9,R,R] = cat[initial render, input - initial render, mirrored input - initial mirror render].

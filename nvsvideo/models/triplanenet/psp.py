@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nvsvideo.models.kernels import itemwise
 from nvsvideo.models.triplanenet.irse import STAGE_CHANNELS, IRSE50Trunk, stage_end
 
 #: Styles 0..COARSE_END-1 read the 16x16 map, COARSE_END..MIDDLE_END-1 the 32x32 map, the rest 64x64.
@@ -45,8 +46,13 @@ class EqualLinear(nn.Module):
         self.in_features = in_features
         self.out_features = out_features
         self.lr_multiplier = lr_multiplier
-        # Unit-variance storage: the runtime gain gives the layer a fan-in-scaled weight.
-        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_multiplier)
+        # Unit-variance storage: the runtime gain gives the layer a fan-in-scaled weight. Not drawn on the
+        # meta device (how checkpoints are loaded): meta randn and scalar ops run torch's Python refs, whose
+        # first use imports about 500 modules (torch._dynamo among them), 1-4 s of start-up.
+        weight = torch.empty(out_features, in_features)
+        if not weight.is_meta:
+            weight = torch.randn(out_features, in_features).div_(lr_multiplier)
+        self.weight = nn.Parameter(weight)
         self.bias = nn.Parameter(torch.zeros(out_features))
         self.weight_gain = lr_multiplier / math.sqrt(in_features)
 
@@ -110,6 +116,7 @@ class GradualStyleEncoder(IRSE50Trunk):
         self.latlayer2 = nn.Conv2d(self.stage_channels[1], head_channels, kernel_size=1)
         assert self.stage_channels[3] == head_channels, "the coarse styles read the last trunk stage directly"
 
+    @itemwise
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x [B,3,R,R], R = resolution. Returns: w+ offsets [B, num_styles, w_dim]."""
         assert x.shape[1:] == (3, self.resolution, self.resolution), x.shape

@@ -1,0 +1,1 @@
+"""How the models run on a device: batch sizes, numeric precision, optional compilation."""

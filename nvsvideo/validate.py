@@ -1,0 +1,162 @@
+"""Checks that need no computation, run at the start of a command before any model is loaded.
+
+A mistake in an output name or a camera path should cost a second, not an alignment and an
+inversion, and leave nothing behind (no cache, no output). These functions only look at names,
+files and headers; they import nothing heavy (no torch), so a refused command also starts fast.
+`batch` calls them per video.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nvsvideo.errors import InputError, UsageError
+
+if TYPE_CHECKING:
+    from nvsvideo.video.probe import VideoInfo
+
+#: Demuxers of still images (ffmpeg's image2 and its per-codec `*_pipe` readers).
+_IMAGE_DEMUXERS = ("image2",)
+
+#: Mesh files `--mesh` can write.
+MESH_SUFFIXES = (".ply", ".obj")
+
+
+def check_input_file(path: Path, what: str = "input video") -> None:
+    """The input exists and is a file.
+
+    Raises:
+        InputError: missing, or a folder.
+    """
+    if not path.exists():
+        raise InputError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise InputError(f"{what} {path} is a folder, not a file")
+
+
+def check_video_output(path: Path, inputs: Iterable[Path], option: str = "--out") -> None:
+    """An output video can be written: a suffix we encode, not an input, not a folder.
+
+    Raises:
+        UsageError: any of these.
+    """
+    from nvsvideo.video.writer import CONTAINERS
+
+    if path.suffix.lower() not in CONTAINERS:
+        raise UsageError(f"{option} {path}: cannot write '{path.suffix or 'no suffix'}' videos; "
+                         f"use one of {', '.join(CONTAINERS)}")
+    check_not_input(path, inputs, option)
+
+
+def check_not_input(path: Path, inputs: Iterable[Path], option: str) -> None:
+    """`path` names none of `inputs` and is not a folder.
+
+    Raises:
+        UsageError: it would overwrite an input, or it is a folder.
+    """
+    for source in inputs:
+        if path.resolve() == source.resolve() or (path.exists() and os.path.samefile(path, source)):
+            raise UsageError(f"{option} {path} is the input {source}; choose another output path")
+    if path.is_dir():
+        raise UsageError(f"{option} {path} is a folder; give a file name")
+
+
+def mesh_format(path: str | os.PathLike[str]) -> str:
+    """'ply' or 'obj' from the file suffix (case-insensitive).
+
+    Raises:
+        UsageError: any other suffix.
+    """
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    if suffix not in MESH_SUFFIXES:
+        raise UsageError(f"the mesh file must end in .ply or .obj, not '{os.fspath(path)}'")
+    return suffix[1:]
+
+
+def check_distinct(paths: dict[str, Path | None]) -> None:
+    """No two outputs (option -> path) are the same file.
+
+    Raises:
+        UsageError: two options name one file.
+    """
+    seen: dict[Path, str] = {}
+    for option, path in paths.items():
+        if path is None:
+            continue
+        key = path.resolve()
+        if key in seen:
+            raise UsageError(f"{seen[key]} and {option} both name {path}; give each output its own file")
+        seen[key] = option
+
+
+def check_camera_path(spec: str) -> None:
+    """The camera path parses and its keyframe file, if any, reads and parses.
+
+    Raises:
+        UsageError: a malformed spec (a value that is not a finite number included).
+        InputError: a keyframe file that is missing or malformed.
+    """
+    from nvsvideo.cameras.paths import load_keyframes, parse_camera_path
+
+    parsed = parse_camera_path(spec)
+    if parsed.file is not None:
+        load_keyframes(parsed.file)
+
+
+def check_not_still_image(info: VideoInfo) -> None:
+    """A video, not a still image read as a one-frame video.
+
+    Raises:
+        InputError: the file is a still image.
+    """
+    if info.container in _IMAGE_DEMUXERS or info.container.endswith("_pipe"):
+        raise InputError(f"{info.path} is a still image, not a video; `nvsvideo align` takes images "
+                         "(a one-frame video would be all a re-render could make of it)")
+
+
+def check_render_job(video: Path, out: Path, camera_path: str, *, depth: Path | None = None,
+                     mesh: Path | None = None) -> VideoInfo:
+    """Everything about one rerender/edit job that can be checked without computing: the input is a
+    readable video (not a still image), every output can be written and none overwrites it, the
+    camera path (and its keyframe file) is good. Returns the probed input.
+
+    Raises:
+        InputError, UsageError: the first problem found.
+    """
+    from nvsvideo.video.probe import probe
+
+    check_input_file(video)
+    check_video_output(out, [video])
+    if depth is not None:
+        check_video_output(depth, [video], "--depth")
+    if mesh is not None:
+        mesh_format(mesh)
+        check_not_input(mesh, [video], "--mesh")
+    check_distinct({"--out": out, "--depth": depth, "--mesh": mesh})
+    check_camera_path(camera_path)
+    info = probe(video)
+    check_not_still_image(info)
+    return info
+
+
+def check_model_files(model: str | None, triplanenet: Path | None, eg3d: Path | None,
+                      weights_dir: Path | None) -> None:
+    """The model files a command will load exist (explicit ones, or the default from the weights folder).
+
+    Raises:
+        UsageError: --weights is a file.
+        InputError: an explicit file is missing.
+        WeightsError: the default file is not installed (saying where to put it and where to get it).
+    """
+    from nvsvideo.weights import require_weight, resolve_weights_dir
+    from nvsvideo.weights.registry import DEFAULT_TRIPLANENET
+
+    folder = resolve_weights_dir(weights_dir, os.environ)
+    for path, what in ((triplanenet, "TriPlaneNet file"), (eg3d, "EG3D file")):
+        if path is not None:
+            check_input_file(path, what)
+    if triplanenet is None:
+        require_weight(f"triplanenet-{model or DEFAULT_TRIPLANENET}", folder)
