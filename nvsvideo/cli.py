@@ -417,11 +417,10 @@ def sample(
         check_input_file(eg3d, "EG3D file")
 
     from nvsvideo.device import resolve_device
-    from nvsvideo.models.kernels import sr_force_fp32
     from nvsvideo.pipelines.common import load_generator, parse_fps, resolve_eg3d_file
     from nvsvideo.pipelines.sample import SampleConfig, run_sample
     from nvsvideo.render import RenderOptions
-    from nvsvideo.runtime.precision import parse_precision
+    from nvsvideo.runtime.precision import parse_precision, sr_force_fp32
 
     reporter = Reporter(quiet=quiet, verbose=verbose)
     rate = parse_fps(fps)
@@ -509,14 +508,22 @@ INVERT_OPTIONS = (
 )
 
 
+def _check_inversion(inv: Any, weights_dir: Path | None) -> None:
+    """The inversion options' checks that need no computation: --batch-size parses, the model files exist."""
+    from nvsvideo.validate import check_model_files, parse_batch_size
+
+    parse_batch_size(inv.batch_size)
+    check_model_files(inv.model, inv.triplanenet, inv.eg3d, weights_dir)
+
+
 def _invert_setup(video: Path, cache: Path | None, inv: Any, weights_dir: Path | None,
                   torch_device: Any) -> tuple[Path, Any, dict[str, str], Any]:
     """(cache dir, TriPlaneNet, its files' fingerprints, InvertConfig) from the inversion options group."""
     from nvsvideo.cache import parse_store
     from nvsvideo.pipelines.common import fingerprint_memo, load_inverter
     from nvsvideo.pipelines.invert import InvertConfig, default_cache_dir, model_fingerprints
-    from nvsvideo.runtime.batching import parse_batch_size
     from nvsvideo.runtime.precision import parse_precision, set_precision
+    from nvsvideo.validate import parse_batch_size
 
     mode = parse_store(inv.store)
     batch_size, precision = parse_batch_size(inv.batch_size), parse_precision(inv.precision)
@@ -552,13 +559,13 @@ def invert(
     verbose: Verbose = False,
 ) -> None:
     """Align and invert every frame once into a resumable cache (re-runs skip finished frames)."""
-    from nvsvideo.validate import check_input_file, check_model_files, check_not_still_image
+    from nvsvideo.validate import check_input_file, check_not_still_image
     from nvsvideo.video.probe import probe
 
     check_input_file(video)
     info = probe(video)  # once per run: probing reads the whole file
     check_not_still_image(info)
-    check_model_files(inv.model, inv.triplanenet, inv.eg3d, weights_dir)
+    _check_inversion(inv, weights_dir)
 
     from nvsvideo.pipelines.invert import describe_cache, run_invert
 
@@ -611,7 +618,7 @@ def rerender(
     verbose: Verbose = False,
 ) -> None:
     """Re-render a portrait video from new camera viewpoints (decode, align, invert, render, encode with audio)."""
-    from nvsvideo.validate import check_model_files, check_render_job
+    from nvsvideo.validate import check_render_job
 
     editing = ctx.info_name == "edit"
     if editing and not look.direction:
@@ -619,7 +626,7 @@ def rerender(
     camera_path = look.yaw_path or ("follow" if editing else "orbit")
     # Every check that needs no computation, before the heavy imports and the long stages.
     info = check_render_job(video, out, camera_path, depth=depth, mesh=mesh)
-    check_model_files(inv.model, inv.triplanenet, inv.eg3d, weights_dir)
+    _check_inversion(inv, weights_dir)
 
     import os
 
@@ -631,10 +638,8 @@ def rerender(
     from nvsvideo.render import RenderOptions
     from nvsvideo.weights import resolve_weights_dir
 
-    try:
-        mode, policy = OutputMode(look.output), OffsetPolicy(look.edit_offsets)
-    except ValueError as err:
-        raise UsageError(f"{err}: --output takes crop, paste or compare; --edit-offsets keep or drop") from None
+    # The parser already restricts both options to their choices.
+    mode, policy = OutputMode(look.output), OffsetPolicy(look.edit_offsets)
     reporter = Reporter(quiet=quiet, verbose=verbose)
     torch_device, backend, align_config = _align_setup(device, face)
     specs = parse_edit_specs(look.direction or [], look.strength or [], look.strength_ramp or [])
@@ -702,7 +707,7 @@ def metrics(
 
     Summary table on stderr; --json prints the summary and per-frame values (PSNR of identical images: null).
     """
-    from nvsvideo.validate import check_input_file, check_model_files, check_not_input
+    from nvsvideo.validate import check_input_file, check_not_input
 
     check_input_file(video)
     if rendered is not None:
@@ -710,11 +715,11 @@ def metrics(
     if per_frame is not None:
         check_not_input(per_frame, [p for p in (video, rendered) if p is not None], "--per-frame")
     if not skip_reconstruction:
-        check_model_files(inv.model, inv.triplanenet, inv.eg3d, weights_dir)
+        _check_inversion(inv, weights_dir)
 
     import os
 
-    from nvsvideo.pipelines.invert import default_cache_dir
+    from nvsvideo.pipelines.invert import default_cache_dir, describe_cache
     from nvsvideo.pipelines.metrics import (
         MetricsConfig,
         PerceptualModels,
@@ -749,6 +754,7 @@ def metrics(
         reporter.console.print(summary_table(summary))
     for note in summary["notes"]:
         reporter.info(note)
+    reporter.info(describe_cache(summary["cache"]))
     if json_out:
         Reporter.emit_json(summary)
 

@@ -15,7 +15,9 @@ from nvsvideo.errors import UsageError
 
 
 def same_file(a: Path, b: Path) -> bool:
-    """True when two paths name the same file (resolving links and relative parts)."""
+    """True when two paths name the same file, existing or not (resolving links, relative parts, hard links)."""
+    if a.resolve() == b.resolve():
+        return True
     try:
         return a.exists() and b.exists() and os.path.samefile(a, b)
     except OSError:
@@ -84,7 +86,7 @@ def atomic_output(path: str | os.PathLike[str], *, protect: tuple[Path, ...] = (
     """
     final = Path(path)
     for p in protect:
-        if same_file(final, Path(p)) or final.resolve() == Path(p).resolve():
+        if same_file(final, Path(p)):
             raise UsageError(f"refusing to overwrite the input {p}; choose another output path")
     final.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(final)

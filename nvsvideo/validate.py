@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from nvsvideo.errors import InputError, UsageError
+from nvsvideo.files import same_file
 
 if TYPE_CHECKING:
     from nvsvideo.video.probe import VideoInfo
@@ -23,6 +24,25 @@ _IMAGE_DEMUXERS = ("image2",)
 
 #: Mesh files `--mesh` can write.
 MESH_SUFFIXES = (".ply", ".obj")
+
+
+AUTO = "auto"
+#: `--batch-size`: a positive frame count, or "auto".
+BatchSpec = int | Literal["auto"]
+
+
+def parse_batch_size(value: str | int) -> BatchSpec:
+    """'auto', or a positive integer (as int or text: CLI values and manifest cells).
+
+    Raises:
+        UsageError: anything else.
+    """
+    text = str(value).strip().lower()
+    if text == AUTO:
+        return AUTO
+    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
+        raise UsageError(f"--batch-size takes 'auto' or a positive whole number of frames, not {value!r}")
+    return int(text)
 
 
 def check_input_file(path: Path, what: str = "input video") -> None:
@@ -58,7 +78,7 @@ def check_not_input(path: Path, inputs: Iterable[Path], option: str) -> None:
         UsageError: it would overwrite an input, or it is a folder.
     """
     for source in inputs:
-        if path.resolve() == source.resolve() or (path.exists() and os.path.samefile(path, source)):
+        if same_file(path, source):
             raise UsageError(f"{option} {path} is the input {source}; choose another output path")
     if path.is_dir():
         raise UsageError(f"{option} {path} is a folder; give a file name")

@@ -37,7 +37,6 @@ from nvsvideo.models.kernels import (
     Kernels,
     kernels_for,
     map_items,
-    sr_force_fp32,
     use_kernels,
 )
 
@@ -61,13 +60,6 @@ def test_dispatch_defaults_and_scoped_override():
     with pytest.raises(RuntimeError), use_kernels(GPU_KERNELS):
         raise RuntimeError("leaves the scope")
     assert kernels_for(torch.device("cpu")) == CPU_KERNELS
-
-
-def test_precision_choices():
-    assert sr_force_fp32("fp32") is True
-    assert sr_force_fp32("auto") is False
-    with pytest.raises(ValueError, match="precision"):
-        sr_force_fp32("fp16")
 
 
 def test_map_items_runs_each_item_alone():

@@ -16,7 +16,7 @@ from nvsvideo.cli import app
 from nvsvideo.video import VideoReader, VideoWriter, probe
 
 from face_clips import face_clip_with_gap
-from tiny_models import save_tiny_eg3d, save_tiny_triplanenet
+from tiny_models import tiny_clip_setup
 
 runner = CliRunner()
 FRAMES = 4
@@ -25,13 +25,8 @@ BLANK = range(2, 3)  # one faceless frame (passed through, not measured)
 
 @pytest.fixture(scope="module")
 def setup(fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("metrics")
-    return {
-        "root": root,
-        "clip": face_clip_with_gap(fixtures_dir / "single_face.mp4", root / "clip.mp4", blank=BLANK, frames=FRAMES),
-        "eg3d": save_tiny_eg3d(root / "eg3d.safetensors"),
-        "v2": save_tiny_triplanenet(root / "tpn_v2.pt", "v2"),
-    }
+    return tiny_clip_setup(fixtures_dir / "single_face.mp4", tmp_path_factory.mktemp("metrics"), blank=BLANK,
+                           frames=FRAMES)
 
 
 def models(setup: dict[str, Path]) -> list[str]:

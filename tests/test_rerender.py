@@ -16,9 +16,8 @@ from typer.testing import CliRunner
 from nvsvideo.cli import app
 from nvsvideo.video import VideoReader, probe
 
-from face_clips import face_clip_with_gap
 from media import audio_packets
-from tiny_models import save_tiny_eg3d, save_tiny_triplanenet
+from tiny_models import tiny_clip_setup
 
 runner = CliRunner()
 FRAMES = 10
@@ -27,15 +26,8 @@ BLANK = range(4, 7)  # three faceless frames in the middle; with --max-gap 1 the
 
 @pytest.fixture(scope="module")
 def setup(fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("rerender")
-    clip = face_clip_with_gap(fixtures_dir / "single_face.mp4", root / "clip.mp4", blank=BLANK, frames=FRAMES)
-    return {
-        "root": root,
-        "clip": clip,
-        "eg3d": save_tiny_eg3d(root / "eg3d.safetensors"),
-        "v2": save_tiny_triplanenet(root / "tpn_v2.pt", "v2"),
-        "v1": save_tiny_triplanenet(root / "tpn_v1.pt", "v1"),
-    }
+    return tiny_clip_setup(fixtures_dir / "single_face.mp4", tmp_path_factory.mktemp("rerender"), blank=BLANK,
+                           frames=FRAMES, versions=("v2", "v1"))
 
 
 def models(setup: dict[str, Path], version: str = "v2") -> list[str]:

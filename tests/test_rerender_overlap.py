@@ -17,8 +17,7 @@ from nvsvideo.pipelines import rerender as rerender_module
 from nvsvideo.pipelines.stream import SEQUENTIAL_ENV
 from nvsvideo.video import VideoReader
 
-from face_clips import face_clip_with_gap
-from tiny_models import save_tiny_eg3d, save_tiny_triplanenet
+from tiny_models import tiny_clip_setup
 
 runner = CliRunner()
 FRAMES = 8
@@ -27,13 +26,8 @@ BLANK = range(3, 5)
 
 @pytest.fixture(scope="module")
 def setup(fixtures_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("overlap")
-    return {
-        "root": root,
-        "clip": face_clip_with_gap(fixtures_dir / "single_face.mp4", root / "clip.mp4", blank=BLANK, frames=FRAMES),
-        "eg3d": save_tiny_eg3d(root / "eg3d.safetensors"),
-        "v2": save_tiny_triplanenet(root / "tpn_v2.pt", "v2"),
-    }
+    return tiny_clip_setup(fixtures_dir / "single_face.mp4", tmp_path_factory.mktemp("overlap"), blank=BLANK,
+                           frames=FRAMES)
 
 
 def rerender_args(setup: dict[str, Path], out: Path, cache: Path) -> list[str]:

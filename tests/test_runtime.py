@@ -11,9 +11,10 @@ import torch
 from nvsvideo.cache import StoreMode
 from nvsvideo.errors import DeviceError, UsageError
 from nvsvideo.pipelines.invert import InvertConfig, invert_batch, model_settings
-from nvsvideo.runtime.batching import Batcher, auto_batch_size, is_out_of_memory, parse_batch_size
+from nvsvideo.runtime.batching import Batcher, auto_batch_size, is_out_of_memory
 from nvsvideo.runtime.compile import compile_hot_path
-from nvsvideo.runtime.precision import effective_precision, parse_precision, set_precision
+from nvsvideo.runtime.precision import effective_precision, parse_precision, set_precision, sr_force_fp32
+from nvsvideo.validate import parse_batch_size
 
 from tiny_models import tiny_triplanenet
 
@@ -147,6 +148,13 @@ def test_a_split_inversion_equals_a_run_at_the_final_size() -> None:
     for a, b, c in zip(split, at_two, unsplit, strict=True):
         assert torch.equal(a.ws, b.ws) and torch.equal(a.offsets, b.offsets)
         torch.testing.assert_close(a.offsets, c.offsets, rtol=0, atol=1e-4)
+
+
+def test_precision_choices() -> None:
+    assert sr_force_fp32("fp32") is True
+    assert sr_force_fp32("auto") is False
+    with pytest.raises(ValueError, match="precision"):
+        sr_force_fp32("fp16")
 
 
 def test_precision_option_and_what_the_cache_records() -> None:

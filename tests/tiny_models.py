@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
 from pathlib import Path
 
 import torch
@@ -102,3 +103,19 @@ def save_tiny_triplanenet(path: Path, version: str = "v2", seed: int = 0,
         opts["use_pixelshuffle"] = _TINY_VARIANTS[version] == "v2-pixelshuffle"
     torch.save({"state_dict": state, "opts": opts, "best_val_loss": None, "step": 0}, path)
     return path
+
+
+def tiny_clip_setup(source: Path, root: Path, *, blank: Container[int], frames: int,
+                    versions: tuple[str, ...] = ("v2",)) -> dict[str, Path]:
+    """What an end-to-end test on a real face clip needs, written under `root`: the first `frames` frames of
+    `source` with those in `blank` blacked out ("clip"), the tiny EG3D ("eg3d") and a tiny TriPlaneNet file
+    per version ("v1", "v2"), plus "root" itself."""
+    # Imported here: bench/ loads this module by path, without tests/ on sys.path.
+    from face_clips import face_clip_with_gap
+
+    return {
+        "root": root,
+        "clip": face_clip_with_gap(source, root / "clip.mp4", blank=blank, frames=frames),
+        "eg3d": save_tiny_eg3d(root / "eg3d.safetensors"),
+        **{version: save_tiny_triplanenet(root / f"tpn_{version}.pt", version) for version in versions},
+    }

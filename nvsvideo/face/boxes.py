@@ -41,10 +41,11 @@ def reduction_factor(height: int, width: int, working_size: int) -> int:
     return max(1, max(height, width) // working_size)
 
 
-def box_from_reduced(box: np.ndarray, factor: int) -> np.ndarray:
+def box_from_reduced(box: np.ndarray, factor: float) -> np.ndarray:
     """A box found in a frame reduced `factor` times (each pixel the mean of a factor x factor block), in frame pixels.
 
     Reduced pixel i averages frame pixels factor·i .. factor·i + factor - 1, whose centre is factor·i + (factor - 1)/2.
+    The same holds for a non-integer factor (a resized region whose pixel covers `factor` frame pixels).
     """
     return np.asarray(box, np.float64) * factor + (factor - 1) / 2
 

@@ -23,10 +23,6 @@ FirKernel = Literal["depthwise", "folded"]
 TriplaneKernel = Literal["embedding_bag", "grid_sample"]
 RenderKernel = Literal["per_item", "whole_batch"]
 NetworkKernel = Literal["per_item", "batched"]
-Precision = Literal["fp32", "auto"]
-
-#: `--precision` values: 'auto' runs the super-resolution in fp16 on CUDA as the official code does.
-PRECISIONS: tuple[Precision, ...] = ("fp32", "auto")
 
 
 @dataclass(frozen=True)
@@ -74,13 +70,6 @@ def use_kernels(kernels: Kernels) -> Iterator[Kernels]:
         yield kernels
     finally:
         _forced.reset(token)
-
-
-def sr_force_fp32(precision: Precision) -> bool:
-    """The `force_fp32` argument of rendering for a precision choice ('fp32' keeps the SR in float32 on CUDA)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    return precision == "fp32"
 
 
 def map_items(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor) -> torch.Tensor:

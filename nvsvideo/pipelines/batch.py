@@ -37,7 +37,6 @@ from nvsvideo.device import resolve_device
 from nvsvideo.edits import Edit, EditSpec, OffsetPolicy, load_edit, parse_edit_specs
 from nvsvideo.errors import InputError, UsageError
 from nvsvideo.face.landmarks import LandmarkBackend, LandmarkConfig, create_backend
-from nvsvideo.models.kernels import sr_force_fp32
 from nvsvideo.models.triplanenet.model import TriPlaneNet
 from nvsvideo.pipelines.align import AlignConfig, VideoAlignment
 from nvsvideo.pipelines.common import fingerprint_memo, load_inverter
@@ -47,18 +46,16 @@ from nvsvideo.pipelines.invert import (
     cache_report,
     cached_alignment,
     invert_frames,
-    load_or_align,
     model_fingerprints,
-    plan_inversion,
     prepare_cache,
+    prepare_inversion,
 )
 from nvsvideo.pipelines.rerender import RerenderConfig, output_cameras, render_video, run_rerender
 from nvsvideo.render import RenderOptions
-from nvsvideo.runtime.batching import parse_batch_size
 from nvsvideo.runtime.compile import CompileState, compile_hot_path
-from nvsvideo.runtime.precision import parse_precision, set_precision
+from nvsvideo.runtime.precision import parse_precision, set_precision, sr_force_fp32
 from nvsvideo.temporal.tracking import TrackerConfig
-from nvsvideo.validate import check_render_job
+from nvsvideo.validate import check_render_job, parse_batch_size
 from nvsvideo.video import FrameSpan, VideoInfo, join_videos
 from nvsvideo.weights import resolve_weights_dir
 
@@ -363,10 +360,9 @@ def prepare_job(spec: JobSpec, ctx: WorkerContext) -> dict[str, Any]:
     opts = loaded.opts
     started = time.perf_counter()
     # A cache made differently, or a disk too small for it, fails the video here, before any work.
-    config = plan_inversion(spec.input, cache_dir_of(spec), info.frame_count, loaded.model, loaded.fingerprints,
-                            loaded.backend, opts.align_config(), opts.invert_config(), Reporter(quiet=True))
-    alignment, _ = load_or_align(spec.input, cache_dir_of(spec), loaded.backend, opts.align_config(),
-                                 Reporter(quiet=True), info)
+    config, alignment, _ = prepare_inversion(spec.input, cache_dir_of(spec), loaded.model, loaded.fingerprints,
+                                             loaded.backend, opts.align_config(), opts.invert_config(),
+                                             Reporter(quiet=True), info)
     output_cameras(alignment, opts.render_config(()).camera_path)  # fails here, once, if there is no face at all
     prepare_cache(cache_dir_of(spec), alignment, loaded.model, loaded.fingerprints, config, Reporter(quiet=True))
     return {"frames": len(alignment.frames), "faces_found": int(alignment.valid().sum()),

@@ -76,37 +76,45 @@ def source_fingerprint(video: Path) -> str:
 
 
 def load_or_align(video: Path, cache_dir: Path, backend: LandmarkBackend, config: AlignConfig,
-                  reporter: Reporter, info: VideoInfo | None = None) -> tuple[VideoAlignment, bool]:
+                  reporter: Reporter, info: VideoInfo | None = None, *, key: dict[str, Any] | None = None
+                  ) -> tuple[VideoAlignment, bool]:
     """The video's alignment from `cache_dir/tracks.json` if it matches, else computed and saved.
 
-    `info`: the video's probe, when the caller has it (probing reads the whole file).
+    `info`: the video's probe, when the caller has it (probing reads the whole file); `key`: its
+    `align_settings`, when the caller has them (the video's content key reads up to 16 MiB).
 
     Returns:
         the alignment and whether it came from the cache.
     """
-    cached = cached_alignment(video, cache_dir, backend, config)
+    key = key if key is not None else align_settings(video, backend, config)
+    cached = cached_alignment(video, cache_dir, backend, config, key=key)
     if cached is not None:
         return cached, True
     if (cache_dir / TRACKS_FILE).is_file():
         reporter.info("the video or the align settings changed: aligning again")
     alignment = track_video(video, backend, config, reporter, info)
-    alignment.settings["key"] = align_settings(video, backend, config)
+    alignment.settings["key"] = key
     cache_dir.mkdir(parents=True, exist_ok=True)
     alignment.save(cache_dir / TRACKS_FILE)
     return alignment, False
 
 
-def cached_alignment(video: Path, cache_dir: Path, backend: LandmarkBackend, config: AlignConfig
-                     ) -> VideoAlignment | None:
-    """The alignment saved in `cache_dir` if it was made from this video with these settings, else None."""
+def cached_alignment(video: Path, cache_dir: Path, backend: LandmarkBackend, config: AlignConfig, *,
+                     key: dict[str, Any] | None = None) -> VideoAlignment | None:
+    """The alignment saved in `cache_dir` if it was made from this video with these settings, else None.
+
+    `key`: the `align_settings` of this video and settings, when the caller has them.
+    """
     path = cache_dir / TRACKS_FILE
     if not path.is_file():
         return None
     cached = VideoAlignment.load(path)
-    return cached if cached.settings.get("key") == align_settings(video, backend, config) else None
+    key = key if key is not None else align_settings(video, backend, config)
+    return cached if cached.settings.get("key") == key else None
 
 
 def align_settings(video: Path, backend: LandmarkBackend, config: AlignConfig) -> dict[str, Any]:
+    """What an alignment is keyed by: the video's content key and the settings; compute it once per run."""
     return {"source": source_fingerprint(video), "backend": backend.name, "smooth": config.smooth,
             "causal": config.causal, "face_index": config.tracker.face_index, "max_gap": config.tracker.max_gap,
             "crop_size": config.crop_size}
@@ -147,8 +155,10 @@ def cache_settings(model: TriPlaneNet, config: InvertConfig, align_key: Any) -> 
 
 def plan_inversion(video: Path, cache_dir: Path, n_frames: int, model: TriPlaneNet, fingerprints: dict[str, str],
                    backend: LandmarkBackend, align_config: AlignConfig, config: InvertConfig,
-                   reporter: Reporter) -> InvertConfig:
+                   reporter: Reporter, *, align_key: dict[str, Any] | None = None) -> InvertConfig:
     """Check a run against the cache folder and its disk before any work; nothing is written.
+
+    `align_key`: the `align_settings` of the video, when the caller has them.
 
     An existing cache must have been made from the same video content with the same settings and models
     (else `CacheMismatchError` in words, unless `fresh`), and the frames still to invert must fit on the
@@ -159,7 +169,8 @@ def plan_inversion(video: Path, cache_dir: Path, n_frames: int, model: TriPlaneN
     """
     directory = cache_dir / INVERSION_DIR
     existing = compatible_manifest(
-        directory, settings=cache_settings(model, config, align_settings(video, backend, align_config)),
+        directory, settings=cache_settings(
+            model, config, align_key if align_key is not None else align_settings(video, backend, align_config)),
         fingerprints=fingerprints, store=config.store, chunk_size=config.chunk_size, fresh=config.fresh)
     backbone = model.decoder.backbone
     store = plan_store(directory, n_frames=n_frames, existing=existing, store=config.store,
@@ -171,15 +182,17 @@ def plan_inversion(video: Path, cache_dir: Path, n_frames: int, model: TriPlaneN
 
 def open_finished(video: Path, cache_dir: Path, model: TriPlaneNet, fingerprints: dict[str, str],
                   backend: LandmarkBackend, align_config: AlignConfig, config: InvertConfig,
-                  reporter: Reporter) -> tuple[VideoAlignment, InversionCache] | None:
+                  reporter: Reporter, *, align_key: dict[str, Any] | None = None
+                  ) -> tuple[VideoAlignment, InversionCache] | None:
     """The video's alignment and its inversion cache opened read-only, when the cache holds every frame:
     rendering then shares the cache with other renderers (a shared lock). None when work is left
     (or `fresh` asks to check the cache as a writer); a cache made differently is refused in words.
+    `align_key`: the `align_settings` of the video, when the caller has them.
     """
     if config.fresh:
         return None
     directory = cache_dir / INVERSION_DIR
-    alignment = cached_alignment(video, cache_dir, backend, align_config)
+    alignment = cached_alignment(video, cache_dir, backend, align_config, key=align_key)
     if alignment is None or peek_manifest(directory) is None:
         return None
     compatible_manifest(directory, settings=cache_settings(model, config, alignment.settings.get("key")),
@@ -200,8 +213,10 @@ def cache_report(cache_dir: Path) -> dict[str, Any]:
 
 
 def describe_cache(report: dict[str, Any]) -> str:
-    """The human line of `cache_report`: `cache: clip.mp4.nvs (88.1 MB, --store planes)`."""
-    return f"cache: {report['path']} ({format_bytes(report['bytes'])}, --store {report['store']})"
+    """The human line of `cache_report`: `cache: clip.mp4.nvs (88.1 MB, --store planes)` (no store mode when
+    it holds no inversion yet, e.g. only the tracks of `metrics --skip-reconstruction`)."""
+    store = f", --store {report['store']}" if report["store"] is not None else ""
+    return f"cache: {report['path']} ({format_bytes(report['bytes'])}{store})"
 
 
 def prepare_cache(cache_dir: Path, alignment: VideoAlignment, model: TriPlaneNet, fingerprints: dict[str, str],
@@ -265,19 +280,22 @@ def invert_batch(model: TriPlaneNet, crops: np.ndarray, labels: np.ndarray, fram
 
 def prepare_inversion(video: Path, cache_dir: Path, model: TriPlaneNet, fingerprints: dict[str, str],
                       backend: LandmarkBackend, align_config: AlignConfig, config: InvertConfig,
-                      reporter: Reporter, info: VideoInfo | None = None) -> tuple[InvertConfig, VideoAlignment, bool]:
+                      reporter: Reporter, info: VideoInfo | None = None, *, align_key: dict[str, Any] | None = None
+                      ) -> tuple[InvertConfig, VideoAlignment, bool]:
     """Everything before the frames are inverted: the checks of `plan_inversion`, then the alignment.
 
-    `info`: the video's probe, when the caller has it (probing reads the whole file).
+    `info`: the video's probe, when the caller has it (probing reads the whole file); `align_key`: its
+    `align_settings`, likewise (computed here once otherwise).
 
     Returns:
         `config` with its store mode decided, the alignment, and whether it came from the cache.
     """
     info = info if info is not None else probe(video)  # a clear InputError before any work on a bad file
     # Refusals (a cache made differently, a disk too small) come before any work and leave no trace.
+    align_key = align_key if align_key is not None else align_settings(video, backend, align_config)
     config = plan_inversion(video, cache_dir, info.frame_count, model, fingerprints, backend, align_config, config,
-                            reporter)
-    alignment, align_cached = load_or_align(video, cache_dir, backend, align_config, reporter, info)
+                            reporter, align_key=align_key)
+    alignment, align_cached = load_or_align(video, cache_dir, backend, align_config, reporter, info, key=align_key)
     return config, alignment, align_cached
 
 

@@ -39,9 +39,15 @@ from nvsvideo.metrics.identity import ArcFace, cosine_similarity, load_arcface
 from nvsvideo.metrics.lpips import LPIPS, load_lpips
 from nvsvideo.models.triplanenet.model import TriPlaneNet
 from nvsvideo.pipelines.align import AlignConfig, VideoAlignment
-from nvsvideo.pipelines.invert import InvertConfig, invert_crops, load_or_align, open_cache, run_invert
-from nvsvideo.pipelines.rerender import RerenderConfig, frame_planes, stored_tensors
-from nvsvideo.render import RenderOptions, render_views
+from nvsvideo.pipelines.invert import (
+    InvertConfig,
+    cache_report,
+    load_or_align,
+    open_cache,
+    run_invert,
+)
+from nvsvideo.pipelines.rerender import RerenderConfig, face_tensors, frame_planes
+from nvsvideo.render import RenderId, RenderOptions, render_views
 from nvsvideo.runtime.batching import Batcher
 from nvsvideo.video import VideoReader, probe
 from nvsvideo.weights.registry import get_weight, how_to_get, locate
@@ -113,14 +119,13 @@ def reconstruct(model: TriPlaneNet, alignment: VideoAlignment, indices: list[int
     """uint8 [B, S, S, 3] renders of face frames at their input cameras, from the cache; re-inverted where
     the cache keeps only codes or lost a chunk (per-frame seeds give the cached result, up to its float16)."""
     labels = np.stack([alignment.frames[i].label for i in indices])
-    if any(r is None or (r.planes is None and r.offsets is None) for r in records):
-        result = invert_crops(model, crops, labels, indices, invert_config.seed, device)
-        ws, planes = result.ws, result.planes
-    else:
-        ws, planes, offsets = stored_tensors(records, device)  # type: ignore[arg-type]
+    ws, planes, offsets = face_tensors(model, records, crops, labels, indices, invert_config.seed, device)
+    if planes is None:
         ws, planes, _ = frame_planes(model, ws, planes, offsets, alignment.times()[indices], RerenderConfig(),
                                      float(alignment.fps), need_unedited=False)
-    images = render_views(model.decoder, planes, ws, torch.from_numpy(labels).float(), indices, render)["image"]
+    # Keyed as the inversion's own final render and `--output compare`'s middle panel are.
+    images = render_views(model.decoder, planes, ws, torch.from_numpy(labels).float(), indices, render,
+                          RenderId.INPUT_VIEW)["image"]
     return to_uint8_frames(images)
 
 
@@ -242,7 +247,7 @@ def run_metrics(video: Path, cache_dir: Path, model: TriPlaneNet | None, fingerp
                 previous = (region_in, region_out)
             advance(len(indices))
     summary = summarize(rows, config)
-    summary.update({"video": str(video), "cache": str(cache_dir), "notes": list(perceptual.notes)})
+    summary.update({"video": str(video), "cache": cache_report(cache_dir), "notes": list(perceptual.notes)})
     if config.reconstruction:
         summary["cache_hits"], summary["inverted"] = inverted["cache_hits"], inverted["inverted"]
     if config.rendered is not None:

@@ -41,6 +41,7 @@ from nvsvideo.models.triplanenet.model import TriPlaneNet
 from nvsvideo.pipelines.align import AlignConfig, VideoAlignment
 from nvsvideo.pipelines.invert import (
     InvertConfig,
+    align_settings,
     cache_report,
     invert_crops,
     invert_records,
@@ -152,6 +153,19 @@ def frame_planes(model: TriPlaneNet, ws: torch.Tensor, planes: torch.Tensor | No
     return ws_out, planes_out, planes
 
 
+def face_tensors(model: TriPlaneNet, records: Sequence[FrameRecord | None], crops: np.ndarray, labels: np.ndarray,
+                 indices: list[int], seed: int, device: torch.device
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(ws, planes or None, offsets or None) of a batch of face frames: `stored_tensors` of their cache
+    records, or the crops inverted again where a record lacks planes and offsets (recompute store mode, or
+    a damaged chunk a read-only renderer cannot fix; deterministic per-frame draws give the same result,
+    up to the cache's float16 storage)."""
+    if any(r is None or (r.planes is None and r.offsets is None) for r in records):
+        result = invert_crops(model, crops, labels, indices, seed, device)
+        return result.ws, result.planes, None
+    return stored_tensors(records, device)  # type: ignore[arg-type]
+
+
 def stored_tensors(records: Sequence[FrameRecord], device: torch.device
                    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """(ws, planes or None, offsets or None) of cached records, batched on `device` in float32."""
@@ -186,12 +200,14 @@ def run_rerender(
     parse_camera_path(config.camera_path)  # a bad spec fails before the long stages
     with contextlib.ExitStack() as stack:
         started = time.perf_counter()
+        align_key = align_settings(video, backend, align_config)  # the video's content key, read once
         finished = open_finished(video, cache_dir, model, fingerprints, backend, align_config, invert_config,
-                                 reporter)
+                                 reporter, align_key=align_key)
         if finished is None:
             # Frames to invert: they are inverted, stored and rendered in the same pass over the video.
             invert_config, alignment, _ = prepare_inversion(video, cache_dir, model, fingerprints, backend,
-                                                            align_config, invert_config, reporter, info)
+                                                            align_config, invert_config, reporter, info,
+                                                            align_key=align_key)
         else:
             # Render only: holding the shared lock lets other renders of this cache run at the same time.
             alignment, reader = finished
@@ -390,14 +406,8 @@ def render_faces(model: TriPlaneNet, alignment: VideoAlignment, cameras: np.ndar
     indices = [i for i, _, _ in faces]
     crops = np.stack([crop for _, crop, _ in faces])
     in_labels = np.stack([alignment.frames[i].label for i in indices])
-    records = [rec for _, _, rec in faces]
-    if any(r is None or (r.planes is None and r.offsets is None) for r in records):
-        # recompute store mode, or a damaged cache chunk a read-only renderer cannot fix: invert again
-        # (deterministic per-frame draws: the same result as before, up to the cache's float16 storage).
-        result = invert_crops(model, crops, in_labels, indices, invert_config.seed, device)
-        ws, planes, offsets = result.ws, result.planes, None
-    else:
-        ws, planes, offsets = stored_tensors(records, device)
+    ws, planes, offsets = face_tensors(model, [rec for _, _, rec in faces], crops, in_labels, indices,
+                                       invert_config.seed, device)
     need_recon = keeper is not None or config.output is OutputMode.COMPARE
     ws_out, planes_out, unedited = frame_planes(model, ws, planes, offsets, alignment.times()[indices], config, fps,
                                                 need_unedited=need_recon)

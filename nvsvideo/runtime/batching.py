@@ -15,37 +15,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 
-from nvsvideo.errors import DeviceError, UsageError
+from nvsvideo.errors import DeviceError
+from nvsvideo.validate import AUTO, BatchSpec
 
 T = TypeVar("T")
-
-AUTO = "auto"
-#: `--batch-size`: a positive frame count, or "auto".
-BatchSpec = int | Literal["auto"]
 
 #: Largest batch `auto` picks.
 MAX_AUTO_BATCH = 32
 #: Share of the free GPU memory `auto` plans to use; the rest absorbs allocator fragmentation and
 #: the variation of the footprint between frames.
 MEMORY_SAFETY = 0.7
-
-
-def parse_batch_size(value: str | int) -> BatchSpec:
-    """'auto', or a positive integer (as int or text: CLI values and manifest cells).
-
-    Raises:
-        UsageError: anything else.
-    """
-    text = str(value).strip().lower()
-    if text == AUTO:
-        return AUTO
-    if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
-        raise UsageError(f"--batch-size takes 'auto' or a positive whole number of frames, not {value!r}")
-    return int(text)
 
 
 def auto_batch_size(available_bytes: int, frame_bytes: int, *, safety: float = MEMORY_SAFETY,

@@ -2,18 +2,22 @@
 
 `auto` follows the official code: EG3D's super-resolution blocks run in float16 on CUDA (everything
 else, and everything on the CPU and MPS, in float32). `fp32` keeps them in float32 on CUDA too.
-The choices and their `force_fp32` mapping live with the kernels (`nvsvideo.models.kernels`).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Literal
 
 import torch
 
 from nvsvideo.errors import UsageError
-from nvsvideo.models.kernels import PRECISIONS, Precision, sr_force_fp32
 from nvsvideo.models.triplanenet.model import TriPlaneNet
+
+Precision = Literal["fp32", "auto"]
+
+#: `--precision` values: 'auto' runs the super-resolution in fp16 on CUDA as the official code does.
+PRECISIONS: tuple[Precision, ...] = ("fp32", "auto")
 
 
 def parse_precision(value: str) -> Precision:
@@ -26,6 +30,13 @@ def parse_precision(value: str) -> Precision:
     if text not in PRECISIONS:
         raise UsageError(f"--precision takes auto or fp32, not {value!r}")
     return text  # type: ignore[return-value]
+
+
+def sr_force_fp32(precision: Precision) -> bool:
+    """The `force_fp32` argument of rendering for a precision choice ('fp32' keeps the SR in float32 on CUDA)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision == "fp32"
 
 
 def effective_precision(forced_fp32: bool, device: torch.device) -> str:

@@ -64,6 +64,11 @@ def predictor_path() -> Path:
     return path
 
 
+def _rect_box(rect) -> np.ndarray:
+    """A dlib rectangle as a box float64 [4] (x1, y1, x2, y2)."""
+    return np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], np.float64)
+
+
 @dataclass(frozen=True, eq=False)
 class _Followed:
     """A face being followed between full detections."""
@@ -172,8 +177,7 @@ class DlibBackend:
         region = np.asarray(Image.fromarray(frame[y1:y2, x1:x2]).resize(size, Image.BILINEAR, reducing_gap=2.0))
         rects, scores, _ = self._detector.run(region, 0, 0.0)
         # Boxes found in the region, back in frame pixels (the region's pixel i covers 1/scale frame pixels).
-        found = [(np.array([r.left(), r.top(), r.right(), r.bottom()], np.float64) + 0.5) / scale - 0.5
-                 + [x1, y1, x1, y1] for r in rects]
+        found = [box_from_reduced(_rect_box(r), 1 / scale) + [x1, y1, x1, y1] for r in rects]
         matching = [s for b, s in zip(found, scores, strict=True) if box_iou(b, box) >= CHECK_MIN_IOU]
         return float(max(matching)) if matching else None
 
@@ -192,7 +196,7 @@ class DlibBackend:
     def _faces(self, frame: np.ndarray, rects, scores, factor: int) -> list[Face]:
         faces = []
         for rect, score in zip(rects, scores, strict=True):
-            box = box_from_reduced(np.array([rect.left(), rect.top(), rect.right(), rect.bottom()]), factor)
+            box = box_from_reduced(_rect_box(rect), factor)
             faces.append(Face(box=box, score=float(score), landmarks=self._landmarks(frame, box)))
         return faces
 

@@ -125,9 +125,12 @@ def fp16_prescale(weight: torch.Tensor, styles: torch.Tensor) -> tuple[torch.Ten
 def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
     """1 / norm of every modulated filter: (sum_{i,k,l} (W[o,i,k,l] s[n,i])^2 + 1e-8)^-1/2, shape [N, C_out].
 
-    Computed as s^2 @ (sum_kl W^2)^T, which never builds the [N, C_out, C_in, k, k] modulated weights.
+    Computed as s^2 @ (sum_kl W^2)^T, which never builds the [N, C_out, C_in, k, k] modulated weights. The
+    matmul runs through `run_network` (per item where the batch must not change a frame's numbers); the
+    filter energies it reads are computed once for the whole batch.
     """
-    return (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
+    energy = weight.square().sum(dim=[2, 3]).t()  # [C_in, C_out]
+    return run_network(lambda s: (s.square() @ energy + 1e-8).rsqrt(), styles)
 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *,
@@ -163,8 +166,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     # In half precision the squared weights can overflow, so pre-scale weight and styles (demod cancels it).
     if x.dtype == torch.float16 and demodulate:
         weight, styles = fp16_prescale(weight, styles)
-    # A matmul over the batch: per item where the batch must not change a frame's numbers.
-    dcoefs = run_network(lambda s: demodulation_coefficients(weight, s), styles) if demodulate else None
+    dcoefs = demodulation_coefficients(weight, styles) if demodulate else None
 
     def conv(inputs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Plain or (up=2) transposed conv; the transposed conv wants [C_in, C_out, k, k] and uses it unflipped."""
