@@ -1,15 +1,19 @@
 """Align stage: frames -> landmarks -> one tracked subject -> smoothed 512 crops and EG3D cameras.
 
-Two passes over the video keep memory independent of its length while allowing zero-phase smoothing:
-pass 1 streams the frames through the landmark backend and the tracker and keeps only a few numbers
-per frame (landmarks, crop square, camera); smoothing then runs over those whole-video series; pass 2
-(`iter_crops`) decodes again and cuts each frame's crop with its smoothed transform, batch by batch.
+Two ways, with the same result:
+- whole track (`track_video`, for `align` and `invert`): pass 1 streams the frames through the landmark
+  backend and the tracker and keeps only a few numbers per frame (landmarks, crop square, camera);
+  smoothing then runs over those whole-video series; pass 2 (`iter_crops`) decodes again and cuts each
+  frame's crop with its smoothed transform, batch by batch.
+- streaming (`StreamAligner`, the stage inside `rerender`'s one pass): each frame is final once the
+  smoothing kernel's look-ahead has arrived, so frames wait only for that window, not for the video.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -37,7 +41,10 @@ from nvsvideo.face.pose import estimate_label, project, solve_head_pose
 from nvsvideo.face.types import Face
 from nvsvideo.files import atomic_directory, atomic_output
 from nvsvideo.temporal.smoothing import (
+    OneEuroCameras,
+    OneEuroFilter,
     jitter,
+    kernel_radius,
     lag_frames,
     one_euro_labels,
     one_euro_series,
@@ -193,13 +200,17 @@ def _angles(label: np.ndarray) -> dict[str, float]:
     return {"yaw": round(float(yaw), 4), "pitch": round(float(pitch), 4), "roll": round(float(roll), 4)}
 
 
-def detect_stream(backend: LandmarkBackend, batches: Iterable[FrameBatch]) -> Iterator[tuple[tuple[int, int, float], list[Face]]]:
-    """(frame index, pts, seconds) with the faces of that frame, batch by batch."""
+#: A decoded frame as the tracker carries it: (index, pts, seconds, RGB pixels [H, W, 3]).
+DecodedFrame = tuple[int, int, float, np.ndarray]
+
+
+def detect_stream(backend: LandmarkBackend, batches: Iterable[FrameBatch]) -> Iterator[tuple[DecodedFrame, list[Face]]]:
+    """Each decoded frame with its faces, batch by batch."""
     for batch in batches:
         faces = backend.detect(batch.frames, start=int(batch.indices[0]))
         seconds = batch.pts_seconds
         for i in range(len(batch)):
-            yield (int(batch.indices[i]), int(batch.pts[i]), float(seconds[i])), faces[i]
+            yield (int(batch.indices[i]), int(batch.pts[i]), float(seconds[i]), batch.frames[i]), faces[i]
 
 
 def track_video(video: Path, backend: LandmarkBackend, config: AlignConfig, reporter: Reporter,
@@ -214,7 +225,7 @@ def track_video(video: Path, backend: LandmarkBackend, config: AlignConfig, repo
     reader = VideoReader(video, batch_size=config.batch_size, info=info)
     frames: list[FrameAlignment] = []
     with reporter.progress("landmarks", info.frame_count) as advance:
-        for (index, pts, seconds), record in track_stream(detect_stream(backend, reader), tracker):
+        for (index, pts, seconds, _), record in track_stream(detect_stream(backend, reader), tracker):
             frames.append(FrameAlignment(index, pts, seconds, record.status, record.landmarks, record.box))
             advance(1)
     if reader.warning:
@@ -249,9 +260,7 @@ def smooth_alignment(alignment: VideoAlignment, config: AlignConfig) -> None:
     else:
         s_centers, s_sides = smooth_crop(centers, sides, sigma)
     for f, c, s in zip(frames, s_centers, s_sides, strict=True):
-        f.transform = crop_transform_from_square(CropSquare(float(c[0]), float(c[1]), float(s)), config.crop_size)
-        f.raw_label, pose = estimate_label(points_to_crop(f.landmarks, f.transform), config.crop_size)
-        f.residual = round(pose.residual, 3)
+        place_crop(f, c, s, config.crop_size)
     raw_labels = np.stack([f.raw_label for f in frames])
     if config.smooth == 0:
         labels = raw_labels
@@ -263,8 +272,147 @@ def smooth_alignment(alignment: VideoAlignment, config: AlignConfig) -> None:
         f.label = label
     alignment.metrics = temporal_metrics(centers, sides, s_centers, s_sides, raw_labels, labels,
                                          zero_phase=not config.causal and config.smooth > 0)
+    record_settings(alignment, config)
+
+
+def place_crop(frame: FrameAlignment, center: np.ndarray, side: float, crop_size: int) -> None:
+    """Give `frame` its (smoothed) crop square, and the camera estimated from its landmarks in that crop."""
+    frame.transform = crop_transform_from_square(CropSquare(float(center[0]), float(center[1]), float(side)),
+                                                 crop_size)
+    frame.raw_label, pose = estimate_label(points_to_crop(frame.landmarks, frame.transform), crop_size)
+    frame.residual = round(pose.residual, 3)
+
+
+def record_settings(alignment: VideoAlignment, config: AlignConfig) -> None:
+    """Note in the alignment the settings it was made with."""
     alignment.settings.update(smooth=config.smooth, causal=config.causal, crop_size=config.crop_size,
                               face_index=config.tracker.face_index, max_gap=config.tracker.max_gap)
+
+
+class StreamAligner:
+    """The crops and cameras of `smooth_alignment`, frame by frame as the tracker finalises them.
+
+    Zero-phase smoothing reads `kernel_radius` frames of the subject's track each side of a frame, so a
+    frame is final once that many later frames with the subject have arrived for its crop square, and as
+    many again for its camera (estimated in the smoothed crop, then smoothed itself); at the end of the
+    video every frame left is final, with the kernel cut by the track's end exactly as in the whole
+    track. Each window is smoothed with the whole-track functions, so the result equals
+    `smooth_alignment`'s exactly (nothing outside the kernel's support contributes; the look-ahead IS
+    the support, so there is no truncation beyond the whole track's own). Frames without the subject are
+    skipped by the smoothing as there (the track is taken as consecutive across gaps) and are final as
+    soon as the frames before them are. The causal filter and `smooth 0` need no look-ahead.
+
+    Example:
+        aligner = StreamAligner(config, fps, height)
+        for frame in frames:                 # FrameAlignment with landmarks, in order
+            for done in aligner.push(frame):
+                ...                          # done.transform, done.label are set (or it has no face)
+        for done in aligner.finish():
+            ...
+        aligner.metrics()                    # the jitter report of the whole track
+    """
+
+    def __init__(self, config: AlignConfig, fps: float, height: int) -> None:
+        self.config = config
+        self.fps = fps
+        self.height = height
+        self.sigma = sigma_frames(config.smooth, fps)
+        zero_phase = config.smooth > 0 and not config.causal
+        self.lookahead = kernel_radius(self.sigma) if zero_phase else 0
+        """Frames with the subject that a crop square waits for (a camera waits twice as many)."""
+        self._pending: deque[FrameAlignment] = deque()  # frames not yet returned, in order
+        self._open: deque[FrameAlignment] = deque()  # frames with the subject still without a camera
+        # The subject's whole-track series (a few numbers per frame), for the windows and the jitter report.
+        self._centers: list[np.ndarray] = []
+        self._sides: list[float] = []
+        self._s_centers: list[np.ndarray] = []
+        self._s_sides: list[float] = []
+        self._raw_labels: list[np.ndarray] = []
+        self._labels: list[np.ndarray] = []
+        self._crop_filter = OneEuroFilter() if config.causal and config.smooth > 0 else None
+        self._camera_filter = OneEuroCameras() if config.causal and config.smooth > 0 else None
+
+    def push(self, frame: FrameAlignment) -> list[FrameAlignment]:
+        """Take the next frame (landmarks set by the tracker, or None); return the frames now final."""
+        self._pending.append(frame)
+        if frame.landmarks is not None:
+            frame.raw_square = crop_square_from_landmarks(frame.landmarks, self.height)
+            self._centers.append(np.array([frame.raw_square.cx, frame.raw_square.cy]))
+            self._sides.append(frame.raw_square.side)
+            self._open.append(frame)
+        self._advance(end=False)
+        return self._release()
+
+    def finish(self) -> list[FrameAlignment]:
+        """End of the video: every frame left is final."""
+        self._advance(end=True)
+        released = self._release()
+        assert not self._pending and not self._open
+        return released
+
+    def metrics(self) -> dict[str, Any]:
+        """The jitter report of `smooth_alignment` (call after `finish`; empty when the subject never appeared)."""
+        if not self._centers:
+            return {}
+        return temporal_metrics(np.array(self._centers), np.array(self._sides), np.array(self._s_centers),
+                                np.array(self._s_sides), np.stack(self._raw_labels), np.stack(self._labels),
+                                zero_phase=self.lookahead > 0)
+
+    def _advance(self, *, end: bool) -> None:
+        n, cropped = len(self._centers), len(self._s_centers)
+        ready = n if end else max(n - self.lookahead, cropped)
+        if ready > cropped:
+            centers, sides = self._smooth_crops(cropped, ready)
+            first = len(self._labels)  # self._open[0] is the frame of series position `first`
+            for k, (c, s) in enumerate(zip(centers, sides, strict=True), start=cropped):
+                self._s_centers.append(c)
+                self._s_sides.append(float(s))
+                frame = self._open[k - first]
+                place_crop(frame, c, float(s), self.config.crop_size)
+                self._raw_labels.append(frame.raw_label)
+        estimated, done = len(self._raw_labels), len(self._labels)
+        ready = estimated if end else max(estimated - self.lookahead, done)
+        if ready > done:
+            for label in self._smooth_cameras(done, ready):
+                self._labels.append(label)
+                self._open.popleft().label = label
+
+    def _window(self, start: int, available: int) -> slice:
+        """The series positions that outputs [start, stop) read: the kernel's support, cut at the track's start
+        and at what has arrived (which is the track's end, or beyond the support)."""
+        return slice(max(0, start - self.lookahead), available)
+
+    def _smooth_crops(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Smoothed crop centres [stop - start, 2] and sides of series positions [start, stop)."""
+        if self.config.smooth == 0:
+            return np.array(self._centers[start:stop]), np.array(self._sides[start:stop])
+        if self._crop_filter is not None:
+            rows = np.array([self._crop_filter(np.array([*c, np.log(s)]), 1.0 / self.fps)
+                             for c, s in zip(self._centers[start:stop], self._sides[start:stop], strict=True)])
+            return rows[:, :2], np.exp(rows[:, 2])
+        window = self._window(start, len(self._centers))
+        centers, sides = smooth_crop(np.array(self._centers[window]), np.array(self._sides[window]), self.sigma)
+        keep = slice(start - window.start, stop - window.start)
+        return centers[keep], sides[keep]
+
+    def _smooth_cameras(self, start: int, stop: int) -> list[np.ndarray]:
+        """Smoothed cameras of series positions [start, stop)."""
+        raw = self._raw_labels[start:stop]
+        if self.config.smooth == 0:
+            return raw
+        if self._camera_filter is not None:
+            return [self._camera_filter(label, 1.0 / self.fps) for label in raw]
+        window = self._window(start, len(self._raw_labels))
+        # The window's quaternions are sign-aligned afresh: at worst all of them flip together, which
+        # smoothing (linear) and the rotation (quadratic in q) do not see.
+        labels = smooth_labels(np.stack(self._raw_labels[window]), self.sigma)
+        return list(labels[start - window.start:stop - window.start])
+
+    def _release(self) -> list[FrameAlignment]:
+        released = []
+        while self._pending and (self._pending[0].landmarks is None or self._pending[0].label is not None):
+            released.append(self._pending.popleft())
+        return released
 
 
 def temporal_metrics(centers: np.ndarray, sides: np.ndarray, s_centers: np.ndarray, s_sides: np.ndarray,

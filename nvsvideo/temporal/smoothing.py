@@ -32,6 +32,13 @@ from nvsvideo.cameras.eg3d import make_label, split_label
 _TRUNCATE = 4.0
 
 
+def kernel_radius(sigma: float) -> int:
+    """Frames each side of a frame that `smooth_series` reads (its kernel's support): a stream that waits
+    this many frames ahead (twice, for a series computed from another smoothed one) reproduces the
+    whole-series result exactly, since nothing beyond the radius contributes."""
+    return max(1, int(math.ceil(_TRUNCATE * sigma)))
+
+
 def sigma_frames(smooth: float, fps: float) -> float:
     """Convert the `smooth` knob (Gaussian sigma in seconds) to frames.
 
@@ -63,7 +70,7 @@ def smooth_series(values: np.ndarray, sigma: float, valid: np.ndarray | None = N
     mask = _valid_mask(valid, len(x))
     if sigma <= 0:
         return _fill_invalid(flat, mask).reshape(x.shape)
-    radius = max(1, int(math.ceil(_TRUNCATE * sigma)))
+    radius = kernel_radius(sigma)
     offsets = np.arange(-radius, radius + 1, dtype=np.float64)
     kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
     m = mask.astype(np.float64)
@@ -235,20 +242,7 @@ def one_euro_series(
     """
     x = np.asarray(values, dtype=np.float64)
     flat = x.reshape(len(x), -1)
-    mask = _valid_mask(valid, len(x))
-    if not mask.any():
-        raise ValueError("no valid frame to smooth")
-    filt = OneEuroFilter(min_cutoff, beta, d_cutoff)
-    out = np.empty_like(flat)
-    # Frames before the first valid one take its value: there is nothing earlier to hold.
-    last, gap = flat[int(np.argmax(mask))], 1
-    for i in range(len(flat)):
-        if mask[i]:
-            last, gap = filt(flat[i], gap / fps), 1
-        else:
-            gap += 1
-        out[i] = last
-    return out.reshape(x.shape)
+    return _causal_series(flat, fps, valid, OneEuroFilter(min_cutoff, beta, d_cutoff)).reshape(x.shape)
 
 
 def one_euro_labels(
@@ -269,16 +263,33 @@ def one_euro_labels(
     Returns:
         [T, 25] labels.
     """
-    cam2world, K = split_label(labels)
-    q = align_quaternions(Rotation.from_matrix(cam2world[:, :3, :3]).as_quat(), valid)
-    q = one_euro_series(q, fps, min_cutoff, beta, valid=valid)
-    radius = np.linalg.norm(cam2world[:, :3, 3], axis=1)
-    direction = one_euro_series(cam2world[:, :3, 3] / radius[:, None], fps, min_cutoff, beta, valid=valid)
-    radius = one_euro_series(radius, fps, min_cutoff, beta, valid=valid)
-    out = np.repeat(np.eye(4)[None], len(labels), axis=0)
-    out[:, :3, :3] = Rotation.from_quat(q).as_matrix()
-    out[:, :3, 3] = direction / np.linalg.norm(direction, axis=1, keepdims=True) * radius[:, None]
-    return make_label(out, _hold_invalid(K, valid))
+    return _causal_series(np.asarray(labels, dtype=np.float64), fps, valid, OneEuroCameras(min_cutoff, beta))
+
+
+class OneEuroCameras:
+    """Causal one-euro smoothing of a stream of EG3D cameras, one at a time: the rotation as a sign-aligned
+    quaternion, the position as a direction and a radius (labels live on a sphere), each its own filter."""
+
+    def __init__(self, min_cutoff: float = 1.0, beta: float = 0.05) -> None:
+        self._rotation = OneEuroFilter(min_cutoff, beta)
+        self._direction = OneEuroFilter(min_cutoff, beta)
+        self._radius = OneEuroFilter(min_cutoff, beta)
+        self._reference: np.ndarray | None = None  # the last quaternion, sign-aligned
+
+    def __call__(self, label: np.ndarray, dt: float) -> np.ndarray:
+        """Filter one [25] label, `dt` seconds after the previous one; returns the [25] smoothed label."""
+        cam2world, K = split_label(np.asarray(label, dtype=np.float64))
+        q = Rotation.from_matrix(cam2world[:3, :3]).as_quat()
+        if self._reference is not None and np.dot(q, self._reference) < 0:
+            q = -q
+        self._reference = q
+        position = cam2world[:3, 3]
+        radius = np.linalg.norm(position, keepdims=True)
+        direction = self._direction(position / radius, dt)
+        out = np.eye(4)
+        out[:3, :3] = Rotation.from_quat(self._rotation(q, dt)).as_matrix()
+        out[:3, 3] = direction / np.linalg.norm(direction) * self._radius(radius, dt)
+        return make_label(out, K)
 
 
 def jitter(values: np.ndarray, valid: np.ndarray | None = None) -> float:
@@ -360,6 +371,25 @@ def _valid_mask(valid: np.ndarray | None, n: int) -> np.ndarray:
     mask = np.asarray(valid, dtype=bool)
     assert mask.shape == (n,), (mask.shape, n)
     return mask
+
+
+def _causal_series(rows: np.ndarray, fps: float, valid: np.ndarray | None,
+                   filt: OneEuroFilter | OneEuroCameras) -> np.ndarray:
+    """[T, D] rows through a causal filter; invalid rows hold the last output (the filter is not fed) while
+    time keeps running across them."""
+    mask = _valid_mask(valid, len(rows))
+    if not mask.any():
+        raise ValueError("no valid frame to smooth")
+    out = np.empty_like(rows)
+    # Frames before the first valid one take its value: there is nothing earlier to hold.
+    last, gap = rows[int(np.argmax(mask))], 1
+    for i in range(len(rows)):
+        if mask[i]:
+            last, gap = filt(rows[i], gap / fps), 1
+        else:
+            gap += 1
+        out[i] = last
+    return out
 
 
 def _fill_invalid(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
