@@ -7,7 +7,13 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from nvsvideo.face.pose import mean_face, project
-from nvsvideo.pipelines.align import AlignConfig, FrameAlignment, StreamAligner, VideoAlignment, smooth_alignment
+from nvsvideo.pipelines.align import (
+    AlignConfig,
+    FrameAlignment,
+    StreamAligner,
+    VideoAlignment,
+    smooth_alignment,
+)
 from nvsvideo.temporal.smoothing import kernel_radius, sigma_frames
 from nvsvideo.temporal.tracking import TrackStatus
 

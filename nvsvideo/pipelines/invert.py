@@ -2,6 +2,8 @@
 
 Layout of the cache folder (`VIDEO.nvs/` by default):
     tracks.json      the align stage's result (reused when the video and align settings are unchanged)
+    tracks.partial.jsonl  the frames a one-pass `rerender` aligned so far, one JSON line each, written as
+                     they are made; replaced by tracks.json once the pass ends (`TrackLog`)
     inversion/       `nvsvideo.cache.InversionCache`: chunked per-frame ws, camera, planes or offsets
 
 Each frame is inverted exactly once, in batches; novel views are rendered later from the cache.
@@ -9,8 +11,9 @@ Each frame is inverted exactly once, in batches; novel views are rendered later 
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -43,7 +46,11 @@ from nvsvideo.runtime.precision import effective_precision
 from nvsvideo.video import FrameSpan, VideoInfo, probe
 
 TRACKS_FILE = "tracks.json"
+PARTIAL_TRACKS_FILE = "tracks.partial.jsonl"
 INVERSION_DIR = "inversion"
+#: Key in an alignment's settings: the frame count its inversion cache was made for, when it differs from the
+#: frames decoded (a one-pass run opens the cache for the probe's count before decoding finds damage).
+CACHE_FRAMES = "cache_frames"
 
 
 @dataclass(frozen=True)
@@ -129,10 +136,24 @@ def model_settings(model: TriPlaneNet, config: InvertConfig) -> dict[str, Any]:
             "precision": effective_precision(options.force_fp32, model.latent_avg.device)}
 
 
+def cache_frames(alignment: VideoAlignment) -> int:
+    """Frames of the inversion cache made for `alignment`."""
+    return int(alignment.settings.get(CACHE_FRAMES, len(alignment.frames)))
+
+
 def open_cache(cache_dir: Path, alignment: VideoAlignment, model: TriPlaneNet, config: InvertConfig,
                fingerprints: dict[str, str], reporter: Reporter, *, verify: bool = True,
                readonly: bool = False, span: FrameSpan | None = None) -> InversionCache:
-    """Open (or create) the inversion cache of this video, model and settings.
+    """`open_video_cache` for the video and settings of `alignment`."""
+    return open_video_cache(cache_dir, cache_frames(alignment), alignment.settings.get("key"), model, config,
+                            fingerprints, reporter, verify=verify, readonly=readonly, span=span)
+
+
+def open_video_cache(cache_dir: Path, n_frames: int, align_key: Any, model: TriPlaneNet, config: InvertConfig,
+                     fingerprints: dict[str, str], reporter: Reporter, *, verify: bool = True,
+                     readonly: bool = False, span: FrameSpan | None = None) -> InversionCache:
+    """Open (or create) the inversion cache of a video of `n_frames` aligned with `align_key` (`align_settings`),
+    for this model and settings.
 
     `readonly`: an existing cache, shared with other readers (a reader may read any frames, so `span` is
     then ignored); `span`: an existing cache, to fill only these frames beside the writers of the video's
@@ -141,8 +162,7 @@ def open_cache(cache_dir: Path, alignment: VideoAlignment, model: TriPlaneNet, c
     writes = span is not None and not readonly
     shared = readonly or writes
     return InversionCache.open(
-        cache_dir / INVERSION_DIR, n_frames=len(alignment.frames),
-        settings=cache_settings(model, config, alignment.settings.get("key")),
+        cache_dir / INVERSION_DIR, n_frames=n_frames, settings=cache_settings(model, config, align_key),
         fingerprints=fingerprints, store=config.store, on_warning=reporter.warn, chunk_size=config.chunk_size,
         reset=config.fresh and not shared, verify=verify, readonly=readonly,
         frames=range(span.start, span.stop) if writes else None)
@@ -225,6 +245,52 @@ def prepare_cache(cache_dir: Path, alignment: VideoAlignment, model: TriPlaneNet
     so that the writers of its spans can then fill it side by side."""
     with open_cache(cache_dir, alignment, model, config, fingerprints, reporter, verify=False):
         pass
+
+
+class TrackLog:
+    """The frames a one-pass run has aligned, stored as they are made (`PARTIAL_TRACKS_FILE`).
+
+    An interrupted run leaves them beside the inversions it stored. The next run aligns again (the landmark
+    backends follow faces from frame to frame, so only a run from the start gives the same landmarks) and
+    checks each frame against its stored line: an inversion made from a crop or camera that came out
+    differently (a landmark backend that is not deterministic) is not reused.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.stored: dict[int, dict[str, Any]] = {}
+        """The crop and camera of each frame stored by earlier runs, by frame."""
+        if path.is_file():
+            for line in path.read_text().splitlines():
+                try:
+                    frame = json.loads(line)
+                except ValueError:
+                    continue  # the line being written when a run was killed
+                self.stored[int(frame["index"])] = _alignment_key(frame)
+        self._file = path.open("a")
+
+    def matches(self, frame: FrameAlignment) -> bool:
+        """Whether an inversion stored for `frame` was made from this crop and camera (True when unknown)."""
+        stored = self.stored.get(frame.index)
+        return stored is None or stored == _alignment_key(frame.to_json())
+
+    def append(self, frames: Iterable[FrameAlignment]) -> None:
+        """Store frames, durably before their inversions are (the caller stores those next)."""
+        self._file.write("".join(json.dumps(f.to_json()) + "\n" for f in frames))
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def discard(self) -> None:
+        """The whole track is saved (tracks.json): the partial one is no longer needed."""
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _alignment_key(frame: dict[str, Any]) -> dict[str, Any]:
+    """What an inversion depends on in a frame's JSON alignment: its crop and its camera."""
+    return {"crop_transform": frame["crop_transform"], "label": frame["label"]}
 
 
 def model_fingerprints(model_files: list[Path], memo_file: Path | None = None) -> dict[str, str]:

@@ -1,8 +1,9 @@
 """`nvsvideo rerender` / `nvsvideo edit`: decode -> align -> invert -> (edit) -> render along a camera path ->
 compose -> encode, as one streaming pass over the video that reuses the inversion cache.
 
-Memory stays flat in the video's length: frames are decoded, rendered and encoded batch by batch, and
-the cache is read one chunk at a time. Frames without a face are passed through (or letterboxed).
+Memory stays flat in the video's length: frames are decoded, aligned, rendered and encoded batch by batch
+(the align stage holds frames only for its smoothing's look-ahead), and the cache is read one chunk at a
+time. Frames without a face are passed through (or letterboxed).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 
 from nvsvideo.cache import FrameRecord, FrameStatus, InversionCache
 from nvsvideo.cache.records import pack_frame, unpack_frame
-from nvsvideo.cameras.paths import evaluate_camera_path, parse_camera_path
+from nvsvideo.cameras.paths import CameraPathSpec, evaluate_camera_path, parse_camera_path
 from nvsvideo.compose.depth import depth_to_rgb
 from nvsvideo.compose.layout import (
     OutputMode,
@@ -35,32 +36,75 @@ from nvsvideo.compose.ood import KeepOodOptions, OodKeeper
 from nvsvideo.console import Reporter
 from nvsvideo.edits import Edit, OffsetPolicy, apply_edits, edited_frames, offset_weights
 from nvsvideo.errors import InputError, NoFaceError, UsageError
-from nvsvideo.face.crop import apply_crop
+from nvsvideo.face.crop import CropTransform, apply_crop
 from nvsvideo.face.landmarks import LandmarkBackend
 from nvsvideo.models.triplanenet.model import TriPlaneNet
-from nvsvideo.pipelines.align import AlignConfig, VideoAlignment
+from nvsvideo.pipelines.align import (
+    AlignConfig,
+    FrameAlignment,
+    StreamAligner,
+    VideoAlignment,
+    detect_stream,
+    record_settings,
+)
 from nvsvideo.pipelines.invert import (
+    CACHE_FRAMES,
+    PARTIAL_TRACKS_FILE,
+    TRACKS_FILE,
     InvertConfig,
+    TrackLog,
     align_settings,
     cache_report,
+    cached_alignment,
     invert_crops,
     invert_records,
     mark_faceless,
     open_cache,
     open_finished,
-    prepare_inversion,
+    open_video_cache,
+    plan_inversion,
 )
-from nvsvideo.pipelines.stream import run_stages
+from nvsvideo.pipelines.stream import prefer_sequential, run_stages
 from nvsvideo.render import RenderId, RenderOptions, render_views
 from nvsvideo.runtime.batching import Batcher, BatchSpec
+from nvsvideo.temporal.tracking import FaceTracker, track_stream
 from nvsvideo.video import FrameBatch, FrameSpan, VideoInfo, VideoReader, VideoWriter, probe
 
-#: One face frame to render: (frame index, aligned input crop uint8 [512, 512, 3], its cache record or None).
-FaceWork = tuple[int, np.ndarray, FrameRecord | None]
 #: One rendered face: (novel view uint8, input crop, reconstruction at the input view or None, depth rgb).
 RenderedFace = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]
-#: A rendered batch for the sink: the decoded frames, the rendered faces by frame, new inversions to store.
-RenderedBatch = tuple[FrameBatch, dict[int, RenderedFace], list[tuple[int, FrameRecord]]]
+
+
+@dataclass(frozen=True, eq=False)
+class FaceWork:
+    """One face frame to render."""
+
+    index: int
+    crop: np.ndarray
+    """Aligned input crop, uint8 [512, 512, 3]."""
+    record: FrameRecord | None
+    """Its cache record; None when the cache lacks it (or it is unreadable, or stale)."""
+    label: np.ndarray
+    """[25] input camera."""
+    camera: np.ndarray
+    """[25] render camera (the camera path's)."""
+    time: float
+    """Seconds (edit ramps)."""
+    transform: CropTransform
+    """The crop, for pasting back."""
+
+
+@dataclass(eq=False)
+class WorkBatch:
+    """One batch through the pass: decoded frames and their faces; the model stage adds the rest."""
+
+    batch: FrameBatch
+    faces: list[FaceWork]
+    aligned: list[FrameAlignment] = field(default_factory=list)
+    """The batch's frames as a first pass aligned them (stored with the batch); empty when read from tracks."""
+    rendered: dict[int, RenderedFace] = field(default_factory=dict)
+    """Rendered faces by frame."""
+    fresh: list[tuple[int, FrameRecord]] = field(default_factory=list)
+    """New inversions to store."""
 
 
 @dataclass(frozen=True)
@@ -190,9 +234,13 @@ def run_rerender(
     reporter: Reporter,
     info: VideoInfo | None = None,
 ) -> dict[str, Any]:
-    """The whole job for one video. Returns a JSON-ready summary (frames, faces, seconds per stage, cache hits).
+    """The whole job for one video, in one pass over it. Returns a JSON-ready summary (frames, faces, seconds
+    per stage, cache hits).
 
-    `info`: the video's probe, when the caller has it (probing reads the whole file, so it is done once).
+    A first run aligns, inverts, stores and renders each frame in that pass (`render_first_pass`); a run
+    whose tracks are cached (an earlier run, `invert`) reads them (`render_video`), inverting what the
+    cache lacks in the same pass. `info`: the video's probe, when the caller has it (probing reads the
+    whole file, so it is done once).
     """
     info = info if info is not None else probe(video)
     if config.output is OutputMode.PASTE and config.size != 512:
@@ -203,25 +251,34 @@ def run_rerender(
         align_key = align_settings(video, backend, align_config)  # the video's content key, read once
         finished = open_finished(video, cache_dir, model, fingerprints, backend, align_config, invert_config,
                                  reporter, align_key=align_key)
+        alignment: VideoAlignment | None
         if finished is None:
-            # Frames to invert: they are inverted, stored and rendered in the same pass over the video.
-            invert_config, alignment, _ = prepare_inversion(video, cache_dir, model, fingerprints, backend,
-                                                            align_config, invert_config, reporter, info,
-                                                            align_key=align_key)
+            # Refusals (a cache made differently, a disk too small) come before any work and leave no trace.
+            invert_config = plan_inversion(video, cache_dir, info.frame_count, model, fingerprints, backend,
+                                           align_config, invert_config, reporter, align_key=align_key)
+            alignment = cached_alignment(video, cache_dir, backend, align_config, key=align_key)
         else:
             # Render only: holding the shared lock lets other renders of this cache run at the same time.
             alignment, reader = finished
             stack.enter_context(reader)
-        align_seconds = round(time.perf_counter() - started, 3)
-        rendered = render_video(video, output, cache_dir, alignment, model, fingerprints, invert_config, config,
-                                device=device, reporter=reporter, info=info, invert=finished is None)
+        align_seconds = time.perf_counter() - started
+        if alignment is None:
+            if (cache_dir / TRACKS_FILE).is_file():
+                reporter.info("the video or the align settings changed: aligning again")
+            alignment, rendered = render_first_pass(video, output, cache_dir, backend, align_config, align_key, model,
+                                                    fingerprints, invert_config, config, device=device,
+                                                    reporter=reporter, info=info)
+            align_seconds += rendered["seconds"].pop("align")
+        else:
+            rendered = render_video(video, output, cache_dir, alignment, model, fingerprints, invert_config, config,
+                                    device=device, reporter=reporter, info=info, invert=finished is None)
     return {
         "video": str(video), "output": str(output), "frames": len(alignment.frames),
         "faces_found": rendered["faces_found"], "rendered": rendered["rendered"], "camera_path": config.camera_path,
         "output_mode": config.output.value, "edits": [e.summary() for e in config.edits],
         "cache": cache_report(cache_dir), "cache_hits": rendered["cache_hits"], "inverted": rendered["inverted"],
         "batch_size": rendered["batch_size"],
-        "seconds": {"align": align_seconds, **rendered["seconds"]},
+        "seconds": {"align": round(align_seconds, 3), **rendered["seconds"]},
         "overlap": rendered["overlap"],
         "depth": str(config.depth) if config.depth else None, "mesh": str(config.mesh) if config.mesh else None,
     }
@@ -243,7 +300,7 @@ def render_video(
     span: FrameSpan | None = None,
     invert: bool = False,
 ) -> dict[str, Any]:
-    """Render the frames of a video along the camera path and write `output`, in one pass over the video.
+    """Render the frames of an aligned video along the camera path and write `output`, in one pass over the video.
 
     Decoding with the face crops and cache reads, the models, and composing with encoding run as
     overlapped stages (`nvsvideo.pipelines.stream`).
@@ -271,27 +328,146 @@ def render_video(
     if span is not None and (config.depth is not None or config.mesh is not None):
         raise ValueError("depth and mesh outputs cover the whole video; they cannot be rendered in chunks")
     info = info if info is not None else probe(video)
-    cameras = output_cameras(alignment, config.camera_path)
-    started = time.perf_counter()
-    out_h, out_w = output_shape(config.output, (info.height, info.width), config.size)
-    keeper = OodKeeper(config.keep_ood) if config.keep_ood is not None else None
-    fps = float(alignment.fps)
+    if not alignment.valid().any():
+        raise NoFaceError("no frame has a face, so there is nothing to render")
     frames = range(len(alignment.frames)) if span is None else range(span.start, span.stop)
-    face_frames = [i for i in frames if alignment.frames[i].has_face]
-    rendered = 0
-    invert_seconds = 0.0
+    cameras = PathCameras(parse_camera_path(config.camera_path), float(alignment.fps), alignment.frames[0].time,
+                          alignment.frames[-1].time)
     with contextlib.ExitStack() as stack:
         # A damaged chunk: a writer verifies every chunk on opening and inverts the frames of a damaged one
         # again; a reader finds it when reading and inverts those frames in memory only.
         cache = stack.enter_context(open_cache(cache_dir, alignment, model, invert_config, fingerprints, reporter,
                                                verify=invert, readonly=not invert, span=span))
-        missing: set[int] = set()
         if invert:
-            invert_config = replace(invert_config, store=cache.store)
             mark_faceless(cache, [alignment.frames[i] for i in frames])
-            missing = set(cache.missing_frames(retry_failed=True)) & set(face_frames)
+
+        def source(reader: VideoReader, records: Iterator[tuple[int, FrameRecord | None]],
+                   cache_lock: threading.Lock) -> Iterator[WorkBatch]:
+            """Decode, crop the faces and read their cache records (the source thread)."""
+            for batch in reader:
+                aligned = [alignment.frames[i] for i in batch.indices.tolist()]
+                with cache_lock:
+                    stored = [next(records)[1] for _ in aligned]
+                yield WorkBatch(batch, face_work(aligned, batch.frames, stored, cameras))
+
+        result = render_pass(video, output, cache, source, len(frames), model, invert_config, config, device=device,
+                             reporter=reporter, info=info, span=span, invert=invert)
+        if result["frames"] != len(frames):
+            raise InputError(f"{video} now decodes to {result['frames']} frames where its alignment has "
+                             f"{len(frames)}; the file changed or is damaged")
+        if config.mesh is not None:
+            export_frame_mesh(model, cache, alignment, config, device)
+    return result
+
+
+def render_first_pass(
+    video: Path,
+    output: Path,
+    cache_dir: Path,
+    backend: LandmarkBackend,
+    align_config: AlignConfig,
+    align_key: dict[str, Any],
+    model: TriPlaneNet,
+    fingerprints: dict[str, str],
+    invert_config: InvertConfig,
+    config: RerenderConfig,
+    *,
+    device: torch.device,
+    reporter: Reporter,
+    info: VideoInfo,
+) -> tuple[VideoAlignment, dict[str, Any]]:
+    """A first run: align, invert, store and render every frame in one pass over the video.
+
+    The align stage (`FirstPassAlign`) runs in the decode thread: landmarks and tracking frame by frame,
+    zero-phase smoothing over a bounded look-ahead (frames wait only for it), so crops and cameras equal
+    those of the whole-track alignment. The tracks are stored as they are made (`TrackLog`), each before
+    its frames' inversions, and saved whole (tracks.json, with the jitter report) at the end, after which
+    later runs read them and align no more. An interrupted run keeps what it stored; the next run aligns
+    again from the start and reuses the inversions (`TrackLog.matches`), so its output is the same.
+
+    Args:
+        align_key: `align_settings` of the video: the inversion cache is keyed on it, so inversions of
+            other alignment settings are never mixed in (`plan_inversion` refuses such a cache).
+        fingerprints: `model_fingerprints` of the model files (part of the cache's identity).
+        invert_config: with its store mode decided (`plan_inversion`).
+        info: the video's probe: the cache is made for its frame count (frames a damaged file does not
+            decode are marked faceless at the end).
+
+    Returns:
+        the alignment, and the summary of `render_video` with the align stage's busy seconds under
+        seconds["align"].
+    """
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        cache = stack.enter_context(open_video_cache(cache_dir, info.frame_count, align_key, model, invert_config,
+                                                     fingerprints, reporter))
+        log = TrackLog(cache_dir / PARTIAL_TRACKS_FILE)
+        stack.callback(log.close)
+        align = FirstPassAlign(backend, align_config, info, log)
+        cameras = PathCameras(parse_camera_path(config.camera_path), float(info.fps), info.start_time, info.end_time)
+
+        def source(reader: VideoReader, records: Iterator[tuple[int, FrameRecord | None]],
+                   cache_lock: threading.Lock) -> Iterator[WorkBatch]:
+            return align.batches(reader, records, cache_lock, cameras)
+
+        result = render_pass(video, output, cache, source, info.frame_count, model, invert_config, config,
+                             device=device, reporter=reporter, info=info, invert=True, log=log)
+        alignment = align.alignment(video, {"key": align_key})
+        if len(alignment.frames) < info.frame_count:
+            # The file ended early or broke: the frames it does not decode have no face to invert.
+            alignment.settings[CACHE_FRAMES] = info.frame_count
+            for index in range(len(alignment.frames), info.frame_count):
+                cache.mark(index, FrameStatus.NO_FACE)
+        if config.mesh is not None:
+            export_frame_mesh(model, cache, alignment, config, device)
+        alignment.save(cache_dir / TRACKS_FILE)
+        log.discard()
+    result["seconds"]["align"] = align.seconds
+    return alignment, result
+
+
+def render_pass(
+    video: Path,
+    output: Path,
+    cache: InversionCache,
+    source: Callable[[VideoReader, Iterator[tuple[int, FrameRecord | None]], threading.Lock], Iterator[WorkBatch]],
+    n_frames: int,
+    model: TriPlaneNet,
+    invert_config: InvertConfig,
+    config: RerenderConfig,
+    *,
+    device: torch.device,
+    reporter: Reporter,
+    info: VideoInfo,
+    span: FrameSpan | None = None,
+    invert: bool,
+    log: TrackLog | None = None,
+) -> dict[str, Any]:
+    """The pass shared by `render_video` and `render_first_pass`: `source` decodes (and aligns) into work
+    batches on one thread, the calling thread inverts what the cache lacks and renders, a third stores,
+    composes and encodes.
+
+    Args:
+        source: (reader, the cache's records in frame order, the lock that guards the cache) -> work batches.
+        n_frames: frames expected (the progress bar's total).
+        invert: faces without a cache record are inverted and stored (else rendered from an inversion in
+            memory: a damaged chunk a reader cannot fix).
+        log: where a first pass stores the frames it aligned, before their inversions.
+
+    Returns:
+        as `render_video`; "frames" counts the frames written.
+    """
+    started = time.perf_counter()
+    out_h, out_w = output_shape(config.output, (info.height, info.width), config.size)
+    keeper = OodKeeper(config.keep_ood) if config.keep_ood is not None else None
+    fps = float(info.fps)
+    invert_config = replace(invert_config, store=cache.store)  # `auto`: what the existing cache keeps
+    counts = {"faces": 0, "inverted": 0, "rendered": 0}
+    invert_seconds = 0.0
+    with contextlib.ExitStack() as stack:
         # The source thread reads the cache while the sink thread stores new frames into it.
         cache_lock = threading.Lock()
+        frames = range(cache.n_frames) if span is None else range(span.start, span.stop)
         records = cache.iter_frames(frames)
         writer = stack.enter_context(VideoWriter(output, width=out_w, height=out_h, fps=info.fps,
                                                  time_base=info.time_base, crf=config.crf,
@@ -302,116 +478,225 @@ def render_video(
             depth_writer = stack.enter_context(VideoWriter(config.depth, width=res, height=res, fps=info.fps,
                                                            time_base=info.time_base, crf=config.crf,
                                                            protect=(video,)))
-        advance = stack.enter_context(reporter.progress("rendering", len(frames)))
+        advance = stack.enter_context(reporter.progress("rendering", n_frames))
         batcher = Batcher(config.batch_size, device, warn=reporter.warn)
         invert_batcher = Batcher(invert_config.batch_size, device, warn=reporter.warn)
         reader = VideoReader(video, batch_size=batcher.gather, info=info, span=span)
 
-        def prepare() -> Iterator[tuple[FrameBatch, list[FaceWork]]]:
-            """Decode, crop the faces and read their cache records (the source thread)."""
-            for batch in reader:
-                faces = []
-                for i, frame in zip(batch.indices.tolist(), batch.frames, strict=True):
-                    with cache_lock:
-                        _, record = next(records)
-                    if alignment.frames[i].has_face:
-                        faces.append((i, apply_crop(frame, alignment.frames[i].transform), record))
-                yield batch, faces
-
-        def render(item: tuple[FrameBatch, list[FaceWork]]) -> RenderedBatch:
+        def render(work: WorkBatch) -> WorkBatch:
             """Invert what the cache lacks, then render (the calling thread)."""
             nonlocal invert_seconds
-            batch, faces = item
-            fresh: list[tuple[int, FrameRecord]] = []
-            if any(i in missing for i, _, _ in faces):
+            counts["faces"] += len(work.faces)
+            if invert and any(face.record is None for face in work.faces):
                 inverting = time.perf_counter()
-                faces, fresh = invert_missing(model, alignment, faces, missing, invert_batcher, invert_config,
-                                              cache.precision, device)
+                work.faces, work.fresh = invert_missing(model, work.faces, invert_batcher, invert_config,
+                                                        cache.precision, device)
+                counts["inverted"] += len(work.fresh)
                 invert_seconds += time.perf_counter() - inverting
-            novel_by_index: dict[int, RenderedFace] = {}
-            if faces:
-                novel_by_index = dict(batcher.run(lambda part: list(render_faces(
-                    model, alignment, cameras, part, config, invert_config, keeper, device, fps).items()), faces))
-            if keeper is not None and len(faces) < len(batch):
+            if work.faces:
+                work.rendered = dict(batcher.run(lambda part: list(render_faces(
+                    model, part, config, invert_config, keeper, device, fps).items()), work.faces))
+            if keeper is not None and len(work.faces) < len(work.batch):
                 keeper.reset()  # a faceless frame breaks the mask's smoothing over time
-            return batch, novel_by_index, fresh
+            return work
 
-        def write(item: RenderedBatch) -> None:
-            """Store new inversions, compose and encode (the sink thread)."""
-            nonlocal rendered
-            batch, novel_by_index, fresh = item
-            for index, record in fresh:
+        def write(work: WorkBatch) -> None:
+            """Store the new tracks and inversions, compose and encode (the sink thread)."""
+            if log is not None:
+                log.append(work.aligned)
+                with cache_lock:
+                    for frame in work.aligned:
+                        if not frame.has_face and cache.status(frame.index) is not FrameStatus.NO_FACE:
+                            cache.mark(frame.index, FrameStatus.NO_FACE)
+            for index, record in work.fresh:
                 with cache_lock:
                     cache.put(index, record)  # durable once its chunk is complete (`InversionCache.put`)
+            faces = {face.index: face for face in work.faces}
             frames_out, depth_out = [], []
-            for i, frame in zip(batch.indices.tolist(), batch.frames, strict=True):
-                got = novel_by_index.get(i)
+            for i, frame in zip(work.batch.indices.tolist(), work.batch.frames, strict=True):
+                got = work.rendered.get(i)
                 if got is None:
                     frames_out.append(compose_frame(config.output, frame, None, None, size=config.size))
                     if depth_writer is not None:
                         depth_out.append(np.zeros((depth_writer.height, depth_writer.width, 3), np.uint8))
                     continue
                 novel, crop, recon, depth = got
-                frames_out.append(compose_frame(config.output, frame, alignment.frames[i].transform, novel,
+                frames_out.append(compose_frame(config.output, frame, faces[i].transform, novel,
                                                 size=config.size, input_crop=crop, reconstruction=recon))
                 depth_out.append(depth)
-                rendered += 1
-            writer.write(np.stack(frames_out), batch.pts)
+                counts["rendered"] += 1
+            writer.write(np.stack(frames_out), work.batch.pts)
             if depth_writer is not None:
-                depth_writer.write(np.stack(depth_out), batch.pts)
-            advance(len(batch))
+                depth_writer.write(np.stack(depth_out), work.batch.pts)
+            advance(len(work.batch))
 
-        stages = run_stages(prepare(), render, write, names=("decode", "render", "encode"))
+        stages = run_stages(source(reader, records, cache_lock), render, write, names=("decode", "render", "encode"),
+                            prefer=prefer_sequential(device.type, inverting=invert))
         if reader.warning:
             reporter.warn(reader.warning)
-        if writer.frames_written != len(frames):
-            raise InputError(f"{video} now decodes to {writer.frames_written} frames where its alignment has "
-                             f"{len(frames)}; the file changed or is damaged")
-        if config.mesh is not None:
-            export_frame_mesh(model, cache, alignment, config, device)
+        written = writer.frames_written
     seconds = time.perf_counter() - started
-    return {"frames": len(frames), "rendered": rendered, "faces_found": len(face_frames), "inverted": len(missing),
-            "cache_hits": len(face_frames) - len(missing),
-            "batch_size": {"invert": invert_batcher.size if missing else None, "render": batcher.size},
+    return {"frames": written, "rendered": counts["rendered"], "faces_found": counts["faces"],
+            "inverted": counts["inverted"], "cache_hits": counts["faces"] - counts["inverted"],
+            "batch_size": {"invert": invert_batcher.size if counts["inverted"] else None, "render": batcher.size},
             "seconds": {"invert": round(invert_seconds, 3), "render": round(seconds - invert_seconds, 3)},
             "overlap": {"render": stages.to_json()}}
 
 
-def invert_missing(model: TriPlaneNet, alignment: VideoAlignment, faces: list[FaceWork], missing: set[int],
-                   batcher: Batcher, config: InvertConfig, precision: torch.dtype, device: torch.device
-                   ) -> tuple[list[FaceWork], list[tuple[int, FrameRecord]]]:
-    """Invert the faces of a batch that the cache lacks.
+@dataclass(frozen=True)
+class PathCameras:
+    """The render cameras of a camera path, evaluated batch by batch as frames arrive.
+
+    Every path is a function of each frame's own time (`sweep` also of the video's first and last frame
+    times, given here up front) or of its own input camera (`follow`, `frontal`), so a batch's cameras
+    equal those of the path evaluated over the whole video.
+    """
+
+    spec: CameraPathSpec
+    fps: float
+    first: float
+    """Time of the video's first frame, seconds."""
+    last: float
+    """Time of its last frame, seconds."""
+
+    def __call__(self, times: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """[B, 25] render cameras of frames at `times` [B] with input cameras `labels` [B, 25]."""
+        # The video's ends go in as two more frames (with any camera): `sweep` spans them.
+        times = np.concatenate([[self.first], times, [self.last]])
+        labels = np.concatenate([labels[:1], labels, labels[:1]])
+        return evaluate_camera_path(self.spec, times, self.fps, input_labels=labels)[1:-1]
+
+
+def face_work(aligned: Sequence[FrameAlignment], frames: Sequence[np.ndarray], records: Sequence[FrameRecord | None],
+              cameras: PathCameras) -> list[FaceWork]:
+    """The faces of a batch of aligned frames (with their pixels and cache records) to render."""
+    chosen = [j for j, frame in enumerate(aligned) if frame.has_face]
+    if not chosen:
+        return []
+    labels = np.stack([aligned[j].label for j in chosen])
+    novel = cameras(np.array([aligned[j].time for j in chosen]), labels)
+    return [FaceWork(aligned[j].index, apply_crop(frames[j], aligned[j].transform), records[j], aligned[j].label,
+                     novel[k], aligned[j].time, aligned[j].transform) for k, j in enumerate(chosen)]
+
+
+class FirstPassAlign:
+    """The align stage of a first pass: decoded frames -> landmarks -> tracker -> `StreamAligner` -> work batches.
+
+    Frames are held only while the tracker bridges a gap (`max_gap`) and the smoothing looks ahead, so
+    memory does not grow with the video. The aligned frames are kept (a few numbers each) to save the
+    whole track at the end.
+    """
+
+    def __init__(self, backend: LandmarkBackend, config: AlignConfig, info: VideoInfo, log: TrackLog) -> None:
+        self.backend = backend
+        self.config = config
+        self.info = info
+        self.log = log
+        self.tracker = FaceTracker(config.tracker)
+        self.aligner = StreamAligner(config, float(info.fps), info.height)
+        self.frames: list[FrameAlignment] = []
+        self.seconds = 0.0
+        """Busy seconds of landmarks, tracking and smoothing (the source thread's time less decoding and crops)."""
+
+    def batches(self, reader: VideoReader, records: Iterator[tuple[int, FrameRecord | None]],
+                cache_lock: threading.Lock, cameras: PathCameras) -> Iterator[WorkBatch]:
+        """Work batches of `reader.batch_size` frames, in order, each as soon as its frames are aligned."""
+        pixels: dict[int, tuple[int, np.ndarray]] = {}
+        decode = [0.0]
+
+        def decoded() -> Iterator[FrameBatch]:
+            batches = iter(reader)
+            while True:
+                started = time.perf_counter()
+                batch = next(batches, None)
+                decode[0] += time.perf_counter() - started
+                if batch is None:
+                    return
+                yield batch
+
+        def final() -> Iterator[FrameAlignment]:
+            for (index, pts, seconds, frame), track in track_stream(detect_stream(self.backend, decoded()),
+                                                                    self.tracker):
+                pixels[index] = (pts, frame)
+                yield from self.aligner.push(FrameAlignment(index, pts, seconds, track.status, track.landmarks,
+                                                            track.box))
+            yield from self.aligner.finish()
+            self.tracker.check_found(str(reader.path))
+
+        ready: list[FrameAlignment] = []
+        frames = final()
+        try:
+            while True:
+                started = time.perf_counter()
+                frame = next(frames, None)
+                self.seconds += time.perf_counter() - started
+                if frame is not None:
+                    self.frames.append(frame)
+                    ready.append(frame)
+                if ready and (frame is None or len(ready) == reader.batch_size):
+                    yield self._work(ready, pixels, records, cache_lock, cameras)
+                    ready = []
+                if frame is None:
+                    break
+        finally:
+            frames.close()  # a pass stopped early closes the decoder now
+            self.seconds -= decode[0]
+
+    def _work(self, aligned: list[FrameAlignment], pixels: dict[int, tuple[int, np.ndarray]],
+              records: Iterator[tuple[int, FrameRecord | None]], cache_lock: threading.Lock,
+              cameras: PathCameras) -> WorkBatch:
+        held = [pixels.pop(frame.index) for frame in aligned]
+        batch = FrameBatch(np.stack([image for _, image in held]), np.array([f.index for f in aligned], np.int64),
+                           np.array([pts for pts, _ in held], np.int64), self.info.time_base)
+        with cache_lock:
+            stored = [next(records)[1] for _ in aligned]
+        # An inversion stored by an interrupted run is reused only if made from this very crop and camera.
+        stored = [record if self.log.matches(frame) else None for frame, record in zip(aligned, stored, strict=True)]
+        return WorkBatch(batch, face_work(aligned, batch.frames, stored, cameras), aligned)
+
+    def alignment(self, video: Path, settings: dict[str, Any]) -> VideoAlignment:
+        """The whole track (call after the pass), as `track_video` would have made it."""
+        alignment = VideoAlignment(source=str(video), width=self.info.width, height=self.info.height,
+                                   fps=self.info.fps, time_base=self.info.time_base, frames=self.frames,
+                                   settings=dict(settings), metrics=self.aligner.metrics())
+        record_settings(alignment, self.config)
+        return alignment
+
+
+def invert_missing(model: TriPlaneNet, faces: list[FaceWork], batcher: Batcher, config: InvertConfig,
+                   precision: torch.dtype, device: torch.device) -> tuple[list[FaceWork], list[tuple[int, FrameRecord]]]:
+    """Invert the faces of a batch that have no cache record.
 
     Returns:
         the faces with those records as the cache will give them back (its store mode and precision, so
         this render equals a later render-only run), and (frame, record) pairs to store.
     """
-    todo = [j for j, (i, _, _) in enumerate(faces) if i in missing]
-    indices = [faces[j][0] for j in todo]
-    records = invert_records(batcher, model, np.stack([faces[j][1] for j in todo]),
-                             np.stack([alignment.frames[i].label for i in indices]), indices, config, device)
+    todo = [j for j, face in enumerate(faces) if face.record is None]
+    indices = [faces[j].index for j in todo]
+    records = invert_records(batcher, model, np.stack([faces[j].crop for j in todo]),
+                             np.stack([faces[j].label for j in todo]), indices, config, device)
     assert config.store is not None
     stored = [unpack_frame(i, FrameStatus.DONE, pack_frame(i, record, config.store, precision))
               for i, record in zip(indices, records, strict=True)]
     out = list(faces)
-    for j, i, record in zip(todo, indices, stored, strict=True):
-        out[j] = (i, faces[j][1], record)
+    for j, record in zip(todo, stored, strict=True):
+        out[j] = replace(faces[j], record=record)
     return out, list(zip(indices, stored, strict=True))
 
 
-def render_faces(model: TriPlaneNet, alignment: VideoAlignment, cameras: np.ndarray, faces: Sequence[FaceWork],
-                 config: RerenderConfig, invert_config: InvertConfig, keeper: OodKeeper | None, device: torch.device,
-                 fps: float) -> dict[int, RenderedFace]:
+def render_faces(model: TriPlaneNet, faces: Sequence[FaceWork], config: RerenderConfig, invert_config: InvertConfig,
+                 keeper: OodKeeper | None, device: torch.device, fps: float) -> dict[int, RenderedFace]:
     """Render the face frames of one batch: {frame: (novel uint8, input crop, reconstruction, depth rgb)}."""
-    indices = [i for i, _, _ in faces]
-    crops = np.stack([crop for _, crop, _ in faces])
-    in_labels = np.stack([alignment.frames[i].label for i in indices])
-    ws, planes, offsets = face_tensors(model, [rec for _, _, rec in faces], crops, in_labels, indices,
+    indices = [face.index for face in faces]
+    crops = np.stack([face.crop for face in faces])
+    in_labels = np.stack([face.label for face in faces])
+    cameras = np.stack([face.camera for face in faces])
+    ws, planes, offsets = face_tensors(model, [face.record for face in faces], crops, in_labels, indices,
                                        invert_config.seed, device)
     need_recon = keeper is not None or config.output is OutputMode.COMPARE
-    ws_out, planes_out, unedited = frame_planes(model, ws, planes, offsets, alignment.times()[indices], config, fps,
-                                                need_unedited=need_recon)
-    result = render_views(model.decoder, planes_out, ws_out, torch.from_numpy(cameras[indices]).float(), indices,
+    ws_out, planes_out, unedited = frame_planes(model, ws, planes, offsets, np.array([face.time for face in faces]),
+                                                config, fps, need_unedited=need_recon)
+    result = render_views(model.decoder, planes_out, ws_out, torch.from_numpy(cameras).float(), indices,
                           config.render)
     novel = result["image"]
     recon = None
@@ -420,7 +705,7 @@ def render_faces(model: TriPlaneNet, alignment: VideoAlignment, cameras: np.ndar
         recon = render_views(model.decoder, unedited, ws, torch.from_numpy(in_labels).float(), indices,
                              config.render, RenderId.INPUT_VIEW)["image"]
     if keeper is not None:
-        weights = keeper.view_weights(in_labels, cameras[indices])
+        weights = keeper.view_weights(in_labels, cameras)
         # The mask compares input and reconstruction at the render's resolution.
         inputs = F.interpolate(from_uint8_frames(crops, device=novel.device), size=novel.shape[-2:], mode="area")
         novel, _ = keeper(novel, inputs, recon, weights)

@@ -68,6 +68,8 @@ class VideoInfo:
     """Seconds per timestamp tick of the video stream."""
     start_time: float
     """Timestamp of the first frame, in seconds."""
+    end_time: float
+    """Timestamp of the last frame, in seconds (a camera path over the whole video needs it before decoding)."""
     duration: float
     """Seconds from the first frame to the end of the last one, from the packets present."""
     frame_count: int
@@ -258,6 +260,7 @@ def probe(path: str | Path) -> VideoInfo:
             fps=fps,
             time_base=time_base,
             start_time=float(pts[0] * time_base) if pts.size else 0.0,
+            end_time=float(pts[-1] * time_base) if pts.size else float((scan.shown - 1) / fps),
             duration=duration,
             frame_count=scan.shown,
             header_frame_count=header_frames,
