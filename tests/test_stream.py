@@ -16,6 +16,7 @@ from nvsvideo.pipelines.stream import (
     QUEUE_DEPTH,
     SEQUENTIAL_ENV,
     StageTimes,
+    prefer_sequential,
     run_stages,
     sequential_requested,
 )
@@ -186,10 +187,22 @@ def test_ctrl_c_and_sigterm_on_the_calling_thread_stop_the_helpers(signum: int, 
     assert not helper_threads()
 
 
-def test_sequential_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sequential_from_the_environment_else_the_callers_preference(monkeypatch: pytest.MonkeyPatch) -> None:
+    def ran_sequentially(**kwargs: bool) -> bool:
+        return run_stages(iter([1]), lambda x: x, lambda x: None, **kwargs).sequential
+
     monkeypatch.delenv(SEQUENTIAL_ENV, raising=False)
-    assert not sequential_requested()
+    assert sequential_requested() is None
+    assert not ran_sequentially() and ran_sequentially(prefer=True)
     monkeypatch.setenv(SEQUENTIAL_ENV, "1")
-    assert sequential_requested()
-    assert run_stages(iter([1]), lambda x: x, lambda x: None).sequential
-    assert not run_stages(iter([1]), lambda x: x, lambda x: None, sequential=False).sequential
+    assert sequential_requested() is True
+    assert ran_sequentially() and not ran_sequentially(sequential=False)
+    monkeypatch.setenv(SEQUENTIAL_ENV, "0")
+    assert sequential_requested() is False
+    assert not ran_sequentially(prefer=True)
+
+
+def test_only_a_pass_inverting_on_the_cpu_prefers_sequential() -> None:
+    assert prefer_sequential("cpu", inverting=True)
+    assert not prefer_sequential("cpu", inverting=False)
+    assert not prefer_sequential("cuda", inverting=True)

@@ -9,6 +9,7 @@ time. Frames without a face are passed through (or letterboxed).
 from __future__ import annotations
 
 import contextlib
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -579,6 +580,47 @@ def face_work(aligned: Sequence[FrameAlignment], frames: Sequence[np.ndarray], r
                      novel[k], aligned[j].time, aligned[j].transform) for k, j in enumerate(chosen)]
 
 
+#: Decoded frames the align stage keeps in memory while they wait for their alignment; more wait on disk.
+#: The default smoothing holds 24 frames (plus the tracker's gap and one batch), so only frames beside a
+#: long stretch without the subject (its frames wait for the next ones with it) ever go to disk.
+HELD_IN_MEMORY = 64
+
+
+class HeldFrames:
+    """Decoded frames waiting for their alignment, by frame: in memory up to `limit`, beyond that in a
+    temporary folder, so memory stays bounded whatever the video (a whole-track smoothing bridges any
+    stretch without the subject, and so does the streamed one)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._memory: dict[int, tuple[int, np.ndarray]] = {}
+        self._disk: dict[int, int] = {}  # frame -> pts of the frames in the folder
+        self._folder: tempfile.TemporaryDirectory[str] | None = None
+
+    def put(self, index: int, pts: int, image: np.ndarray) -> None:
+        if len(self._memory) < self.limit:
+            self._memory[index] = (pts, image)
+            return
+        if self._folder is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="nvsvideo-held-")
+        np.save(Path(self._folder.name) / f"{index}.npy", image)
+        self._disk[index] = pts
+
+    def pop(self, index: int) -> tuple[int, np.ndarray]:
+        """(pts, image) of a held frame, which is no longer held."""
+        if index in self._memory:
+            return self._memory.pop(index)
+        assert self._folder is not None
+        path = Path(self._folder.name) / f"{index}.npy"
+        image = np.load(path)
+        path.unlink()
+        return self._disk.pop(index), image
+
+    def close(self) -> None:
+        if self._folder is not None:
+            self._folder.cleanup()
+
+
 class FirstPassAlign:
     """The align stage of a first pass: decoded frames -> landmarks -> tracker -> `StreamAligner` -> work batches.
 
@@ -601,7 +643,7 @@ class FirstPassAlign:
     def batches(self, reader: VideoReader, records: Iterator[tuple[int, FrameRecord | None]],
                 cache_lock: threading.Lock, cameras: PathCameras) -> Iterator[WorkBatch]:
         """Work batches of `reader.batch_size` frames, in order, each as soon as its frames are aligned."""
-        pixels: dict[int, tuple[int, np.ndarray]] = {}
+        pixels = HeldFrames(HELD_IN_MEMORY)
         decode = [0.0]
 
         def decoded() -> Iterator[FrameBatch]:
@@ -617,7 +659,7 @@ class FirstPassAlign:
         def final() -> Iterator[FrameAlignment]:
             for (index, pts, seconds, frame), track in track_stream(detect_stream(self.backend, decoded()),
                                                                     self.tracker):
-                pixels[index] = (pts, frame)
+                pixels.put(index, pts, frame)
                 yield from self.aligner.push(FrameAlignment(index, pts, seconds, track.status, track.landmarks,
                                                             track.box))
             yield from self.aligner.finish()
@@ -640,9 +682,10 @@ class FirstPassAlign:
                     break
         finally:
             frames.close()  # a pass stopped early closes the decoder now
+            pixels.close()
             self.seconds -= decode[0]
 
-    def _work(self, aligned: list[FrameAlignment], pixels: dict[int, tuple[int, np.ndarray]],
+    def _work(self, aligned: list[FrameAlignment], pixels: HeldFrames,
               records: Iterator[tuple[int, FrameRecord | None]], cache_lock: threading.Lock,
               cameras: PathCameras) -> WorkBatch:
         held = [pixels.pop(frame.index) for frame in aligned]
