@@ -109,6 +109,16 @@ def make_truncated(source: Path, path: Path, *, keep: float = 0.5) -> Path:
     return Path(path)
 
 
+def make_damaged(source: Path, path: Path, *, at: float = 0.3, fraction: float = 0.15) -> Path:
+    """Copy `source` with `fraction` of its bytes, from `at` of the way in, overwritten (a bad sector): the
+    container's index still lists every frame, but decoding stops at the damage."""
+    data = bytearray(Path(source).read_bytes())
+    start, length = int(len(data) * at), int(len(data) * fraction)
+    data[start:start + length] = b"\xff" * length
+    Path(path).write_bytes(bytes(data))
+    return Path(path)
+
+
 def make_faststart(source: Path, path: Path) -> Path:
     """Remux an .mp4 with its index (moov) before the media data, as streaming sites serve them."""
     run_ffmpeg("-i", str(source), "-c", "copy", "-movflags", "+faststart", str(path))

@@ -23,7 +23,7 @@ from nvsvideo.pipelines.stream import SEQUENTIAL_ENV
 from nvsvideo.temporal.tracking import TrackerConfig
 from nvsvideo.video import VideoReader
 
-from media import make_faststart, make_truncated
+from media import make_damaged, make_faststart
 from tiny_models import tiny_clip_setup
 
 runner = CliRunner()
@@ -165,16 +165,16 @@ def test_a_first_cpu_run_inverting_is_sequential(setup: dict[str, Path], first_r
 
 
 
-def test_a_file_cut_short_renders_what_it_holds_in_one_pass(setup: dict[str, Path]) -> None:
-    cut = make_truncated(make_faststart(setup["clip"], setup["root"] / "whole.mp4"), setup["root"] / "cut.mp4",
-                         keep=0.6)
-    args = [str(cut) if a == str(setup["clip"]) else a for a in rerender_args(setup, setup["root"] / "cut_out.mp4",
-                                                                              setup["root"] / "cut.nvs")]
+def test_a_file_damaged_mid_way_renders_what_it_holds_in_one_pass(setup: dict[str, Path]) -> None:
+    # Its index still lists all the frames: the cache is made for them before decoding meets the damage.
+    damaged = make_damaged(make_faststart(setup["clip"], setup["root"] / "whole.mp4"), setup["root"] / "bad.mp4")
+    args = [str(damaged) if a == str(setup["clip"]) else a
+            for a in rerender_args(setup, setup["root"] / "bad_out.mp4", setup["root"] / "bad.nvs")]
     first = runner.invoke(app, args)
     assert first.exit_code == 0, first.output
-    assert "truncated or damaged" in first.stderr
+    assert "is damaged" in first.stderr
     summary = json.loads(first.stdout)
-    written = len(frames_of(setup["root"] / "cut_out.mp4"))
+    written = len(frames_of(setup["root"] / "bad_out.mp4"))
     assert 0 < summary["frames"] == written < FRAMES
     # The tracks and inversions it stored serve the next run, which only renders.
     again = invoke(args)
