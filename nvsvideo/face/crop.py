@@ -25,12 +25,14 @@ from PIL import Image
 
 #: Deep3DFaceRecon's five standard 3D landmarks (BFM units, y up, +z towards the camera), in the order
 #: left eye, right eye, nose tip, left mouth corner, right mouth corner ("left" = smaller image x).
+#: Full float32 precision, as its `load_lm3d` returns them: rounded to 4 decimals they move the official
+#: fit's origin by up to 0.01 px.
 STANDARD_POINTS_3D = np.array([
-    [-0.3115, 0.2904, 0.1338],
-    [0.3098, 0.2897, 0.1318],
-    [0.0033, -0.0462, 0.5524],
-    [-0.2522, -0.3813, 0.2241],
-    [0.2485, -0.3813, 0.2224],
+    [-0.3114865720272064, 0.29036077857017517, 0.13377952575683594],
+    [0.30979886651039124, 0.289720356464386, 0.1317952573299408],
+    [0.003253498813137412, -0.04617932438850403, 0.5524424314498901],
+    [-0.25216928124427795, -0.3813391625881195, 0.22405731678009033],
+    [0.24846619367599487, -0.38128235936164856, 0.22235769033432007],
 ])
 ALIGN_WINDOW = 1024
 """Side of the official intermediate window (`target_size`)."""
@@ -121,14 +123,72 @@ def fit_weak_perspective(points: np.ndarray, model: np.ndarray = STANDARD_POINTS
     return np.array([solution[3], solution[7]]), float(scale)
 
 
-def _pose_fit(landmarks: np.ndarray, image_height: int) -> tuple[np.ndarray, float]:
-    """The official fit: five points with y flipped up (y' = H - 1 - y), then POS. Returns (t y-up, s)."""
-    points = five_points(landmarks)
-    points[:, 1] = image_height - 1 - points[:, 1]
-    t, s = fit_weak_perspective(points)
+def fit_five_points(points: np.ndarray, image_height: int) -> tuple[np.ndarray, float]:
+    """The official fit: five points with y flipped up (y' = H - 1 - y), then POS.
+
+    Args:
+        points: float [5, 2] frame pixels (y down) in the order of `STANDARD_POINTS_3D`.
+        image_height: frame height H.
+
+    Returns:
+        (t float64 [2] in the y-up frame, s pixels per model unit).
+    """
+    flipped = np.array(points, dtype=np.float64)
+    flipped[:, 1] = image_height - 1 - flipped[:, 1]
+    t, s = fit_weak_perspective(flipped)
     if not s > 0:
         raise ValueError(f"degenerate landmarks: the face fit has scale {s}")
     return t, s
+
+
+def _pose_fit(landmarks: np.ndarray, image_height: int) -> tuple[np.ndarray, float]:
+    """`fit_five_points` of the five points of 68 landmarks. Returns (t y-up, s)."""
+    return fit_five_points(five_points(landmarks), image_height)
+
+
+@dataclass(frozen=True)
+class AlignWindow:
+    """Where the official `align_img` cuts its window: the whole frame resized, then a square cut from it."""
+
+    resized: tuple[int, int]
+    """(w, h) the whole frame is resized to (bicubic), truncated toward zero."""
+    left: int
+    """Column of the window's left edge in the resized frame (may be negative)."""
+    top: int
+    """Row of the window's top edge in the resized frame (may be negative)."""
+    size: int
+    """Side of the window."""
+
+
+def align_window(t: np.ndarray, s: float, image_hw: tuple[int, int], size: int, rescale: float) -> AlignWindow:
+    """The official window geometry for a POS fit (t y-up, s): resize by rescale / s, cut `size` around t.
+
+    Sizes and offsets are truncated toward zero (not floored), as the official `astype(int32)` does.
+    """
+    h, w = image_hw
+    k = rescale / s
+    resized_w, resized_h = int(w * k), int(h * k)
+    left = int(resized_w / 2 - size / 2 + (t[0] - w / 2) * k)
+    top = int(resized_h / 2 - size / 2 + (h / 2 - t[1]) * k)
+    return AlignWindow((resized_w, resized_h), left, top, size)
+
+
+def cut_window(image: np.ndarray, window: AlignWindow) -> np.ndarray:
+    """The official pixels of `window`: Pillow bicubic resize of the whole frame, then the cut (black outside).
+
+    Two resamplings cost more than `apply_crop`'s one, but this is what networks trained on the official
+    crops saw, level for level.
+
+    Args:
+        image: uint8 [H, W, 3] RGB.
+        window: from `align_window`.
+
+    Returns:
+        uint8 [size, size, 3].
+    """
+    resized = Image.fromarray(image).resize(window.resized, Image.Resampling.BICUBIC)
+    box = (window.left, window.top, window.left + window.size, window.top + window.size)
+    return np.asarray(resized.crop(box))
 
 
 def crop_square_from_landmarks(landmarks: np.ndarray, image_height: int) -> CropSquare:
@@ -186,10 +246,8 @@ def crop_transform_from_landmarks(landmarks: np.ndarray, image_hw: tuple[int, in
     """
     h, w = image_hw
     t, s = _pose_fit(landmarks, h)
-    k = ALIGN_RESCALE / s
-    resized_w, resized_h = int(w * k), int(h * k)
-    left = int(resized_w / 2 - ALIGN_WINDOW / 2 + (t[0] - w / 2) * k)
-    top = int(resized_h / 2 - ALIGN_WINDOW / 2 + (h / 2 - t[1]) * k)
+    window = align_window(t, s, image_hw, ALIGN_WINDOW, ALIGN_RESCALE)
+    (resized_w, resized_h), left, top = window.resized, window.left, window.top
     inner = int(ALIGN_WINDOW / 2 - CENTER_CROP / 2)
     zoom = output_size / CENTER_CROP
     return _transform_from_corner_map(resized_w / w * zoom, resized_h / h * zoom,

@@ -15,6 +15,7 @@ from nvsvideo.weights.registry import (
     KIND_LANDMARKS,
     KIND_MAPPER,
     KIND_METRIC,
+    KIND_POSE,
     KIND_TRIPLANENET,
 )
 from nvsvideo.weights.verify import WeightStatus
@@ -23,6 +24,7 @@ from nvsvideo.weights.verify import WeightStatus
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Models (rerender, edit, invert, sample need these)", (KIND_TRIPLANENET, KIND_EG3D)),
     ("Landmarks (optional: --landmarks fan)", (KIND_LANDMARKS,)),
+    ("Cameras (optional: --pose deep3d; --pose auto uses it when present)", (KIND_POSE,)),
     ("Metrics (optional: nvsvideo metrics)", (KIND_METRIC,)),
     ("Edits (optional: edit --direction NAME)", (KIND_MAPPER, KIND_DIRECTION)),
 )

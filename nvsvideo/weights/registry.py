@@ -20,6 +20,7 @@ KIND_TRIPLANENET = "triplanenet"
 KIND_MAPPER = "mapper"
 KIND_DIRECTION = "direction"
 KIND_LANDMARKS = "landmarks"
+KIND_POSE = "pose"
 KIND_METRIC = "metric"
 
 #: The TriPlaneNet version used when neither --model nor a --triplanenet file says.
@@ -174,6 +175,18 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
     _fan_detector("blazeface-anchors", "anchors.npy", _BLAZEFACE + "anchors.npy", "BlazeFace's anchor boxes"),
     _fan_detector("retinaface", "retinaface_mobilenet0.25.pth", _FAN + "retinaface_mobilenet0.25.pth",
                   "RetinaFace (MobileNet 0.25)"),
+    WeightFile(
+        name="deep3d-recon",
+        kind=KIND_POSE,
+        filename="epoch_20.pth",
+        purpose="Deep3DFaceRecon reconstruction network: the official EG3D/TriPlaneNet cameras "
+        "(--pose deep3d; --pose auto uses it when present)",
+        url="https://drive.google.com/drive/folders/1liaIxn9smpudjjqMaWWRpP0mXRW_qRPP",
+        direct=False,
+        source="Deep3DFaceRecon_pytorch pretrained model (github.com/sicxu/Deep3DFaceRecon_pytorch, code MIT; "
+        "the weights carry no licence of their own and were trained on CelebA, LFW, 300W-LP, IJB-A, LS3D-W and "
+        "FFHQ, several of which are for non-commercial research only): take <model_name>/epoch_20.pth",
+    ),
     # `nvsvideo metrics` measures LPIPS and identity only where these are present.
     WeightFile(
         name="lpips-alex",

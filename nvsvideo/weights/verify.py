@@ -26,6 +26,7 @@ from nvsvideo.weights.registry import (
     KIND_EG3D,
     KIND_LANDMARKS,
     KIND_MAPPER,
+    KIND_POSE,
     KIND_TRIPLANENET,
     KNOWN_WEIGHTS,
     WeightFile,
@@ -191,6 +192,15 @@ def verify_direction(obj: Any) -> Verification:
     return Verification(True, f"w+ direction of shape {list(obj.shape)}")
 
 
+def verify_deep3d(obj: Any) -> Verification:
+    """A Deep3DFaceRecon checkpoint: `net_recon` with the official ResNet-50 names and shapes, float16 or float32."""
+    from nvsvideo.models.deep3d import layout_problems
+
+    problems = layout_problems(obj)
+    count = len(obj["net_recon"]) if not problems else 0
+    return _verdict(problems, "Deep3DFaceRecon network", count)
+
+
 def verify_state_dict(obj: Any) -> Verification:
     """A plain state dict (no manifest known, e.g. face-alignment's FAN): non-empty and tensors only."""
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
@@ -220,6 +230,8 @@ def detect_kind(obj: Any) -> str:
         return KIND_DIRECTION
     if isinstance(obj, dict) and "G_ema" in obj:
         return KIND_EG3D
+    if isinstance(obj, dict) and "net_recon" in obj:
+        return KIND_POSE
     return KIND_LANDMARKS
 
 
@@ -249,6 +261,8 @@ def verify_file(path: str | Path, kind: str | None = None, variant: str = "") ->
             return verify_mapper(obj)
         if kind == KIND_DIRECTION:
             return verify_direction(obj)
+        if kind == KIND_POSE:
+            return verify_deep3d(obj)
         return verify_state_dict(obj)
     except WeightsError as err:
         return Verification(False, str(err))
