@@ -67,6 +67,7 @@ FaceIndex = Annotated[int, typer.Option("--face-index", min=0, help="Which face 
 MaxGap = Annotated[int, typer.Option("--max-gap", min=0, help="Frames without a face up to this long are interpolated; longer gaps pass through.")]
 Smooth = Annotated[float, typer.Option("--smooth", min=0.0, help="Temporal smoothing of crops and poses: Gaussian sigma in seconds (0 = off).")]
 Causal = Annotated[bool, typer.Option("--causal", help="Causal (one-euro) smoothing for streaming instead of zero-phase.")]
+Pose = Annotated[Literal["auto", "landmarks", "deep3d"], typer.Option("--pose", help="Cameras from the landmarks, or the official ones from Deep3DFaceRecon's network (needs epoch_20.pth in the weights folder; see `nvsvideo weights`); auto: deep3d when that file is there.")]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -84,6 +85,7 @@ FACE_OPTIONS = (
     _option("max_gap", MaxGap, 5),
     _option("smooth", Smooth, 0.1),
     _option("causal", Causal, False),
+    _option("pose", Pose, "auto"),
 )
 #: Options after which a group's options are listed in --help (the generic ones come last).
 _GENERIC = ("weights_dir", "device", "json_out", "quiet", "verbose")
@@ -441,18 +443,20 @@ def sample(
         Reporter.emit_json(summary)
 
 
-def _align_setup(device: str, face: Any, batch_size: int = 16) -> tuple[Any, Any, Any]:
+def _align_setup(device: str, face: Any, weights_dir: Path | None, batch_size: int = 16) -> tuple[Any, Any, Any]:
     """(torch device, landmark backend, AlignConfig) from the face options group."""
     from nvsvideo.device import resolve_device
+    from nvsvideo.face.deep3d import load_pose_model
     from nvsvideo.face.landmarks import LandmarkConfig, create_backend
     from nvsvideo.pipelines.align import AlignConfig
     from nvsvideo.temporal.tracking import TrackerConfig
 
     torch_device = resolve_device(device)
+    deep3d = load_pose_model(face.pose, weights_dir, torch_device)
     backend = create_backend(LandmarkConfig(backend=face.landmarks, fan_detector=face.fan_detector,
                                             landmarks_file=face.landmarks_file), torch_device)
     config = AlignConfig(tracker=TrackerConfig(face_index=face.face_index, max_gap=face.max_gap), smooth=face.smooth,
-                         causal=face.causal, batch_size=batch_size)
+                         causal=face.causal, batch_size=batch_size, deep3d=deep3d)
     return torch_device, backend, config
 
 
@@ -465,6 +469,7 @@ def align(
     face: Any,
     preview: Annotated[bool, typer.Option("--preview", help="Also write preview.mp4 with landmarks, crop and head axes.")] = False,
     cameras: Annotated[Path | None, typer.Option("--cameras", help="Use the cameras of an official dataset.json instead of ours.")] = None,
+    weights_dir: WeightsDir = None,
     device: Device = "auto",
     json_out: Json = False,
     quiet: Quiet = False,
@@ -472,16 +477,17 @@ def align(
 ) -> None:
     """Aligned 512x512 face crops with EG3D cameras, stable over time (the official label format)."""
     from nvsvideo.errors import InputError
-    from nvsvideo.validate import check_not_input
+    from nvsvideo.validate import check_not_input, check_pose_weights
 
     if not source.exists():
         raise InputError(f"{source} does not exist")
     check_not_input(out, [source], "--out")
+    check_pose_weights(face.pose, weights_dir)
 
     from nvsvideo.pipelines.align import run_align
 
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    _, backend, config = _align_setup(device, face)
+    _, backend, config = _align_setup(device, face, weights_dir)
     summary = run_align(source, out, backend, config, reporter, preview=preview, cameras=cameras)
     reporter.info(f"wrote {summary['crops']} crops of {summary['frames']} frames to {out}")
     if json_out:
@@ -570,7 +576,7 @@ def invert(
     from nvsvideo.pipelines.invert import describe_cache, run_invert
 
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    torch_device, backend, align_config = _align_setup(device, face)
+    torch_device, backend, align_config = _align_setup(device, face, weights_dir)
     cache_dir, inverter, fingerprints, config = _invert_setup(video, out, inv, weights_dir, torch_device)
     compiled = _compile_models(inverter, inv, torch_device, reporter)
     _, summary = run_invert(video, cache_dir, inverter, fingerprints, backend, align_config, config,
@@ -641,7 +647,7 @@ def rerender(
     # The parser already restricts both options to their choices.
     mode, policy = OutputMode(look.output), OffsetPolicy(look.edit_offsets)
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    torch_device, backend, align_config = _align_setup(device, face)
+    torch_device, backend, align_config = _align_setup(device, face, weights_dir)
     specs = parse_edit_specs(look.direction or [], look.strength or [], look.strength_ramp or [])
     folder = resolve_weights_dir(weights_dir, os.environ)
     edits = tuple(load_edit(spec, folder, torch_device) for spec in specs)
@@ -734,7 +740,7 @@ def metrics(
     if per_frame is not None:
         per_frame_format(per_frame)
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    torch_device, backend, align_config = _align_setup(device, face)
+    torch_device, backend, align_config = _align_setup(device, face, weights_dir)
     if skip_reconstruction:
         from nvsvideo.pipelines.invert import InvertConfig
 
@@ -808,7 +814,7 @@ def batch(
         precision=inv.precision, compile=inv.compile,
         seed=inv.seed, fresh=inv.fresh, landmarks=face.landmarks, landmarks_file=text(face.landmarks_file),
         fan_detector=face.fan_detector, face_index=face.face_index, max_gap=face.max_gap, smooth=face.smooth,
-        causal=face.causal)
+        causal=face.causal, pose=face.pose)
     options.check()
     args = BatchArgs(
         inputs=inputs, outdir=out, overwrite=overwrite, recursive=recursive, device=device, workers=workers,

@@ -180,3 +180,16 @@ def check_model_files(model: str | None, triplanenet: Path | None, eg3d: Path | 
             check_input_file(path, what)
     if triplanenet is None:
         require_weight(f"triplanenet-{model or DEFAULT_TRIPLANENET}", folder)
+
+
+def check_pose_weights(pose: str, weights_dir: Path | None) -> None:
+    """`--pose deep3d` finds its checkpoint (`auto` needs none: without it the cameras come from the landmarks).
+
+    Raises:
+        UsageError: --weights is a file.
+        WeightsError: the checkpoint is not in the weights folder (saying where to put it and where to get it).
+    """
+    if pose == "deep3d":
+        from nvsvideo.weights import require_weight, resolve_weights_dir
+
+        require_weight("deep3d-recon", resolve_weights_dir(weights_dir, os.environ))

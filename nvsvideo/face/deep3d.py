@@ -109,7 +109,7 @@ class Deep3DCameras:
             float64 [B, 6]: angles (radians, about x, y, z) then translation (face-model units, y up).
         """
         assert crops.ndim == 4 and crops.shape[1:] == (INPUT_SIZE, INPUT_SIZE, 3) and crops.dtype == np.uint8, crops.shape
-        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        x = torch.from_numpy(np.array(crops)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
         with torch.inference_mode():
             coeffs = self.net(x)
         pose = torch.cat([coeffs[:, COEFF_SLICES["angle"]], coeffs[:, COEFF_SLICES["trans"]]], dim=1)

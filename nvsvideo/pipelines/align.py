@@ -29,9 +29,11 @@ from nvsvideo.face.crop import (
     crop_square_from_landmarks,
     crop_transform_from_landmarks,
     crop_transform_from_square,
+    five_points,
     points_from_crop,
     points_to_crop,
 )
+from nvsvideo.face.deep3d import Deep3DCameras, label_from_coeffs, recon_crop, translation_in_square
 from nvsvideo.face.landmarks import LandmarkBackend
 from nvsvideo.face.pose import estimate_label, project, solve_head_pose
 from nvsvideo.face.types import Face
@@ -67,6 +69,14 @@ class AlignConfig:
     """Frames per landmark batch."""
     crop_size: int = 512
     """Side of the aligned crops."""
+    deep3d: Deep3DCameras | None = None
+    """Cameras from Deep3DFaceRecon's network on each frame's recon crop (`--pose deep3d`); None: from the
+    landmarks (perspective-n-point on the mean face)."""
+
+    @property
+    def pose(self) -> str:
+        """Where the cameras come from: `deep3d` or `landmarks` (recorded in the settings and cache keys)."""
+        return "landmarks" if self.deep3d is None else self.deep3d.name
 
 
 @dataclass(eq=False)
@@ -89,7 +99,9 @@ class FrameAlignment:
     label: np.ndarray | None = None
     """[25] camera actually used (smoothed over time for videos)."""
     residual: float | None = None
-    """RMS pose-fit residual, crop pixels."""
+    """RMS pose-fit residual, crop pixels (None for Deep3D cameras, which fit nothing)."""
+    head_pose: np.ndarray | None = None
+    """[6] Deep3D angles (radians) and translation in this frame's own recon crop (`--pose deep3d`)."""
 
     @property
     def has_face(self) -> bool:
@@ -193,13 +205,22 @@ def _angles(label: np.ndarray) -> dict[str, float]:
     return {"yaw": round(float(yaw), 4), "pitch": round(float(pitch), 4), "roll": round(float(roll), 4)}
 
 
-def detect_stream(backend: LandmarkBackend, batches: Iterable[FrameBatch]) -> Iterator[tuple[tuple[int, int, float], list[Face]]]:
-    """(frame index, pts, seconds) with the faces of that frame, batch by batch."""
+def detect_stream(backend: LandmarkBackend, batches: Iterable[FrameBatch]
+                  ) -> Iterator[tuple[tuple[int, int, float, np.ndarray], list[Face]]]:
+    """(frame index, pts, seconds, pixels) with the faces of that frame, batch by batch."""
     for batch in batches:
         faces = backend.detect(batch.frames, start=int(batch.indices[0]))
         seconds = batch.pts_seconds
         for i in range(len(batch)):
-            yield (int(batch.indices[i]), int(batch.pts[i]), float(seconds[i])), faces[i]
+            yield (int(batch.indices[i]), int(batch.pts[i]), float(seconds[i]), batch.frames[i]), faces[i]
+
+
+def estimate_head_poses(items: list[tuple[FrameAlignment, np.ndarray]], model: Deep3DCameras) -> None:
+    """Set `head_pose` of each frame from its recon crop, in one batch on the model's device."""
+    if items:
+        poses = model.predict(np.stack([crop for _, crop in items]))
+        for (frame, _), pose in zip(items, poses, strict=True):
+            frame.head_pose = pose
 
 
 def track_video(video: Path, backend: LandmarkBackend, config: AlignConfig, reporter: Reporter,
@@ -213,10 +234,20 @@ def track_video(video: Path, backend: LandmarkBackend, config: AlignConfig, repo
     tracker = FaceTracker(config.tracker)
     reader = VideoReader(video, batch_size=config.batch_size, info=info)
     frames: list[FrameAlignment] = []
+    # Deep3D needs the pixels: each tracked frame's recon crop waits here for a full batch.
+    pending: list[tuple[FrameAlignment, np.ndarray]] = []
     with reporter.progress("landmarks", info.frame_count) as advance:
-        for (index, pts, seconds), record in track_stream(detect_stream(backend, reader), tracker):
-            frames.append(FrameAlignment(index, pts, seconds, record.status, record.landmarks, record.box))
+        for (index, pts, seconds, image), record in track_stream(detect_stream(backend, reader), tracker):
+            frame = FrameAlignment(index, pts, seconds, record.status, record.landmarks, record.box)
+            frames.append(frame)
+            if config.deep3d is not None and record.landmarks is not None:
+                pending.append((frame, recon_crop(image, five_points(record.landmarks))))
+                if len(pending) == config.batch_size:
+                    estimate_head_poses(pending, config.deep3d)
+                    pending.clear()
             advance(1)
+    if config.deep3d is not None:
+        estimate_head_poses(pending, config.deep3d)
     if reader.warning:
         reporter.warn(reader.warning)
     tracker.check_found(str(video))
@@ -229,7 +260,8 @@ def track_video(video: Path, backend: LandmarkBackend, config: AlignConfig, repo
 def smooth_alignment(alignment: VideoAlignment, config: AlignConfig) -> None:
     """Fill crops and cameras: smooth the crop squares, estimate poses in the smoothed crops, smooth the poses.
 
-    The pose is estimated in the crop actually used so that the camera describes that crop exactly.
+    The pose is estimated in the crop actually used so that the camera describes that crop exactly; a Deep3D
+    pose, estimated in the frame's own crop, has its translation moved to the crop used.
     Records jitter (RMS second difference) of raw vs smoothed series and, for zero-phase smoothing, the lag.
     """
     frames = [f for f in alignment.frames if f.landmarks is not None]
@@ -249,9 +281,14 @@ def smooth_alignment(alignment: VideoAlignment, config: AlignConfig) -> None:
     else:
         s_centers, s_sides = smooth_crop(centers, sides, sigma)
     for f, c, s in zip(frames, s_centers, s_sides, strict=True):
-        f.transform = crop_transform_from_square(CropSquare(float(c[0]), float(c[1]), float(s)), config.crop_size)
-        f.raw_label, pose = estimate_label(points_to_crop(f.landmarks, f.transform), config.crop_size)
-        f.residual = round(pose.residual, 3)
+        used = CropSquare(float(c[0]), float(c[1]), float(s))
+        f.transform = crop_transform_from_square(used, config.crop_size)
+        if f.head_pose is None:
+            f.raw_label, pose = estimate_label(points_to_crop(f.landmarks, f.transform), config.crop_size)
+            f.residual = round(pose.residual, 3)
+        else:
+            translation = translation_in_square(f.head_pose[3:], f.raw_square, used)
+            f.raw_label = label_from_coeffs(np.concatenate([f.head_pose[:3], translation]))
     raw_labels = np.stack([f.raw_label for f in frames])
     if config.smooth == 0:
         labels = raw_labels
@@ -263,7 +300,7 @@ def smooth_alignment(alignment: VideoAlignment, config: AlignConfig) -> None:
         f.label = label
     alignment.metrics = temporal_metrics(centers, sides, s_centers, s_sides, raw_labels, labels,
                                          zero_phase=not config.causal and config.smooth > 0)
-    alignment.settings.update(smooth=config.smooth, causal=config.causal, crop_size=config.crop_size,
+    alignment.settings.update(smooth=config.smooth, causal=config.causal, crop_size=config.crop_size, pose=config.pose,
                               face_index=config.tracker.face_index, max_gap=config.tracker.max_gap)
 
 
@@ -331,9 +368,15 @@ def align_images(paths: list[Path], backend: LandmarkBackend, config: AlignConfi
             results.append((path, FrameAlignment(i, i, 0.0, TrackStatus.MISSING), None))
             continue
         tf = crop_transform_from_landmarks(face.landmarks, image.shape[:2], config.crop_size)
-        label, pose = estimate_label(points_to_crop(face.landmarks, tf), config.crop_size)
+        if config.deep3d is None:
+            label, pose = estimate_label(points_to_crop(face.landmarks, tf), config.crop_size)
+            residual: float | None = round(pose.residual, 3)
+        else:
+            # A still's crop is the official one, so the official label applies unchanged.
+            pose6 = config.deep3d.predict(recon_crop(image, five_points(face.landmarks))[None])[0]
+            label, residual = label_from_coeffs(pose6), None
         record = FrameAlignment(i, i, 0.0, TrackStatus.DETECTED, face.landmarks, face.box, transform=tf,
-                                raw_label=label, label=label, residual=round(pose.residual, 3))
+                                raw_label=label, label=label, residual=residual)
         results.append((path, record, apply_crop(image, tf)))
     if not any(r[2] is not None for r in results):
         if most_faces:
@@ -405,7 +448,7 @@ def run_align(source: Path, out_dir: Path, backend: LandmarkBackend, config: Ali
                     Image.fromarray(crop).save(tmp / f"{path.stem}.png")
                     crops_written.append((f"{path.stem}.png", record))
             alignment = VideoAlignment(source=str(source), width=0, height=0, fps=Fraction(1), time_base=Fraction(1),
-                                       frames=[r for _, r, _ in results], settings={"stills": True})
+                                       frames=[r for _, r, _ in results], settings={"stills": True, "pose": config.pose})
         else:
             alignment = track_video(source, backend, config, reporter)
             if official is not None:

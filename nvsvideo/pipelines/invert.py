@@ -115,9 +115,11 @@ def cached_alignment(video: Path, cache_dir: Path, backend: LandmarkBackend, con
 
 def align_settings(video: Path, backend: LandmarkBackend, config: AlignConfig) -> dict[str, Any]:
     """What an alignment is keyed by: the video's content key and the settings; compute it once per run."""
+    # Landmark cameras add nothing, so caches made before Deep3D cameras existed stay valid.
+    pose = {} if config.deep3d is None else {"pose": config.pose}
     return {"source": source_fingerprint(video), "backend": backend.name, "smooth": config.smooth,
             "causal": config.causal, "face_index": config.tracker.face_index, "max_gap": config.tracker.max_gap,
-            "crop_size": config.crop_size}
+            "crop_size": config.crop_size, **pose}
 
 
 def model_settings(model: TriPlaneNet, config: InvertConfig) -> dict[str, Any]:
