@@ -265,3 +265,21 @@ def test_video_cameras_come_from_deep3d_and_are_smoothed(parity: tuple[dict, dic
         assert f.raw_square == raw
     assert any(not np.allclose(f.label, f.raw_label) for f in faced)
     assert "jitter_pose_deg" in alignment.metrics
+
+
+def test_weights_verify_accepts_the_checkpoint(parity: tuple[dict, dict, Path]) -> None:
+    from nvsvideo.weights.verify import verify_file
+
+    result = verify_file(parity[2])
+    assert result.ok and "332 tensors match the Deep3DFaceRecon network" in result.detail
+
+
+def test_batch_options_check_the_pose(tmp_path: Path) -> None:
+    from nvsvideo.errors import UsageError
+    from nvsvideo.pipelines.batch import BatchJobOptions
+
+    BatchJobOptions(pose="auto", weights_dir=str(tmp_path)).check()
+    with pytest.raises(UsageError, match="unknown pose 'mesh'"):
+        BatchJobOptions(pose="mesh").check()
+    with pytest.raises(WeightsError, match=r"epoch_20\.pth"):
+        BatchJobOptions(pose="deep3d", weights_dir=str(tmp_path)).check()

@@ -184,8 +184,8 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
         url="https://drive.google.com/drive/folders/1liaIxn9smpudjjqMaWWRpP0mXRW_qRPP",
         direct=False,
         source="Deep3DFaceRecon_pytorch pretrained model (github.com/sicxu/Deep3DFaceRecon_pytorch, code MIT; "
-        "the weights carry no licence of their own and were trained on CelebA, LFW, 300W-LP, IJB-A, LS3D-W and "
-        "FFHQ, several of which are for non-commercial research only): take <model_name>/epoch_20.pth",
+        "its README states no licence for the weights, trained on CelebA, LFW, 300W-LP, IJB-A, LS3D-W and FFHQ, "
+        "several of which are for non-commercial research only): take <model_name>/epoch_20.pth",
     ),
     # `nvsvideo metrics` measures LPIPS and identity only where these are present.
     WeightFile(
