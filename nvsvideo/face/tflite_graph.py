@@ -178,11 +178,10 @@ class TfliteGraph(nn.Module):
             return F.relu, inputs, out
         if kind == "PRELU":
             alpha = self._weight(inputs[1])
-            if alpha.ndim == 3:  # [H or 1, W or 1, C] broadcast over NHWC -> [1, C, H, W]
-                self._constant(inputs[1], np.transpose(alpha, (2, 0, 1))[None])
-            elif alpha.ndim == 1:
-                self._constant(inputs[1], alpha.reshape(1, -1, 1, 1))
-            return (lambda x, a: torch.where(x >= 0, x, x * a)), inputs, out
+            if alpha.size != self._shapes[inputs[0]][-1]:
+                raise WeightsError(f"{self.name}: a PReLU whose slopes vary over space is not supported")
+            self._constant(inputs[1], alpha.reshape(-1))  # one slope per channel: torch's own PReLU
+            return F.prelu, inputs, out
         if kind == "PAD":
             pads = self._array(inputs[1])
             nchw = pads[[0, 3, 1, 2]] if len(pads) == 4 else pads
@@ -239,8 +238,15 @@ class TfliteGraph(nn.Module):
             self._weight(inputs[2])
         act = _ACTIVATIONS[o.FusedActivationFunction()]
 
+        # Symmetric padding goes into the convolution itself (no padded copy); TF's odd extra pixel does not.
+        left, right, top, bottom = pad
+        inner = (min(top, bottom), min(left, right))
+        outer = (left - inner[1], right - inner[1], top - inner[0], bottom - inner[0])
+
         def run(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-            return act(F.conv2d(F.pad(x, pad), w, b, stride, 0, dilation, groups))
+            if any(outer):
+                x = F.pad(x, outer)
+            return act(F.conv2d(x, w, b, stride, inner, dilation, groups))
 
         return run, inputs[:3] if has_bias else inputs[:2], out
 
