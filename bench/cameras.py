@@ -13,8 +13,9 @@ align` does; reported per backend:
 Speed: frames/s of decode + landmarks + pose on the real clip (640x360) and on its 3x upscale (1920x1080
 encoded once into a temporary file), mesh next to dlib in the same run.
 
-`--calibrate` prints the constant rotation `mesh_pose.CANONICAL_TO_BFM_ROTATION` fitted on this set:
-the chordal mean of label^T @ fit over the photos, with the constant itself left out of the fits.
+`--calibrate` prints the rotation still left between the mesh fits and the labels: the chordal mean of
+label^T @ fit over the photos, as a rotation vector in degrees. `mesh_pose.CANONICAL_TO_BFM_ROTATION` is
+that rotation measured with the constant at zero (it then prints about zero).
 """
 
 from __future__ import annotations
@@ -47,12 +48,12 @@ UPSCALE = 3
 
 def dev_set() -> list[tuple[Path, np.ndarray]]:
     """(photo, official label [25]) for every photo of the development set."""
-    items = []
-    for folder, labels in ((FIXTURES / "pose_labels", "dataset.json"), (FIXTURES, "eg3d_example_dataset.json")):
-        for name, label in json.loads((folder / labels).read_text())["labels"]:
-            if (folder / name).is_file():
-                items.append((folder / name, np.asarray(label, np.float64)))
-    return items
+    folder = FIXTURES / "pose_labels"
+    items = [(folder / name, np.asarray(label, np.float64))
+             for name, label in json.loads((folder / "dataset.json").read_text())["labels"]]
+    # The EG3D example's label file names the photo as the official repository does (example.png).
+    (_, label), = json.loads((FIXTURES / "eg3d_example_dataset.json").read_text())["labels"]
+    return [*items, (FIXTURES / "eg3d_example.png", np.asarray(label, np.float64))]
 
 
 @dataclass
@@ -99,7 +100,7 @@ def errors(results: list[Result], labels: list[np.ndarray]) -> dict[str, float]:
 
 
 def calibration(results: list[Result], labels: list[np.ndarray]) -> np.ndarray:
-    """Rotation vector (degrees) C with label ~ fit @ C^T, as a chordal mean; fits made with C = identity."""
+    """Rotation vector (degrees) C with label ~ fit @ C^T, as a chordal mean over the photos."""
     total = np.zeros((3, 3))
     for r, label in zip(results, labels, strict=True):
         if r.found:

@@ -215,14 +215,16 @@ def mesh_to_frame(raw: np.ndarray, region: Region) -> np.ndarray:
     """The landmark model's 468 points, from its 192 crop into the frame.
 
     Args:
-        raw: [468, 3] model output: x, y in crop pixels (corner coordinates), z on the same scale.
+        raw: [468, 3] model output: x, y in crop pixels, z on the same scale. The model places points in
+            pixel-centre coordinates: a point and its mirror partner in the mirrored crop add up to
+            191 (= size - 1) on average over the development photos, not 192.
         region: the region the crop was taken from.
 
     Returns:
         float64 [468, 3]: x, y in frame pixel-centre coordinates, z in frame pixels (smaller = nearer).
     """
     matrix = region.matrix(LANDMARK_SIZE)
-    xy = raw[:, :2].astype(np.float64) @ matrix[:, :2].T + matrix[:, 2] - 0.5
+    xy = (raw[:, :2].astype(np.float64) + 0.5) @ matrix[:, :2].T + matrix[:, 2] - 0.5
     return np.column_stack([xy, raw[:, 2] * region.side / LANDMARK_SIZE])
 
 
