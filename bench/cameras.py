@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--calibrate", action="store_true", help="print the canonical-to-BFM rotation fitted here")
     parser.add_argument("--no-speed", action="store_true", help="skip the frames/s measurements")
     args = parser.parse_args(argv or [])
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    # One thread, like dlib: on a shared machine extra torch threads mostly wait for the busy cores.
+    torch.set_num_threads(1)
     weights = resolve_weights_dir(None, os.environ)
     items = dev_set()
     labels = [label for _, label in items]

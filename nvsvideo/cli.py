@@ -60,7 +60,10 @@ WeightsDir = Annotated[
 ]
 
 # Face-stage options, shared by every command that aligns a video.
-Landmarks = Annotated[Literal["auto", "dlib", "fan", "file"], typer.Option("--landmarks", help="Where the 68 landmarks come from.")]
+Landmarks = Annotated[Literal["auto", "mesh", "dlib", "fan", "file"], typer.Option("--landmarks", help=(
+    "Where the landmarks come from. mesh: MediaPipe's 3D face mesh, models Apache-2.0 (`nvsvideo weights fetch "
+    "mesh`); dlib: 68 points, model trained on iBUG 300-W, non-commercial use only; fan: face-alignment; "
+    "file: --landmarks-file. auto: mesh when its files are present, else dlib."))]
 LandmarksFile = Annotated[Path | None, typer.Option("--landmarks-file", help="Per-frame landmarks or boxes (JSON) for --landmarks file.")]
 FanDetector = Annotated[Literal["sfd", "blazeface", "retinaface", "dlib"], typer.Option("--fan-detector", help="Face detector of the fan backend.")]
 FaceIndex = Annotated[int, typer.Option("--face-index", min=0, help="Which face to follow: 0 = largest in the first frame with faces.")]
@@ -442,7 +445,8 @@ def sample(
         Reporter.emit_json(summary)
 
 
-def _align_setup(device: str, face: Any, batch_size: int = 16) -> tuple[Any, Any, Any]:
+def _align_setup(device: str, face: Any, weights_dir: Path | None = None,
+                 batch_size: int = 16) -> tuple[Any, Any, Any]:
     """(torch device, landmark backend, AlignConfig) from the face options group."""
     from nvsvideo.device import resolve_device
     from nvsvideo.face.landmarks import LandmarkConfig, create_backend
@@ -451,7 +455,8 @@ def _align_setup(device: str, face: Any, batch_size: int = 16) -> tuple[Any, Any
 
     torch_device = resolve_device(device)
     backend = create_backend(LandmarkConfig(backend=face.landmarks, fan_detector=face.fan_detector,
-                                            landmarks_file=face.landmarks_file), torch_device)
+                                            landmarks_file=face.landmarks_file, weights_dir=weights_dir),
+                             torch_device)
     config = AlignConfig(tracker=TrackerConfig(face_index=face.face_index, max_gap=face.max_gap), smooth=face.smooth,
                          causal=face.causal, batch_size=batch_size)
     return torch_device, backend, config
@@ -466,6 +471,7 @@ def align(
     face: Any,
     preview: Annotated[bool, typer.Option("--preview", help="Also write preview.mp4 with landmarks, crop and head axes.")] = False,
     cameras: Annotated[Path | None, typer.Option("--cameras", help="Use the cameras of an official dataset.json instead of ours.")] = None,
+    weights_dir: WeightsDir = None,
     device: Device = "auto",
     json_out: Json = False,
     quiet: Quiet = False,
@@ -482,7 +488,7 @@ def align(
     from nvsvideo.pipelines.align import run_align
 
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    _, backend, config = _align_setup(device, face)
+    _, backend, config = _align_setup(device, face, weights_dir)
     summary = run_align(source, out, backend, config, reporter, preview=preview, cameras=cameras)
     reporter.info(f"wrote {summary['crops']} crops of {summary['frames']} frames to {out}")
     if json_out:
@@ -571,7 +577,7 @@ def invert(
     from nvsvideo.pipelines.invert import describe_cache, run_invert
 
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    torch_device, backend, align_config = _align_setup(device, face)
+    torch_device, backend, align_config = _align_setup(device, face, weights_dir)
     cache_dir, inverter, fingerprints, config = _invert_setup(video, out, inv, weights_dir, torch_device)
     compiled = _compile_models(inverter, inv, torch_device, reporter)
     _, summary = run_invert(video, cache_dir, inverter, fingerprints, backend, align_config, config,
@@ -642,7 +648,7 @@ def rerender(
     # The parser already restricts both options to their choices.
     mode, policy = OutputMode(look.output), OffsetPolicy(look.edit_offsets)
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    torch_device, backend, align_config = _align_setup(device, face)
+    torch_device, backend, align_config = _align_setup(device, face, weights_dir)
     specs = parse_edit_specs(look.direction or [], look.strength or [], look.strength_ramp or [])
     folder = resolve_weights_dir(weights_dir, os.environ)
     edits = tuple(load_edit(spec, folder, torch_device) for spec in specs)
@@ -735,7 +741,7 @@ def metrics(
     if per_frame is not None:
         per_frame_format(per_frame)
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    torch_device, backend, align_config = _align_setup(device, face)
+    torch_device, backend, align_config = _align_setup(device, face, weights_dir)
     if skip_reconstruction:
         from nvsvideo.pipelines.invert import InvertConfig
 

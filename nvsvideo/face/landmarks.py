@@ -50,7 +50,8 @@ class LandmarkConfig:
     """How to find landmarks (the `--landmarks` family of options)."""
 
     backend: str = "auto"
-    """One of `BACKEND_NAMES`: `auto` takes `mesh`, or `dlib` when the mesh files are not in the weights folder."""
+    """One of `BACKEND_NAMES`: `auto` takes `mesh` when its files are in the weights folder, else `fan` when it is
+    installed with its weights, else `dlib`."""
     weights_dir: Path | None = None
     """Weights folder of the `mesh` backend's files; None: `$NVSVIDEO_HOME`, else `~/.cache/nvsvideo`."""
     fan_detector: str = "sfd"
@@ -87,7 +88,10 @@ def create_backend(config: LandmarkConfig, device: torch.device) -> LandmarkBack
         raise UsageError(f"unknown landmark backend '{name}': choose one of {', '.join(BACKEND_NAMES)}")
     weights_dir = resolve_weights_dir(config.weights_dir, os.environ)
     if name == "auto":
-        name = "mesh" if mesh_backend.mesh_ready(weights_dir) else "dlib"
+        if mesh_backend.mesh_ready(weights_dir):
+            name = "mesh"
+        else:
+            name = "fan" if fan_backend.fan_ready(config.fan_detector) else "dlib"
     if name == "mesh":
         return mesh_backend.MeshBackend(weights_dir, device)
     if name == "fan":

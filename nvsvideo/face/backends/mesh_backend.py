@@ -199,7 +199,7 @@ def sample_region(frame: np.ndarray, region: Region, size: int) -> torch.Tensor:
     factor = max(int(region.side / size / 2), 1)
     if factor > 1:
         window = np.asarray(Image.fromarray(window).reduce(factor))
-    pixels = torch.from_numpy(np.ascontiguousarray(window)).permute(2, 0, 1)[None].float() / 255.0
+    pixels = torch.tensor(window).permute(2, 0, 1)[None].float() / 255.0  # a copy: frames may be read-only
     # Crop pixel centres -> frame corner coordinates -> window coordinates -> grid_sample's [-1, 1].
     centres = (np.arange(size) + 0.5)
     gx, gy = np.meshgrid(centres, centres)
