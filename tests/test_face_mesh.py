@@ -267,3 +267,38 @@ def test_no_face_gives_no_faces(backend):
 def test_mesh_ready_needs_both_files(tmp_path, mesh_dir):
     assert mesh_backend.mesh_ready(mesh_dir)
     assert not mesh_backend.mesh_ready(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------ align
+
+def test_align_with_mesh_fills_short_gaps_and_reports_scores(mesh_dir, fixtures_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from nvsvideo.cli import app
+    from nvsvideo.pipelines.align import VideoAlignment
+    from nvsvideo.temporal.tracking import TrackStatus
+
+    from face_clips import face_clip_with_gap
+
+    clip = face_clip_with_gap(fixtures_dir / "single_face.mp4", tmp_path / "gap.mp4", blank={8, 9}, frames=16)
+    out = tmp_path / "aligned"
+    result = CliRunner().invoke(app, ["align", str(clip), "-o", str(out), "--landmarks", "mesh", "--weights",
+                                      str(mesh_dir), "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    frames = VideoAlignment.load(out / "tracks.json").frames
+    assert [f.status for f in frames[8:10]] == [TrackStatus.INTERPOLATED] * 2  # no face: missing, then filled
+    detected = [f for f in frames if f.status is TrackStatus.DETECTED]
+    assert len(detected) == 14 and all(f.score > 0.5 and f.residual < 15 for f in detected)
+    assert all(f.label is not None for f in frames)
+
+
+def test_align_mesh_without_its_files_exits_5_naming_them(fixtures_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from nvsvideo.cli import app
+
+    result = CliRunner().invoke(app, ["align", str(fixtures_dir / "single_face.jpg"), "-o", str(tmp_path / "a"),
+                                      "--landmarks", "mesh", "--weights", str(tmp_path / "empty")])
+    assert result.exit_code == 5
+    assert "face_detection_short_range.tflite" in result.output and "nvsvideo weights fetch mesh" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "a").exists()
