@@ -34,7 +34,7 @@ from nvsvideo.face.crop import (
 )
 from nvsvideo.face.landmarks import LandmarkBackend
 from nvsvideo.face.mesh_pose import estimate_label_from_mesh, mesh_in_crop
-from nvsvideo.face.pose import HeadPose, estimate_label, project, solve_head_pose
+from nvsvideo.face.pose import HeadPose, estimate_label, project
 from nvsvideo.face.types import Face
 from nvsvideo.files import atomic_directory, atomic_output
 from nvsvideo.temporal.smoothing import (
@@ -473,9 +473,8 @@ def write_preview(video: Path, alignment: VideoAlignment, output: Path, batch_si
                     corners = points_from_crop(np.array([[0, 0], [record.transform.output_size - 1] * 2], float),
                                                record.transform)
                     draw.rectangle([*corners[0], *corners[1]], outline=(255, 255, 0))
-                    crop_lm = points_to_crop(record.landmarks, record.transform)
-                    rotation, translation, _ = solve_head_pose(crop_lm, record.transform.output_size)
-                    tips = points_from_crop(project(axes, rotation, translation, record.transform.output_size),
+                    _, pose = estimate_camera(record.landmarks, record.mesh, record.transform)
+                    tips = points_from_crop(project(axes, pose.rotation, pose.translation, record.transform.output_size),
                                             record.transform)
                     for tip, colour in zip(tips[1:], [(255, 0, 0), (0, 255, 0), (0, 128, 255)], strict=True):
                         draw.line([*tips[0], *tip], fill=colour, width=3)
