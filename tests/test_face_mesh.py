@@ -24,6 +24,8 @@ from nvsvideo.face.backends.mesh_backend import (
     Region,
     decode_detections,
     region_from_points,
+    region_from_relation,
+    region_relation,
     ssd_anchors,
     weighted_nms,
 )
@@ -124,6 +126,16 @@ def test_region_from_points_levels_the_eyes_and_keeps_the_size():
     assert region.angle == pytest.approx(angle)
     assert (region.cx, region.cy) == pytest.approx((300, 200))
     assert region.side == pytest.approx(150)
+
+
+def test_region_relation_moves_and_turns_with_the_points():
+    points = Region(cx=100.0, cy=100.0, side=50.0, angle=0.0)
+    detected = Region(cx=100.0, cy=110.0, side=45.0, angle=0.1)
+    relation = region_relation(detected, points)
+    assert (relation.dx, relation.dy, relation.scale) == pytest.approx((0.0, 0.2, 0.9))
+    moved = region_from_relation(relation, Region(cx=300.0, cy=200.0, side=100.0, angle=math.pi / 2))
+    # 0.2 sides "down" in the turned region's axes is 20 px towards -x in the frame.
+    assert (moved.cx, moved.cy, moved.side, moved.angle) == pytest.approx((280.0, 200.0, 90.0, math.pi / 2))
 
 
 def test_umeyama_recovers_a_similarity():

@@ -8,8 +8,9 @@ backend's device.
 The pipeline follows MediaPipe's own: the detector gives a box and six key points; a square region
 1.5x the box, turned so the eyes are level, is resampled to 192x192 for the landmark model; the model
 returns 468 points (x, y in the crop, z on the x scale, smaller = nearer) and a face-presence score.
-The next frame reuses the region the points span (turned by the eye corners), so the detector runs
-only on a new shot or when a followed face's score drops below `MIN_PRESENCE`. Faces found in one
+The next frame's region comes from the points (their extent, turned by the eye corners), placed as the
+detection's region was placed relative to the points (`RegionRelation`), so the detector runs only on a
+new shot or when a followed face's score drops below `MIN_PRESENCE`. Faces found in one
 frame go through the landmark model together.
 """
 
@@ -179,6 +180,34 @@ def region_from_points(points: np.ndarray) -> Region:
     return Region(float(middle[0]), float(middle[1]), float((high - low).max() * ROI_SCALE), angle)
 
 
+@dataclass(frozen=True)
+class RegionRelation:
+    """Where a detection's region sat relative to the region its mesh spans, in that region's axes and sides.
+
+    Following a face by its points alone would move the model's region up and enlarge it (the mesh reaches
+    the hairline; the detector's box does not) and change the points the model returns; carrying the
+    detection's relation forward keeps every frame of a shot in the geometry of a detection, like a still.
+    """
+
+    dx: float
+    dy: float
+    scale: float
+
+
+def region_relation(region: Region, points: Region) -> RegionRelation:
+    """`region` described relative to `points` (see `RegionRelation`)."""
+    c, s = math.cos(points.angle), math.sin(points.angle)
+    ox, oy = region.cx - points.cx, region.cy - points.cy
+    return RegionRelation((c * ox + s * oy) / points.side, (-s * ox + c * oy) / points.side, region.side / points.side)
+
+
+def region_from_relation(relation: RegionRelation, points: Region) -> Region:
+    """Inverse of `region_relation`: the region in `relation` to `points`, turned as `points` is."""
+    c, s = math.cos(points.angle), math.sin(points.angle)
+    dx, dy = relation.dx * points.side, relation.dy * points.side
+    return Region(points.cx + c * dx - s * dy, points.cy + s * dx + c * dy, relation.scale * points.side, points.angle)
+
+
 def sample_region(frame: np.ndarray, region: Region, size: int) -> torch.Tensor:
     """Bilinear resampling of `region` to a size x size crop, values in [0, 1], zeros outside the frame.
 
@@ -243,7 +272,9 @@ class MeshBackend:
         self._landmarker = TfliteGraph.from_file(require_weight(LANDMARKER, weights_dir),
                                                  LANDMARKER_SPEC).to(device).eval()
         self._anchors = ssd_anchors()
-        self._regions: list[Region] = []  # faces followed from the previous frame
+        # Faces followed from the previous frame: the region their points spanned, and the relation to it of
+        # the region they were detected in.
+        self._followed: list[tuple[Region, RegionRelation]] = []
         self._next_start: int | None = None
 
     def __repr__(self) -> str:
@@ -253,7 +284,7 @@ class MeshBackend:
         """See `LandmarkBackend.detect`; faces carry their 468-point mesh (`Face.mesh`)."""
         check_frames(frames)
         if start != self._next_start:
-            self._regions = []
+            self._followed = []
         out = []
         with torch.inference_mode():
             for frame in frames:
@@ -283,27 +314,42 @@ class MeshBackend:
         return found
 
     def _next_frame(self, frame: np.ndarray) -> list[Face]:
-        faces, lost = self._landmarks(frame, self._regions) if self._regions else ([], True)
-        if lost:
-            fresh, _ = self._landmarks(frame, [region_from_detection(d) for d in self.detect_faces(frame)])
-            # A face still followed is not added twice when the detector finds it again.
-            faces += [f for f in fresh if all(box_iou(f.box, g.box) < NMS_IOU for g in faces)]
-        self._regions = [region_from_points(f.mesh + [0.5, 0.5, 0.0]) for f in faces]
-        return faces
+        followed = self._follow(frame, self._followed) if self._followed else None
+        if followed is None:
+            # A new shot, or a followed face lost: detect, and keep each detected region's relation to its mesh.
+            regions = [region_from_detection(d) for d in self.detect_faces(frame)]
+            found = self._landmarks(frame, regions)
+            followed = [(f, region_relation(r, _points_region(f))) for f, r in zip(found, regions, strict=True)
+                        if f is not None]
+        self._followed = [(_points_region(f), relation) for f, relation in followed]
+        return [f for f, _ in followed]
 
-    def _landmarks(self, frame: np.ndarray, regions: list[Region]) -> tuple[list[Face], bool]:
-        """Faces in `regions` (one batch through the landmark model), and whether any region lost its face."""
+    def _follow(self, frame: np.ndarray, followed: list[tuple[Region, RegionRelation]]
+                ) -> list[tuple[Face, RegionRelation]] | None:
+        """Every followed face in this frame, or None when one of them was lost."""
+        faces = self._landmarks(frame, [region_from_relation(rel, points) for points, rel in followed])
+        if any(f is None for f in faces):
+            return None
+        return [(f, rel) for f, (_, rel) in zip(faces, followed, strict=True)]
+
+    def _landmarks(self, frame: np.ndarray, regions: list[Region]) -> list[Face | None]:
+        """The face in each region (one batch through the landmark model); None where its presence is too low."""
         if not regions:
-            return [], False
+            return []
         crops = torch.stack([sample_region(frame, r, LANDMARK_SIZE) for r in regions]).to(self.device)
         points, presence = self._landmarker(crops)
         points = points.float().reshape(len(regions), NUM_MESH_POINTS, 3).cpu().numpy()
         scores = torch.sigmoid(presence.float().reshape(-1)).cpu().numpy()
-        faces = []
+        faces: list[Face | None] = []
         for raw, score, region in zip(points, scores, regions, strict=True):
             if score < MIN_PRESENCE:
+                faces.append(None)
                 continue
             mesh = mesh_to_frame(raw, region)
             faces.append(Face(box=box_of_points(mesh[:, :2]), score=float(score),
                               landmarks=mesh[IBUG68_FROM_MESH, :2].copy(), mesh=mesh))
-        return faces, len(faces) < len(regions)
+        return faces
+
+
+def _points_region(face: Face) -> Region:
+    return region_from_points(face.mesh + [0.5, 0.5, 0.0])  # centre -> corner coordinates
