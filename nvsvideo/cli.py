@@ -62,8 +62,9 @@ WeightsDir = Annotated[
 # Face-stage options, shared by every command that aligns a video.
 Landmarks = Annotated[Literal["auto", "mesh", "dlib", "fan", "file"], typer.Option("--landmarks", help=(
     "Where the landmarks come from. mesh: MediaPipe's 3D face mesh, models Apache-2.0 (`nvsvideo weights fetch "
-    "mesh`); dlib: 68 points, model trained on iBUG 300-W, non-commercial use only; fan: face-alignment; "
-    "file: --landmarks-file. auto: mesh when its files are present, else dlib."))]
+    "mesh`); dlib: 68 points, model trained on iBUG 300-W, not for commercial use; fan: face-alignment; "
+    "file: --landmarks-file. auto: mesh when its files are present, else fan if installed with its weights, "
+    "else dlib."))]
 LandmarksFile = Annotated[Path | None, typer.Option("--landmarks-file", help="Per-frame landmarks or boxes (JSON) for --landmarks file.")]
 FanDetector = Annotated[Literal["sfd", "blazeface", "retinaface", "dlib"], typer.Option("--fan-detector", help="Face detector of the fan backend.")]
 FaceIndex = Annotated[int, typer.Option("--face-index", min=0, help="Which face to follow: 0 = largest in the first frame with faces.")]

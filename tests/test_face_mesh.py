@@ -314,3 +314,12 @@ def test_align_mesh_without_its_files_exits_5_naming_them(fixtures_dir, tmp_path
     assert result.exit_code == 5
     assert "face_detection_short_range.tflite" in result.output and "nvsvideo weights fetch mesh" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "a").exists()
+
+
+def test_align_help_states_each_backends_licence():
+    from typer.testing import CliRunner
+
+    from nvsvideo.cli import app
+
+    text = " ".join(CliRunner().invoke(app, ["align", "--help"], terminal_width=200).output.split())
+    assert "Apache-2.0" in text and "iBUG 300-W" in text and "not for commercial use" in text

@@ -4,7 +4,8 @@ A backend turns a batch of RGB frames into, per frame, the faces it found: a box
 68 landmarks in the iBUG 300-W order (0-based: 0-16 jaw, 17-26 brows, 27-35 nose, 36-41 and 42-47
 eyes, 48-67 mouth), in the pixel coordinates of the frame (x right, y down, pixel centres at integers).
 dlib's predictor and face-alignment's FAN share this layout, so everything downstream (crop, pose)
-has a single code path. The shared types live in `nvsvideo.face.types`, which the backends import;
+has a single code path; the `mesh` backend maps MediaPipe's 468 points onto it and also hands over the
+3D mesh itself (`Face.mesh`), from which the head pose is fitted. The shared types live in `nvsvideo.face.types`, which the backends import;
 this module imports the backends (lazily), so the imports run one way.
 """
 
