@@ -19,6 +19,8 @@ from nvsvideo.errors import WeightsError
 from nvsvideo.face.backends import mesh_backend
 from nvsvideo.face.backends.mesh_backend import (
     DETECTOR_SPEC,
+    FULL_RANGE_GRIDS,
+    FULL_RANGE_SPEC,
     LANDMARKER_SPEC,
     MeshBackend,
     Region,
@@ -77,6 +79,9 @@ def test_anchors_cover_both_grids_in_order():
     np.testing.assert_allclose(anchors[2], [3 / 32, 1 / 32])  # next cell along x
     np.testing.assert_allclose(anchors[512:518], np.tile([1 / 16, 1 / 16], (6, 1)))
     np.testing.assert_allclose(anchors[-1], [15 / 16, 15 / 16])
+    full = ssd_anchors(FULL_RANGE_GRIDS)
+    assert full.shape == (2304, 2)
+    np.testing.assert_allclose(full[[0, 1, 48]], [[1 / 96, 1 / 96], [3 / 96, 1 / 96], [1 / 96, 3 / 96]])
 
 
 def test_decode_places_boxes_and_keypoints_on_their_anchor():
@@ -178,7 +183,8 @@ def _face_input(fixtures_dir: Path, size: int, low: float) -> np.ndarray:
 
 
 @pytest.mark.parametrize(("name", "spec", "low"), [
-    ("mesh-face-detector", DETECTOR_SPEC, -1.0),  # the detector reads [-1, 1]
+    ("mesh-face-detector", DETECTOR_SPEC, -1.0),  # the detectors read [-1, 1]
+    ("mesh-face-detector-full-range", FULL_RANGE_SPEC, -1.0),
     ("mesh-face-landmarks", LANDMARKER_SPEC, 0.0),  # the landmark model reads [0, 1]
 ])
 def test_torch_graph_matches_litert(mesh_dir, fixtures_dir, name, spec, low):
@@ -270,6 +276,17 @@ def test_faces_are_followed_without_the_detector(backend, fixtures_dir, monkeypa
     assert len(calls) == 2
     backend.detect(image[None], start=10)  # not the next frame: a new shot starts with a detection
     assert len(calls) == 3
+
+
+def test_small_faces_in_large_frames_are_found_by_the_full_range_detector(backend, fixtures_dir):
+    photo = Image.open(fixtures_dir / "single_face.jpg").convert("RGB")
+    small = photo.resize((photo.width // 2, photo.height // 2), Image.BICUBIC)  # a face about 95 px wide
+    canvas = Image.new("RGB", (1920, 1080), (90, 90, 90))
+    canvas.paste(small, (1200, 400))
+    frame = np.asarray(canvas)
+    assert backend._run_detector(frame, backend._detector, backend._anchors, 0.5) == []  # too small for it
+    faces = backend.detect(frame[None])[0]
+    assert len(faces) == 1 and faces[0].box[0] > 1200 and faces[0].box[1] > 400
 
 
 def test_no_face_gives_no_faces(backend):

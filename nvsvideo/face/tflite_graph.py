@@ -128,11 +128,16 @@ class TfliteGraph(nn.Module):
         except OSError as err:
             raise WeightsError(f"cannot read {path}: {err.strerror}") from None
         graph = cls(data, path.name)
-        shapes = (tuple(graph._shapes[i] for i in graph.input_ids), tuple(graph._shapes[i] for i in graph.output_ids))
+        shapes = (graph.input_shapes, tuple(graph._shapes[i] for i in graph.output_ids))
         if shapes != (spec.inputs, spec.outputs):
             raise WeightsError(f"{path} is not the expected model: inputs/outputs {shapes}, "
                                f"expected {(spec.inputs, spec.outputs)}")
         return graph
+
+    @property
+    def input_shapes(self) -> tuple[tuple[int, ...], ...]:
+        """NHWC shapes of the graph inputs, as the file declares them (batch 1)."""
+        return tuple(self._shapes[i] for i in self.input_ids)
 
     # ----------------------------------------------------------------------------------------- building
 

@@ -136,6 +136,9 @@ def _mesh(name: str, filename: str, sha256: str, what: str) -> WeightFile:
 MESH_WEIGHTS = (
     _mesh("mesh-face-detector", "face_detection_short_range.tflite",
           "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633", "BlazeFace short-range face detector"),
+    _mesh("mesh-face-detector-full-range", "face_detection_full_range.tflite",
+          "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
+          "BlazeFace full-range face detector (small faces, where the short-range one finds none)"),
     _mesh("mesh-face-landmarks", "face_landmark.tflite",
           "2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493", "468-point face landmark model"),
 )

@@ -32,15 +32,18 @@ from nvsvideo.weights.registry import get_weight, locate, require_weight
 
 #: Registry names of the files this backend reads, and the graph each must be.
 DETECTOR = "mesh-face-detector"
+FULL_RANGE_DETECTOR = "mesh-face-detector-full-range"
 LANDMARKER = "mesh-face-landmarks"
 DETECTOR_SPEC = GraphSpec(inputs=((1, 128, 128, 3),), outputs=((1, 896, 16), (1, 896, 1)))
+FULL_RANGE_SPEC = GraphSpec(inputs=((1, 192, 192, 3),), outputs=((1, 2304, 16), (1, 2304, 1)))
 LANDMARKER_SPEC = GraphSpec(inputs=((1, 192, 192, 3),), outputs=((1, 1, 1, 1404), (1, 1, 1, 1)))
+MODEL_FILES = (DETECTOR, FULL_RANGE_DETECTOR, LANDMARKER)
 
-DETECTOR_SIZE = 128
 LANDMARK_SIZE = 192
 NUM_MESH_POINTS = 468
-#: Detector and tracking thresholds of MediaPipe's face mesh solution.
+#: Detector and tracking thresholds of MediaPipe's face mesh solution (0.6 for its full-range detector).
 MIN_DETECTION_SCORE = 0.5
+MIN_FULL_RANGE_SCORE = 0.6
 NMS_IOU = 0.3
 MIN_PRESENCE = 0.5
 #: The landmark model's region is this many times the detector's box or the points' extent.
@@ -61,24 +64,32 @@ IBUG68_FROM_MESH = np.array([
 
 def mesh_ready(weights_dir: Path) -> bool:
     """True when both model files are in the weights folder (whether they are right is checked on use)."""
-    return all(locate(get_weight(name), weights_dir, {}) is not None for name in (DETECTOR, LANDMARKER))
+    return all(locate(get_weight(name), weights_dir, {}) is not None for name in MODEL_FILES)
 
 
-def ssd_anchors() -> np.ndarray:
-    """Centres of the short-range detector's 896 anchors, in [0, 1] of its 128x128 input.
+def ssd_anchors(grids: tuple[tuple[int, int], ...] = ((16, 2), (8, 6))) -> np.ndarray:
+    """Centres of a BlazeFace detector's anchors, in [0, 1] of its square input.
 
-    Two anchors per cell of the 16x16 grid (stride 8), then six per cell of the 8x8 grid (the three
-    stride-16 layers share one grid); MediaPipe's anchors have unit size, so only centres matter.
+    MediaPipe's anchors have unit size, so only centres matter. The short-range detector (the default
+    `grids`) has two anchors per cell of a 16x16 grid (stride 8), then six per cell of an 8x8 grid (its
+    three stride-16 layers share one grid): 896 in all. The full-range one has one per cell of 48x48.
+
+    Args:
+        grids: (cells per side, anchors per cell) of each grid, in output order.
 
     Returns:
-        float64 [896, 2] (x, y).
+        float64 [N, 2] (x, y), cell by cell in row-major order, a cell's anchors together.
     """
     centres = []
-    for grid, per_cell in ((16, 2), (8, 6)):
+    for grid, per_cell in grids:
         ys, xs = np.meshgrid((np.arange(grid) + 0.5) / grid, (np.arange(grid) + 0.5) / grid, indexing="ij")
         cells = np.stack([xs.ravel(), ys.ravel()], axis=1)
         centres.append(np.repeat(cells, per_cell, axis=0))
     return np.concatenate(centres)
+
+
+#: The full-range detector's anchors: one per cell of a 48x48 grid (stride 4 on its 192 input).
+FULL_RANGE_GRIDS = ((48, 1),)
 
 
 @dataclass(frozen=True)
@@ -92,21 +103,22 @@ class Detection:
     score: float
 
 
-def decode_detections(regressors: np.ndarray, logits: np.ndarray, anchors: np.ndarray,
+def decode_detections(regressors: np.ndarray, logits: np.ndarray, anchors: np.ndarray, input_size: int = 128,
                       min_score: float = MIN_DETECTION_SCORE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boxes, key points and scores of the anchors above `min_score`, in [0, 1] of the detector input.
 
     Args:
-        regressors: [896, 16] raw offsets (box centre, size, six key points) in input pixels.
-        logits: [896] raw scores.
-        anchors: [896, 2] anchor centres.
+        regressors: [N, 16] raw offsets (box centre, size, six key points) in input pixels.
+        logits: [N] raw scores.
+        anchors: [N, 2] anchor centres.
+        input_size: side of the detector's input in pixels.
 
     Returns:
         boxes [N, 4] (x1, y1, x2, y2), key points [N, 6, 2], scores [N].
     """
     scores = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -100.0, 100.0)))
     keep = scores >= min_score
-    raw, centres = regressors[keep].astype(np.float64) / DETECTOR_SIZE, anchors[keep]
+    raw, centres = regressors[keep].astype(np.float64) / input_size, anchors[keep]
     middle, half = raw[:, :2] + centres, raw[:, 2:4] / 2
     boxes = np.concatenate([middle - half, middle + half], axis=1)
     keypoints = raw[:, 4:16].reshape(-1, 6, 2) + centres[:, None]
@@ -269,9 +281,12 @@ class MeshBackend:
         """
         self.device = device
         self._detector = TfliteGraph.from_file(require_weight(DETECTOR, weights_dir), DETECTOR_SPEC).to(device).eval()
+        self._full_range = TfliteGraph.from_file(require_weight(FULL_RANGE_DETECTOR, weights_dir),
+                                                 FULL_RANGE_SPEC).to(device).eval()
         self._landmarker = TfliteGraph.from_file(require_weight(LANDMARKER, weights_dir),
                                                  LANDMARKER_SPEC).to(device).eval()
         self._anchors = ssd_anchors()
+        self._full_range_anchors = ssd_anchors(FULL_RANGE_GRIDS)
         # Faces followed from the previous frame: the region their points spanned, and the relation to it of
         # the region they were detected in.
         self._followed: list[tuple[Region, RegionRelation]] = []
@@ -293,23 +308,31 @@ class MeshBackend:
         return out
 
     def detect_faces(self, frame: np.ndarray) -> list[Detection]:
-        """Detector hits in one frame (letterboxed into the detector's square input)."""
+        """Detector hits in one frame: the short-range detector, then, where it finds nothing, the full-range
+        one, whose finer grid and larger input also find faces a few percent of the frame wide."""
+        found = self._run_detector(frame, self._detector, self._anchors, MIN_DETECTION_SCORE)
+        return found or self._run_detector(frame, self._full_range, self._full_range_anchors, MIN_FULL_RANGE_SCORE)
+
+    def _run_detector(self, frame: np.ndarray, graph: TfliteGraph, anchors: np.ndarray,
+                      min_score: float) -> list[Detection]:
+        """One detector on the frame letterboxed into its square input (values in [-1, 1])."""
+        side = graph.input_shapes[0][1]
         h, w = frame.shape[:2]
-        scale = DETECTOR_SIZE / max(h, w)
+        scale = side / max(h, w)
         size = (max(round(w * scale), 1), max(round(h * scale), 1))
-        canvas = np.zeros((DETECTOR_SIZE, DETECTOR_SIZE, 3), np.uint8)
-        left, top = (DETECTOR_SIZE - size[0]) // 2, (DETECTOR_SIZE - size[1]) // 2
+        canvas = np.zeros((side, side, 3), np.uint8)
+        left, top = (side - size[0]) // 2, (side - size[1]) // 2
         canvas[top:top + size[1], left:left + size[0]] = np.asarray(
             Image.fromarray(frame).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
         x = torch.from_numpy(canvas).float().to(self.device)[None] / 127.5 - 1.0
-        regressors, logits = (t.float().cpu().numpy() for t in self._detector(x))
-        boxes, keypoints, scores = decode_detections(regressors[0], logits[0, :, 0], self._anchors)
+        regressors, logits = (t.float().cpu().numpy() for t in graph(x))
+        boxes, keypoints, scores = decode_detections(regressors[0], logits[0, :, 0], anchors, side, min_score)
         found = []
         # Canvas [0, 1] -> canvas pixels -> frame pixel-corner coordinates.
         offset = np.array([left, top], np.float64)
         for box, points, score in weighted_nms(boxes, keypoints, scores):
-            corners = (box.reshape(2, 2) * DETECTOR_SIZE - offset) / (size[0] / w, size[1] / h)
-            kp = (points * DETECTOR_SIZE - offset) / (size[0] / w, size[1] / h)
+            corners = (box.reshape(2, 2) * side - offset) / (size[0] / w, size[1] / h)
+            kp = (points * side - offset) / (size[0] / w, size[1] / h)
             found.append(Detection(box=corners.ravel(), keypoints=kp, score=score))
         return found
 
