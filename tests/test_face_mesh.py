@@ -293,7 +293,7 @@ def test_no_face_gives_no_faces(backend):
     assert backend.detect(np.full((1, 240, 320, 3), 127, np.uint8)) == [[]]
 
 
-def test_mesh_ready_needs_both_files(tmp_path, mesh_dir):
+def test_mesh_ready_needs_all_files(tmp_path, mesh_dir):
     assert mesh_backend.mesh_ready(mesh_dir)
     assert not mesh_backend.mesh_ready(tmp_path)
 

@@ -63,7 +63,7 @@ IBUG68_FROM_MESH = np.array([
 
 
 def mesh_ready(weights_dir: Path) -> bool:
-    """True when both model files are in the weights folder (whether they are right is checked on use)."""
+    """True when all its model files are in the weights folder (whether they are right is checked on use)."""
     return all(locate(get_weight(name), weights_dir, {}) is not None for name in MODEL_FILES)
 
 
