@@ -319,6 +319,11 @@ def test_align_with_mesh_fills_short_gaps_and_reports_scores(mesh_dir, fixtures_
     detected = [f for f in frames if f.status is TrackStatus.DETECTED]
     assert len(detected) == 14 and all(f.score > 0.5 and f.residual < 15 for f in detected)
     assert all(f.label is not None for f in frames)
+    import json
+
+    per_frame = json.loads(result.stdout)["per_frame"]  # `align --json` reports them too
+    assert [p["face_score"] for p in per_frame] == [f.score for f in frames]
+    assert [p["pose_residual_px"] for p in per_frame] == [f.residual for f in frames]
 
 
 def test_align_mesh_without_its_files_exits_5_naming_them(fixtures_dir, tmp_path):

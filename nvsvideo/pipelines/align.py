@@ -164,8 +164,11 @@ class VideoAlignment:
 
     def summary(self) -> dict[str, Any]:
         counts = {s.value: sum(f.status is s for f in self.frames) for s in TrackStatus}
+        # Per frame, how far to trust it: the backend's face score and the pose fit's residual.
+        per_frame = [{"index": f.index, "status": f.status.value, "face_score": f.score,
+                      "pose_residual_px": f.residual} for f in self.frames]
         return {"source": self.source, "frames": len(self.frames), **counts,
-                "faces_found": int(self.valid().sum()), "metrics": self.metrics}
+                "faces_found": int(self.valid().sum()), "metrics": self.metrics, "per_frame": per_frame}
 
     def to_json(self) -> dict[str, Any]:
         return {
