@@ -345,3 +345,16 @@ def test_align_help_states_each_backends_licence():
 
     text = " ".join(CliRunner().invoke(app, ["align", "--help"], terminal_width=200).output.split())
     assert "Apache-2.0" in text and "iBUG 300-W" in text and "not for commercial use" in text
+
+
+def test_weights_listing_folds_the_mesh_files_and_names_a_bad_one(tmp_path):
+    from nvsvideo.weights.listing import format_weights
+    from nvsvideo.weights.verify import weights_status
+
+    bad = expected_path(get_weight("mesh-face-landmarks"), tmp_path, {})
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"not the model")
+    text = "\n".join(format_weights(weights_status(tmp_path, {"TORCH_HOME": str(tmp_path)}), str(tmp_path)))
+    assert "invalid  mesh (3 files" in text and "Apache-2.0" in text and "iBUG 300-W" in text
+    assert "invalid: face_landmark.tflite (sha256 differs from the expected file)" in text
+    assert "missing: face_detection_short_range.tflite" in text and "nvsvideo weights fetch mesh" in text
