@@ -50,7 +50,8 @@ def _mesh_summary(rows: Sequence[WeightStatus]) -> list[str]:
     """One entry for the mesh backend's files, which are fetched together: all present, or what is wrong."""
     entry = rows[0].entry
     bad = [row for row in rows if row.status != "present"]
-    lines = [f"  {'present' if not bad else bad[0].status:<8} mesh ({len(rows)} files in {rows[0].path.parent}/)",
+    status = "invalid" if any(row.status == "invalid" for row in bad) else "missing" if bad else "present"
+    lines = [f"  {status:<8} mesh ({len(rows)} files in {rows[0].path.parent}/)",
              "           default landmarks: MediaPipe face detectors + 468-point face mesh",
              f"           licence: {entry.licence}"]
     for row in bad:
