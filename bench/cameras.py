@@ -167,6 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
             for name in ("mesh", "dlib"):
                 report[name]["fps_640x360"] = throughput(name, CLIP, weights)
                 report[name]["fps_1920x1080"] = throughput(name, big, weights)
+        report["mesh_vs_dlib_speed"] = {size: round(report["mesh"][size] / report["dlib"][size], 2)
+                                        for size in ("fps_640x360", "fps_1920x1080")}
     if args.json:
         print(json.dumps(report, indent=1))
     else:
