@@ -60,7 +60,11 @@ WeightsDir = Annotated[
 ]
 
 # Face-stage options, shared by every command that aligns a video.
-Landmarks = Annotated[Literal["auto", "dlib", "fan", "file"], typer.Option("--landmarks", help="Where the 68 landmarks come from.")]
+Landmarks = Annotated[Literal["auto", "mesh", "dlib", "fan", "file"], typer.Option("--landmarks", help=(
+    "Where the landmarks come from. mesh: MediaPipe's 3D face mesh, models Apache-2.0 (`nvsvideo weights fetch "
+    "mesh`); dlib: 68 points, model trained on iBUG 300-W, not for commercial use; fan: face-alignment; "
+    "file: --landmarks-file. auto: mesh when its files are present, else fan if installed with its weights, "
+    "else dlib."))]
 LandmarksFile = Annotated[Path | None, typer.Option("--landmarks-file", help="Per-frame landmarks or boxes (JSON) for --landmarks file.")]
 FanDetector = Annotated[Literal["sfd", "blazeface", "retinaface", "dlib"], typer.Option("--fan-detector", help="Face detector of the fan backend.")]
 FaceIndex = Annotated[int, typer.Option("--face-index", min=0, help="Which face to follow: 0 = largest in the first frame with faces.")]
@@ -362,7 +366,7 @@ def weights_convert(
 @weights_app.command("fetch")
 @command
 def weights_fetch(
-    names: Annotated[list[str], typer.Argument(metavar="NAMES", help="Registry names, as listed by `nvsvideo weights`.")],
+    names: Annotated[list[str], typer.Argument(metavar="NAMES", help="Registry names, as listed by `nvsvideo weights`; `mesh` fetches the mesh backend's files.")],
     weights_dir: WeightsDir = None,
     json_out: Json = False,
     quiet: Quiet = False,
@@ -373,10 +377,11 @@ def weights_fetch(
 
     from nvsvideo.weights import get_weight, resolve_weights_dir
     from nvsvideo.weights.fetch import fetch_weight
+    from nvsvideo.weights.registry import expand_names
 
     reporter = Reporter(quiet=quiet, verbose=verbose)
     folder = resolve_weights_dir(weights_dir, os.environ)
-    entries = [get_weight(name) for name in names]
+    entries = [get_weight(name) for name in expand_names(names)]
     paths = {entry.name: str(fetch_weight(entry, folder, os.environ, reporter)) for entry in entries}
     if json_out:
         Reporter.emit_json({"weights_dir": str(folder), "files": paths})
@@ -443,7 +448,8 @@ def sample(
         Reporter.emit_json(summary)
 
 
-def _align_setup(device: str, face: Any, weights_dir: Path | None, batch_size: int = 16) -> tuple[Any, Any, Any]:
+def _align_setup(device: str, face: Any, weights_dir: Path | None = None,
+                 batch_size: int = 16) -> tuple[Any, Any, Any]:
     """(torch device, landmark backend, AlignConfig) from the face options group."""
     from nvsvideo.device import resolve_device
     from nvsvideo.face.deep3d import load_pose_model
@@ -454,7 +460,8 @@ def _align_setup(device: str, face: Any, weights_dir: Path | None, batch_size: i
     torch_device = resolve_device(device)
     deep3d = load_pose_model(face.pose, weights_dir, torch_device)
     backend = create_backend(LandmarkConfig(backend=face.landmarks, fan_detector=face.fan_detector,
-                                            landmarks_file=face.landmarks_file), torch_device)
+                                            landmarks_file=face.landmarks_file, weights_dir=weights_dir),
+                             torch_device)
     config = AlignConfig(tracker=TrackerConfig(face_index=face.face_index, max_gap=face.max_gap), smooth=face.smooth,
                          causal=face.causal, batch_size=batch_size, deep3d=deep3d)
     return torch_device, backend, config

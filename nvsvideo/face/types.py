@@ -24,10 +24,14 @@ class Face:
     """Detector confidence; its scale depends on the backend (dlib HOG margin, S3FD probability, 1 for files)."""
     landmarks: np.ndarray
     """float64 [68, 2]: iBUG 68-point layout, (x, y) in frame pixels."""
+    mesh: np.ndarray | None = None
+    """float64 [468, 3] from the mesh backend: MediaPipe's face mesh, x, y in frame pixels, z on the x
+    scale (smaller = nearer the camera); None from 2D backends."""
 
     def __post_init__(self) -> None:
         assert self.box.shape == (4,), self.box.shape
         assert self.landmarks.shape == (NUM_LANDMARKS, 2), self.landmarks.shape
+        assert self.mesh is None or self.mesh.shape == (468, 3), self.mesh.shape
 
     @property
     def area(self) -> float:

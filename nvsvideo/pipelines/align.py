@@ -35,7 +35,8 @@ from nvsvideo.face.crop import (
 )
 from nvsvideo.face.deep3d import Deep3DCameras, label_from_coeffs, recon_crop, translation_in_square
 from nvsvideo.face.landmarks import LandmarkBackend
-from nvsvideo.face.pose import estimate_label, project, solve_head_pose
+from nvsvideo.face.mesh_pose import estimate_label_from_mesh, mesh_in_crop
+from nvsvideo.face.pose import HeadPose, estimate_label, project
 from nvsvideo.face.types import Face
 from nvsvideo.files import atomic_directory, atomic_output
 from nvsvideo.temporal.smoothing import (
@@ -102,6 +103,10 @@ class FrameAlignment:
     """RMS pose-fit residual, crop pixels (None for Deep3D cameras, which fit nothing)."""
     head_pose: np.ndarray | None = None
     """[6] Deep3D angles (radians) and translation in this frame's own recon crop (`--pose deep3d`)."""
+    score: float | None = None
+    """The backend's confidence in this frame's face (mesh: face presence, 0-1); None unless detected."""
+    mesh: np.ndarray | None = None
+    """[468, 3] frame pixels, from the mesh backend (kept in memory for the pose, not written out)."""
 
     @property
     def has_face(self) -> bool:
@@ -122,7 +127,7 @@ class FrameAlignment:
             "raw_label": arr(self.raw_label), "label": arr(self.label),
             "raw_pose": None if self.raw_label is None else _angles(self.raw_label),
             "pose": None if self.label is None else _angles(self.label),
-            "pose_residual_px": self.residual,
+            "pose_residual_px": self.residual, "face_score": self.score,
         }
 
     @classmethod
@@ -137,6 +142,7 @@ class FrameAlignment:
             raw_square=None if raw is None else CropSquare(raw["cx"], raw["cy"], raw["side"]),
             transform=None if d["crop_transform"] is None else CropTransform.from_json(d["crop_transform"]),
             raw_label=arr(d["raw_label"]), label=arr(d["label"]), residual=d.get("pose_residual_px"),
+            score=d.get("face_score"),
         )
 
 
@@ -170,8 +176,11 @@ class VideoAlignment:
 
     def summary(self) -> dict[str, Any]:
         counts = {s.value: sum(f.status is s for f in self.frames) for s in TrackStatus}
+        # Per frame, how far to trust it: the backend's face score and the pose fit's residual.
+        per_frame = [{"index": f.index, "status": f.status.value, "face_score": f.score,
+                      "pose_residual_px": f.residual} for f in self.frames]
         return {"source": self.source, "frames": len(self.frames), **counts,
-                "faces_found": int(self.valid().sum()), "metrics": self.metrics}
+                "faces_found": int(self.valid().sum()), "metrics": self.metrics, "per_frame": per_frame}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -203,6 +212,13 @@ class VideoAlignment:
 def _angles(label: np.ndarray) -> dict[str, float]:
     yaw, pitch, roll = lookat_angles(split_label(label)[0])
     return {"yaw": round(float(yaw), 4), "pitch": round(float(pitch), 4), "roll": round(float(roll), 4)}
+
+
+def estimate_camera(landmarks: np.ndarray, mesh: np.ndarray | None, tf: CropTransform) -> tuple[np.ndarray, HeadPose]:
+    """The camera label of the crop `tf` cuts: from the 3D mesh where there is one, else from the 68 points."""
+    if mesh is not None:
+        return estimate_label_from_mesh(mesh_in_crop(mesh, tf), tf.output_size)
+    return estimate_label(points_to_crop(landmarks, tf), tf.output_size)
 
 
 def detect_stream(backend: LandmarkBackend, batches: Iterable[FrameBatch]
@@ -238,7 +254,8 @@ def track_video(video: Path, backend: LandmarkBackend, config: AlignConfig, repo
     pending: list[tuple[FrameAlignment, np.ndarray]] = []
     with reporter.progress("landmarks", info.frame_count) as advance:
         for (index, pts, seconds, image), record in track_stream(detect_stream(backend, reader), tracker):
-            frame = FrameAlignment(index, pts, seconds, record.status, record.landmarks, record.box)
+            frame = FrameAlignment(index, pts, seconds, record.status, record.landmarks, record.box,
+                                   score=record.score, mesh=record.mesh)
             frames.append(frame)
             if config.deep3d is not None and record.landmarks is not None:
                 pending.append((frame, recon_crop(image, five_points(record.landmarks))))
@@ -284,7 +301,7 @@ def smooth_alignment(alignment: VideoAlignment, config: AlignConfig) -> None:
         used = CropSquare(float(c[0]), float(c[1]), float(s))
         f.transform = crop_transform_from_square(used, config.crop_size)
         if f.head_pose is None:
-            f.raw_label, pose = estimate_label(points_to_crop(f.landmarks, f.transform), config.crop_size)
+            f.raw_label, pose = estimate_camera(f.landmarks, f.mesh, f.transform)
             f.residual = round(pose.residual, 3)
         else:
             translation = translation_in_square(f.head_pose[3:], f.raw_square, used)
@@ -369,14 +386,14 @@ def align_images(paths: list[Path], backend: LandmarkBackend, config: AlignConfi
             continue
         tf = crop_transform_from_landmarks(face.landmarks, image.shape[:2], config.crop_size)
         if config.deep3d is None:
-            label, pose = estimate_label(points_to_crop(face.landmarks, tf), config.crop_size)
+            label, pose = estimate_camera(face.landmarks, face.mesh, tf)
             residual: float | None = round(pose.residual, 3)
         else:
             # A still's crop is the official one, so the official label applies unchanged.
             pose6 = config.deep3d.predict(recon_crop(image, five_points(face.landmarks))[None])[0]
             label, residual = label_from_coeffs(pose6), None
         record = FrameAlignment(i, i, 0.0, TrackStatus.DETECTED, face.landmarks, face.box, transform=tf,
-                                raw_label=label, label=label, residual=residual)
+                                raw_label=label, label=label, residual=residual, score=face.score)
         results.append((path, record, apply_crop(image, tf)))
     if not any(r[2] is not None for r in results):
         if most_faces:
@@ -502,9 +519,8 @@ def write_preview(video: Path, alignment: VideoAlignment, output: Path, batch_si
                     corners = points_from_crop(np.array([[0, 0], [record.transform.output_size - 1] * 2], float),
                                                record.transform)
                     draw.rectangle([*corners[0], *corners[1]], outline=(255, 255, 0))
-                    crop_lm = points_to_crop(record.landmarks, record.transform)
-                    rotation, translation, _ = solve_head_pose(crop_lm, record.transform.output_size)
-                    tips = points_from_crop(project(axes, rotation, translation, record.transform.output_size),
+                    _, pose = estimate_camera(record.landmarks, record.mesh, record.transform)
+                    tips = points_from_crop(project(axes, pose.rotation, pose.translation, record.transform.output_size),
                                             record.transform)
                     for tip, colour in zip(tips[1:], [(255, 0, 0), (0, 255, 0), (0, 128, 255)], strict=True):
                         draw.line([*tips[0], *tip], fill=colour, width=3)

