@@ -54,7 +54,7 @@ def rerender(src: Path, dst: Path, *, crf: int = 10) -> VideoWriter:
     info = probe(src)
     with VideoWriter(
         dst, width=info.width, height=info.height, fps=info.fps, time_base=info.time_base,
-        crf=crf, preset="ultrafast", audio_from=src,
+        crf=crf, preset="ultrafast", audio_from=src, colour=info.colour,
     ) as writer:
         for batch in VideoReader(src, batch_size=8, info=info):
             writer.write(batch.frames, batch.pts)
@@ -98,8 +98,10 @@ def test_reader_memory_does_not_grow_with_length(tmp_path: Path) -> None:
 def test_frames_come_out_upright_like_ffmpeg_shows_them(tmp_path: Path, stored: int) -> None:
     clip = make_clip(tmp_path / "rot.mp4", width=64, height=48, frames=3, rotation=stored, audio=False)
     frames, _ = decode_all(clip)
-    # The ffmpeg command line applies the display matrix itself: an independent reference.
-    assert np.abs(frames.astype(int) - ffmpeg_rgb(clip, frames.shape)).mean() < 1.0
+    # The ffmpeg command line applies the display matrix itself: an independent reference. Compared on luma,
+    # loosely: its default conversion repeats chroma samples where ours interpolates them (testsrc2 is all colour
+    # edges) and rounds about 0.3 levels darker; a wrong orientation differs by tens of levels.
+    assert np.abs(luma(frames) - luma(ffmpeg_rgb(clip, frames.shape))).mean() < 2.0
 
 
 def test_start_end_every_select_by_time_and_keep_file_indices(fixtures_dir: Path) -> None:

@@ -445,9 +445,10 @@ def write_preview(video: Path, alignment: VideoAlignment, output: Path, batch_si
     by_index = {f.index: f for f in alignment.frames}
     axes = np.array([[0, 0, 0], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5]], dtype=np.float64)
 
+    reader = VideoReader(video, batch_size=batch_size)
     with VideoWriter(output, width=alignment.width, height=alignment.height, fps=alignment.fps,
-                     time_base=alignment.time_base, audio_from=video) as writer:
-        for batch in VideoReader(video, batch_size=batch_size):
+                     time_base=alignment.time_base, audio_from=video, colour=reader.info.colour) as writer:
+        for batch in reader:
             drawn = []
             for index, frame in zip(batch.indices.tolist(), batch.frames, strict=True):
                 image = Image.fromarray(frame)
