@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from nvsvideo.cli import app
 from nvsvideo.console import Reporter
-from nvsvideo.errors import WeightsError
+from nvsvideo.errors import UsageError, WeightsError
 from nvsvideo.weights import (
     KNOWN_WEIGHTS,
     expected_path,
@@ -55,7 +55,7 @@ def test_registry_names_and_files_are_unique_and_described() -> None:
 
 
 def test_unknown_name_is_a_weights_error() -> None:
-    with pytest.raises(WeightsError, match="unknown weight file 'nope'"):
+    with pytest.raises(UsageError, match="unknown weight file 'nope'"):
         get_weight("nope")
 
 
@@ -328,9 +328,31 @@ def test_cli_verify_fails_on_an_invalid_file(tmp_path: Path) -> None:
     assert result.exit_code == 5 and "direction-bald" in result.output
 
 
-def test_cli_fetch_unknown_name(tmp_path: Path) -> None:
+def test_cli_fetch_unknown_name_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["weights", "fetch", "nope", "--weights", str(tmp_path)])
-    assert result.exit_code == 5 and "unknown weight file" in result.output
+    assert result.exit_code == 2 and "unknown weight file" in result.output
+
+
+def test_listing_and_edit_lookup_find_the_same_user_directions(tmp_path: Path) -> None:
+    from nvsvideo.edits import resolve_edit
+
+    folder = tmp_path / "directions"
+    folder.mkdir()
+    for stem in ("Smiling", "eye_glasses", "age-old"):
+        np.save(folder / f"{stem}.npy", np.ones(512, np.float32))
+    result = CliRunner().invoke(app, ["weights", "--weights", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    files = {f["name"]: f for f in json.loads(result.stdout)["files"]}
+    present = {name: f["path"] for name, f in files.items() if f["status"] == "present"}
+    assert present == {"direction-smiling": str(folder / "Smiling.npy"),
+                       "direction-eye-glasses": str(folder / "eye_glasses.npy"),
+                       "direction-age-old": str(folder / "age-old.npy")}
+    for name, path in present.items():
+        assert str(resolve_edit(name, tmp_path)) == path
+    summary = CliRunner().invoke(app, ["weights", "--weights", str(tmp_path)], env={"COLUMNS": "80"}).stdout
+    assert "3 present (smiling, age-old, eye-glasses)" in summary
+    every = CliRunner().invoke(app, ["weights", "--weights", str(tmp_path), "--all"], env={"COLUMNS": "80"}).stdout
+    assert every.count("present") == 3 and "direction-age-old" in every
 
 
 def test_verify_tells_a_non_ffhq_generator_apart(interop_dir: Path) -> None:

@@ -21,8 +21,8 @@ import numpy as np
 
 from nvsvideo.errors import UsageError
 from nvsvideo.files import atomic_output
-from nvsvideo.video.colour import BT709, ENCODE_FLAGS, FULL, Colour, rgb_to_yuv420
 from nvsvideo.video.audio import AudioCopier
+from nvsvideo.video.colour import BT709, ENCODE_FLAGS, FULL, Colour, rgb_to_yuv420
 from nvsvideo.video.reader import RGB_WORKERS, codec_threads
 
 #: Output containers by suffix. Matroska is left out on purpose: it rounds timestamps to 1 ms and

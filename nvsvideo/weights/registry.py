@@ -30,6 +30,8 @@ EDIT_FOLDERS = {KIND_DIRECTION: "directions", KIND_MAPPER: "mappers"}
 #: Where an In-N-Out result folder (`mapper_results/<edit>/`) keeps its mapper; such a folder can sit in
 #: `mappers/` as unzipped.
 IN_N_OUT_CHECKPOINT = "checkpoints/best_model.pt"
+#: Suffixes of edit files (directions and mappers alike).
+EDIT_SUFFIXES = (".pt", ".pth", ".npy")
 
 #: Where a file is looked for: our weights folder or torch hub's checkpoint folder.
 HOME = "home"
@@ -110,6 +112,35 @@ def edit_name(kind: str, stem: str) -> str:
     Lower case, with `_` spelled `-`, so that every way a user writes the name maps to one key.
     """
     return f"{kind}-{stem.lower().replace('_', '-')}"
+
+
+def available_edits(weights_dir: Path) -> dict[str, list[Path]]:
+    """Edit files in the weights folder, by registry name (`direction-smiling`, `mapper-eyeglasses`).
+
+    The one lookup behind both `edit --direction NAME` and the `nvsvideo weights` listing: linear directions
+    in `directions/`, StyleCLIP mappers in `mappers/`, each as `<name>.pt`, `.pth` or `.npy`, or as an
+    In-N-Out result folder `<name>/checkpoints/best_model.pt` (so `mapper_results.zip` unzips into
+    `mappers/` as it is). A name with more than one file is listed with all of them.
+    """
+    found: dict[str, list[Path]] = {}
+    for kind, subdir in EDIT_FOLDERS.items():
+        folder = weights_dir / subdir
+        if not folder.is_dir():
+            continue
+        for entry in sorted(folder.iterdir()):
+            if entry.is_file() and entry.suffix.lower() in EDIT_SUFFIXES:
+                found.setdefault(edit_name(kind, entry.stem), []).append(entry)
+            elif entry.is_dir() and (entry / IN_N_OUT_CHECKPOINT).is_file():
+                found.setdefault(edit_name(kind, entry.name), []).append(entry / IN_N_OUT_CHECKPOINT)
+    return found
+
+
+def user_edit(name: str, path: Path) -> WeightFile:
+    """A registry-style entry for an edit file found in the weights folder that the registry does not know."""
+    kind = KIND_MAPPER if name.startswith(f"{KIND_MAPPER}-") else KIND_DIRECTION
+    return WeightFile(name=name, kind=kind, filename=f"{EDIT_FOLDERS[kind]}/{path.name}",
+                      purpose=f"{'StyleCLIP latent mapper' if kind == KIND_MAPPER else 'linear edit direction'} "
+                      "found in the weights folder", url="", direct=False, source="your own file")
 
 
 def _direction(attribute: str) -> WeightFile:
@@ -207,11 +238,11 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
 
 
 def get_weight(name: str) -> WeightFile:
-    """The registry entry called `name`, or a `WeightsError` listing what exists."""
+    """The registry entry called `name`, or a `UsageError` (exit 2: a name the user typed)."""
     for entry in KNOWN_WEIGHTS:
         if entry.name == name:
             return entry
-    raise WeightsError(f"unknown weight file '{name}'; run `nvsvideo weights` to list the known names")
+    raise UsageError(f"unknown weight file '{name}'; run `nvsvideo weights` to list the known names")
 
 
 def resolve_weights_dir(override: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
