@@ -203,11 +203,11 @@ def detect_stream(backend: LandmarkBackend, batches: Iterable[FrameBatch]) -> It
 
 
 def track_video(video: Path, backend: LandmarkBackend, config: AlignConfig, reporter: Reporter,
-                info: VideoInfo | None = None) -> VideoAlignment:
+                info: VideoInfo | None = None, *, require_face: bool = True) -> VideoAlignment:
     """Pass 1 and smoothing: the subject's landmarks, crops and cameras in every frame of `video`.
 
     Raises:
-        NoFaceError: the subject appears in no frame.
+        NoFaceError: the subject appears in no frame (unless `require_face` is False).
     """
     info = info or probe(video)
     tracker = FaceTracker(config.tracker)
@@ -219,7 +219,8 @@ def track_video(video: Path, backend: LandmarkBackend, config: AlignConfig, repo
             advance(1)
     if reader.warning:
         reporter.warn(reader.warning)
-    tracker.check_found(str(video))
+    if require_face:
+        tracker.check_found(str(video))
     alignment = VideoAlignment(source=str(video), width=info.width, height=info.height, fps=info.fps,
                                time_base=info.time_base, frames=frames)
     smooth_alignment(alignment, config)
