@@ -37,10 +37,10 @@ from nvsvideo.models.eg3d.renderer import NUM_PLANES, PLANE_CHANNELS
 from nvsvideo.models.triplanenet.model import InversionResult, TriPlaneNet
 from nvsvideo.pipelines.align import AlignConfig, FrameAlignment, VideoAlignment, iter_crops, track_video
 from nvsvideo.pipelines.stream import run_stages
-from nvsvideo.temporal.tracking import no_subject_error
 from nvsvideo.render import DRAW_SCHEME, DrawKeys
 from nvsvideo.runtime.batching import Batcher, BatchSpec
 from nvsvideo.runtime.precision import effective_precision
+from nvsvideo.temporal.tracking import no_subject_error
 from nvsvideo.video import FrameSpan, VideoInfo, probe
 
 TRACKS_FILE = "tracks.json"
