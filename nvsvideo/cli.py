@@ -366,7 +366,11 @@ def weights_fetch(
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Download known weight files from their official locations (where a direct download exists)."""
+    """Download known weight files from their official locations, checked before they are used.
+
+    Files on Google Drive (TriPlaneNet, In-N-Out's mapper archive) need gdown (pip install "nvsvideo[gdrive]");
+    an interrupted download resumes when the same command runs again.
+    """
     import os
 
     from nvsvideo.weights import get_weight, resolve_weights_dir

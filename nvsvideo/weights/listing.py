@@ -33,8 +33,10 @@ def _entry_lines(row: WeightStatus) -> list[str]:
     lines = [f"  {row.status:<8} {entry.name}", f"           {entry.purpose}", f"           file: {row.path}"]
     if row.detail and row.status != "present":
         lines.append(f"           problem: {row.detail}")
-    if row.status != "present":
-        how = "nvsvideo weights fetch " + entry.name if entry.direct else f"download in a browser: {entry.url}"
+    if row.status != "present" and entry.url:
+        how = f"download in a browser: {entry.url}"
+        if entry.direct or entry.drive_id:
+            how = f"nvsvideo weights fetch {entry.name}" + ("" if entry.direct else ' (pip install "nvsvideo[gdrive]")')
         lines.append(f"           get: {how}")
         if not entry.direct:
             lines.append(f"           from: {entry.source}")

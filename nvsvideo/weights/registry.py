@@ -64,7 +64,7 @@ class WeightFile:
     `filename` is relative to its folder (`location`); `also_accepted` are other names that hold
     the same weights (e.g. the `.safetensors` made by `nvsvideo weights convert`), tried after it.
     `url` is the official download; `direct` says whether a plain HTTP GET of it yields the file
-    (Google Drive links need a browser).
+    (Google Drive links do not: those have a `drive_id` for gdown instead).
     """
 
     name: str
@@ -77,6 +77,13 @@ class WeightFile:
     location: str = HOME
     also_accepted: tuple[str, ...] = ()
     variant: str = ""
+    drive_id: str = ""
+    """Google Drive file id: `nvsvideo weights fetch` downloads it with gdown (the `gdrive` extra)."""
+    archive: str = ""
+    """Set when the Drive file is a zip archive of In-N-Out results (its name, e.g. mapper_results.zip): every
+    `<edit>/checkpoints/best_model.pt` in it is unpacked into the entry's folder."""
+    sha256: str = ""
+    """The downloaded file's sha256 where recorded; empty: not known (the file is checked by its content)."""
 
 
 def _eg3d(name: str, stem: str, purpose: str) -> WeightFile:
@@ -166,6 +173,7 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
         purpose="TriPlaneNet v1 encoder (image -> w+ and tri-plane offsets), includes the EG3D generator",
         url="https://drive.google.com/uc?id=17pzNC00BOFCu0oCqbCybfAiaZF7iwNUU",
         direct=False,
+        drive_id="17pzNC00BOFCu0oCqbCybfAiaZF7iwNUU",
         source="TriPlaneNet release (github.com/anantarb/triplanenet, scripts/install_deps.sh)",
     ),
     WeightFile(
@@ -176,6 +184,7 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
         purpose="TriPlaneNet v2 encoder (image -> w+ and tri-planes), includes the EG3D generator",
         url="https://drive.google.com/uc?id=1Q7hGZw97nTmRyJ-itVGRaFJn9KyjAuhn",
         direct=False,
+        drive_id="1Q7hGZw97nTmRyJ-itVGRaFJn9KyjAuhn",
         source="TriPlaneNet release (github.com/anantarb/triplanenet, scripts/install_deps.sh)",
     ),
     WeightFile(
@@ -186,6 +195,8 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
         purpose="StyleCLIP latent mapper for EG3D, edit 'eyeglasses' (from In-N-Out)",
         url="https://drive.google.com/file/d/1IVm-IcKXkAHPu8_eMOZTuKdmxSAZjVU2/view",
         direct=False,
+        drive_id="1IVm-IcKXkAHPu8_eMOZTuKdmxSAZjVU2",
+        archive="mapper_results.zip",
         source="In-N-Out mapper_results.zip (github.com/Twizwei/in-n-out, CC BY-NC): "
         "take mapper_results/eyeglasses/checkpoints/best_model.pt",
     ),
@@ -232,6 +243,7 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
         purpose="ArcFace IR-SE-50 face recogniser: identity similarity in `nvsvideo metrics`",
         url="https://drive.google.com/file/d/1KW7bjndL3QG3sxBbZxreGHigcCCpsDgn/view",
         direct=False,
+        drive_id="1KW7bjndL3QG3sxBbZxreGHigcCCpsDgn",
         source="pSp pretrained models (github.com/eladrich/pixel2style2pixel), from TreB1eN's InsightFace_Pytorch",
     ),
 )
@@ -293,6 +305,9 @@ def how_to_get(entry: WeightFile, weights_dir: Path, env: Mapping[str, str]) -> 
     target = expected_path(entry, weights_dir, env)
     if entry.direct:
         return f"run `nvsvideo weights fetch {entry.name}` or download {entry.url} and save it as {target}"
+    if entry.drive_id:
+        return (f"run `nvsvideo weights fetch {entry.name}` (needs `pip install \"nvsvideo[gdrive]\"`) or download "
+                f"{entry.url} ({entry.source}) in a browser and save it as {target}")
     return f"download it from {entry.url} ({entry.source}) and save it as {target}"
 
 
