@@ -111,3 +111,8 @@ def progress_line(description: str, done: int, total: int | None, elapsed: float
     # The ETA assumes the rate so far continues.
     eta = f", about {elapsed * (total - done) / done:.0f} s left" if 0 < done < total else ""
     return f"{description}: {done}/{total} ({100 * done // total}%), {elapsed:.0f} s elapsed{eta}"
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 frame`, `2 frames`: a count with its noun (a regular plural)."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -168,9 +168,12 @@ def _rate_from_gaps(gaps: np.ndarray, time_base: Fraction, stream: av.video.stre
     if gaps.size and gaps.min() == gaps.max() and gaps[0] > 0:
         return 1 / (int(gaps[0]) * time_base)
     constant = not gaps.size or gaps.max() - gaps.min() <= 1
-    header = stream.guessed_rate if constant else stream.average_rate
-    if header:
-        return Fraction(header)
+    if not constant:
+        # The mean over the timestamps themselves: the header's average rate differs between muxers (an
+        # exact copy of a file's timestamps read 72000/4171 against its source's 18000/1001).
+        return Fraction(int(gaps.size), int(gaps.sum())) / time_base
+    if stream.guessed_rate:
+        return Fraction(stream.guessed_rate)
     if gaps.size and gaps.sum() > 0:
         return Fraction(int(gaps.size), int(gaps.sum())) / time_base
     raise InputError(f"{stream.container.name} has no timestamps and no frame rate; remux it into .mp4 first")
