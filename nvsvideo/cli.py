@@ -35,6 +35,7 @@ from nvsvideo.errors import (
     exit_code_summary,
 )
 
+
 class _Command(TyperCommand):
     """Typer's command, with required arguments shown as `VIDEO` in the usage line rather than `{VIDEO}`."""
 
