@@ -645,8 +645,8 @@ LOOK_OPTIONS = (
     _option("render_resolution", Annotated[int | None, typer.Option("--render-resolution", min=16, help="Neural rendering resolution of the novel views.")], None),
     _option("keep_ood", Annotated[bool, typer.Option("--keep-ood", help="Blend back what the generator cannot reproduce (hands, glasses, background) near the input view.")], False),
     _option("direction", Annotated[list[str] | None, typer.Option("--direction", metavar="NAME|FILE", help="Edit: a name from the weights folder's directions/ or mappers/, or a .pt/.pth/.npy path; repeatable.")], None),
-    _option("strength", Annotated[list[float] | None, typer.Option("--strength", metavar="X", help="Edit strength; once for all edits or once per --direction.")], None),
-    _option("strength_ramp", Annotated[list[str] | None, typer.Option("--strength-ramp", metavar="KEYS", help="Strength over time, e.g. 0s:0,1s:1,4s:1,5s:0.")], None),
+    _option("strength", Annotated[list[float] | None, typer.Option("--strength", metavar="X", help="Edit strength; once for all edits or once per --direction. With --strength-ramp it multiplies the ramp's values.")], None),
+    _option("strength_ramp", Annotated[list[str] | None, typer.Option("--strength-ramp", metavar="KEYS", help="Strength over time, e.g. 0s:0,1s:1,4s:1,5s:0 (times s or f; linear between keys), times --strength.")], None),
     _option("edit_offsets", Annotated[Literal["keep", "drop"], typer.Option("--edit-offsets", help="keep: tri-plane offsets stay (In-N-Out style); drop: fade them where edits are on.")], "keep"),
     _option("crf", Annotated[int, typer.Option("--crf", min=0, max=51, help="libx264 quality (lower = better).")], 18),
 )
@@ -695,7 +695,7 @@ def rerender(
     mode, policy = OutputMode(look.output), OffsetPolicy(look.edit_offsets)
     reporter = Reporter(quiet=quiet, verbose=verbose)
     torch_device, backend, align_config = _align_setup(device, face)
-    specs = parse_edit_specs(look.direction or [], look.strength or [], look.strength_ramp or [])
+    specs = parse_edit_specs(look.direction or [], look.strength or [], look.strength_ramp or [], look.edit_offsets)
     folder = resolve_weights_dir(weights_dir, os.environ)
     edits = tuple(load_edit(spec, folder, torch_device) for spec in specs)
     cache_dir, inverter, fingerprints, invert_config = _invert_setup(video, cache, inv, weights_dir, torch_device)

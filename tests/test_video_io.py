@@ -199,9 +199,19 @@ def test_audio_the_container_takes_is_copied_pcm_in_mov(tmp_path: Path) -> None:
     assert audio_packets(tmp_path / "out.mov") == audio_packets(src)
 
 
+def test_pcm_into_mp4_is_reencoded_to_aac_and_said(tmp_path: Path) -> None:
+    # FFmpeg's MP4 muxer would store PCM, but browsers and phones cannot play it from an MP4.
+    src = make_clip(tmp_path / "src.mov", frames=12, audio_codec="pcm_s16le")
+    writer = rerender(src, tmp_path / "out.mp4")
+    assert [a.codec for a in probe(tmp_path / "out.mp4").audio] == ["aac"]
+    assert writer.audio_notes == ["audio stream #1 (pcm_s16le) re-encoded to AAC: most players cannot play it "
+                                  "from an MP4"]
+
+
 def test_audio_the_container_cannot_take_is_reencoded_to_aac(tmp_path: Path) -> None:
     src = make_clip(tmp_path / "src.mkv", frames=24, audio_codec="wmav2")
-    rerender(src, tmp_path / "out.mp4")
+    assert rerender(src, tmp_path / "out.mp4").audio_notes == ["audio stream #1 (wmav2) re-encoded to AAC: mp4 "
+                                                                "cannot hold it"]
     out = probe(tmp_path / "out.mp4")
     assert [(a.codec, a.sample_rate, a.channels) for a in out.audio] == [("aac", 48000, 1)]
     with av.open(str(tmp_path / "out.mp4")) as container:

@@ -136,18 +136,22 @@ def parse_edit_specs(
     targets: Sequence[str],
     strengths: Sequence[float] = (),
     ramps: Sequence[str] = (),
+    offsets: str = "keep",
 ) -> list[EditSpec]:
     """Pair repeated `--direction`, `--strength` and `--strength-ramp` options into edits.
 
     Each of `strengths` and `ramps` may be empty (strength 1, no ramp), hold one value shared by
-    every edit, or hold one value per target, paired in order.
+    every edit, or hold one value per target, paired in order. `offsets` is `--edit-offsets`.
 
     Raises:
-        UsageError: counts that do not pair up, strengths or ramps without a target, a non-finite
-            strength, or a malformed ramp.
+        UsageError: counts that do not pair up, strengths, ramps or `--edit-offsets drop` without a target,
+            a non-finite strength, or a malformed ramp.
     """
     if not targets and (strengths or ramps):
         raise UsageError("--strength and --strength-ramp need a --direction to apply to")
+    if not targets and offsets == OffsetPolicy.DROP.value:
+        raise UsageError("--edit-offsets drop fades the tri-plane offsets where an edit is on, and there is no "
+                         "--direction; add one, or leave --edit-offsets out")
     if not all(math.isfinite(strength) for strength in strengths):
         raise UsageError(f"--strength must be a finite number, got {list(strengths)}")
     count = len(targets)

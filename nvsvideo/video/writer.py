@@ -149,6 +149,11 @@ class VideoWriter:
         return stream
 
     @property
+    def audio_notes(self) -> list[str]:
+        """One line per source audio stream that is re-encoded to AAC rather than copied, saying why."""
+        return self._audio.notes if self._audio is not None else []
+
+    @property
     def audio_warning(self) -> str | None:
         """Set when the source's audio broke off before its end (the copied part is kept)."""
         return self._audio.warning if self._audio is not None else None
