@@ -311,20 +311,28 @@ def iter_crops(video: Path, alignment: VideoAlignment, batch_size: int = 16, onl
         yield batch, crops
 
 
-def align_images(paths: list[Path], backend: LandmarkBackend, config: AlignConfig) -> list[tuple[Path, FrameAlignment, np.ndarray | None]]:
+def align_images(paths: list[Path], backend: LandmarkBackend, config: AlignConfig
+                 ) -> tuple[list[tuple[Path, FrameAlignment, np.ndarray | None]], list[str]]:
     """Align stills one by one with the exact official crop (no smoothing across items).
 
     Returns:
-        (path, alignment, crop or None) per image; an image without a face has status missing.
+        (path, alignment, crop or None) per image, an image without a face or that cannot be read having
+        status missing; and one line per image that could not be read (skipped, as a face-less one is).
+
+    Raises:
+        InputError: the one image given, or every image of a folder, cannot be read.
     """
     results = []
+    unreadable = []
     most_faces = 0
     for i, path in enumerate(paths):
         try:
             with Image.open(path) as im:
                 image = np.asarray(im.convert("RGB"))
         except OSError as err:
-            raise InputError(f"cannot read image {path}: {err}") from None
+            unreadable.append(f"skipped {path.name}: cannot read it as an image ({err})")
+            results.append((path, FrameAlignment(i, i, 0.0, TrackStatus.MISSING), None))
+            continue
         faces = backend.detect(image[None])[0]
         most_faces = max(most_faces, len(faces))
         face = select_face(faces, config.tracker.face_index)
@@ -336,6 +344,9 @@ def align_images(paths: list[Path], backend: LandmarkBackend, config: AlignConfi
         record = FrameAlignment(i, i, 0.0, TrackStatus.DETECTED, face.landmarks, face.box, transform=tf,
                                 raw_label=label, label=label, residual=round(pose.residual, 3))
         results.append((path, record, apply_crop(image, tf)))
+    if len(unreadable) == len(paths):
+        raise InputError(unreadable[0].removeprefix("skipped ") if len(paths) == 1
+                         else f"none of the {len(paths)} images could be read ({unreadable[0]})")
     if not any(r[2] is not None for r in results):
         if most_faces:
             # Faces were there: the index asked for more than any image shows.
@@ -343,7 +354,7 @@ def align_images(paths: list[Path], backend: LandmarkBackend, config: AlignConfi
                               f"{config.tracker.face_index + 1}, but no image shows more than {most_faces}; "
                               f"use --face-index 0 to {most_faces - 1}")
         raise NoFaceError(f"no face was found in any of the {len(paths)} image(s)")
-    return results
+    return results, unreadable
 
 
 def image_inputs(path: Path) -> list[Path] | None:
@@ -397,8 +408,11 @@ def run_align(source: Path, out_dir: Path, backend: LandmarkBackend, config: Ali
     official = read_official_cameras(cameras) if cameras is not None else None
     with atomic_directory(out_dir) as tmp:
         crops_written: list[tuple[str, FrameAlignment]] = []
+        unreadable: list[str] = []
         if stills is not None:
-            results = align_images(stills, backend, config)
+            results, unreadable = align_images(stills, backend, config)
+            for line in unreadable:
+                reporter.warn(line)
             if official is not None:
                 apply_official_cameras_by_name(results, official)
             for path, record, crop in results:
@@ -425,7 +439,8 @@ def run_align(source: Path, out_dir: Path, backend: LandmarkBackend, config: Ali
         (tmp / "dataset.json").write_text(json.dumps(dataset))
         (tmp / "tracks.json").write_text(json.dumps(alignment.to_json()))
     summary = alignment.summary()
-    summary.update(output=str(out_dir), crops=len(crops_written), seconds=round(time.perf_counter() - started, 3))
+    summary.update(output=str(out_dir), crops=len(crops_written), unreadable=unreadable,
+                   seconds=round(time.perf_counter() - started, 3))
     return summary
 
 
