@@ -804,7 +804,7 @@ def metrics(
     summary = run_metrics(video, cache_dir, inverter, fingerprints, backend, align_config, invert_config, config,
                           perceptual, device=torch_device, reporter=reporter)
     if not quiet:
-        reporter.console.print(summary_table(summary))
+        reporter.table(summary_table(summary))
     for note in summary["notes"]:
         reporter.info(note)
     reporter.info(describe_cache(summary["cache"]))

@@ -6,6 +6,7 @@ It is created by the CLI and passed down to pipelines; library code never prints
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import sys
 import time
@@ -24,6 +25,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
 
 @dataclass
@@ -90,6 +92,18 @@ class Reporter:
         with Progress(*columns, console=self.console, transient=False) as bar:
             task = bar.add_task(description, total=total)
             yield lambda n=1: bar.advance(task, n)
+
+    def table(self, table: Table) -> None:
+        """Print a table (stderr): drawn with boxes on a terminal; in a log file or pipe, plain columns
+        without box characters, wrapping or trailing spaces."""
+        if self.console.is_terminal:
+            self.console.print(table)
+            return
+        table.box, table.pad_edge = None, False
+        plain = Console(width=10_000, no_color=True, highlight=False, file=io.StringIO())
+        plain.print(table)
+        for line in plain.file.getvalue().splitlines():
+            self.console.print(line.rstrip(), markup=False, highlight=False, soft_wrap=True)
 
     @staticmethod
     def emit_json(payload: dict[str, Any]) -> None:
