@@ -33,6 +33,7 @@ CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
 #: libx264's speed presets, fastest first (it checks them only when the encoder opens, too late for a clear error).
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
 
+
 def pad_to_even(frames: np.ndarray) -> np.ndarray:
     """Pad [B, H, W, 3] frames to even H and W by repeating the last row/column (4:2:0 needs even sizes).
 
