@@ -11,6 +11,7 @@ import contextlib
 import functools
 import inspect
 import multiprocessing
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -19,22 +20,52 @@ from types import SimpleNamespace
 from typing import Annotated, Any, Literal, TypeVar
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from nvsvideo import __version__
 from nvsvideo.cameras.paths import CAMERA_PATH_SYNTAX
-from nvsvideo.console import Reporter
+from nvsvideo.console import Reporter, plural
 from nvsvideo.errors import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
+    InputError,
     NvsError,
     Terminated,
     UsageError,
     exit_code_summary,
 )
 
+
+class _Command(TyperCommand):
+    """Typer's command, with required arguments shown as `VIDEO` in the usage line rather than `{VIDEO}`."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [re.sub(r"^\{(.*)\}", r"\1", piece) for piece in super().collect_usage_pieces(ctx)]
+
+
+class _App(typer.Typer):
+    """A Typer whose commands are `_Command`s."""
+
+    def command(self, *args: Any, cls: Any = None, **kwargs: Any) -> Any:
+        return super().command(*args, cls=cls or _Command, **kwargs)
+
+
+class _Commands(TyperGroup):
+    """Typer's group, with its choice errors worded for people ("'fp16' is not one of 'auto', 'fp32'")."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except typer.BadParameter as err:
+            # Typer validates choices through pydantic, whose messages start with its own error kind.
+            err.message = err.message.removeprefix("Value error, ")
+            raise
+
+
 # Plain (click) help: it wraps long option names and camera-path syntax at any width instead of
 # cutting them with "...", and shows flags without a value placeholder.
-app = typer.Typer(
+app = _App(
+    cls=_Commands,
     name="nvsvideo",
     help="Re-render and edit portrait videos from new camera viewpoints with EG3D + TriPlaneNet.",
     no_args_is_help=True,
@@ -178,7 +209,8 @@ def command(func: F) -> F:
         except Exception as err:  # noqa: BLE001 - the last line of defence: no raw traceback for users
             if verbose:
                 reporter.console.print_exception()
-            reporter.error(f"internal error: {type(err).__name__}: {err} (run with --verbose for the traceback)")
+            hint = "" if verbose else " (run with --verbose for the traceback)"
+            reporter.error(f"internal error: {type(err).__name__}: {err}{hint}")
             raise typer.Exit(1) from None
 
     # eval_str: this module uses postponed annotations, and Typer reads the signature as given.
@@ -204,20 +236,37 @@ def _root(
 @app.command()
 @command
 def info(
-    video: Annotated[Path, typer.Argument(metavar="VIDEO", help="Video file to probe.")],
+    videos: Annotated[list[Path], typer.Argument(metavar="VIDEO", help="Video files to probe.")],
     json_out: Json = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Show a video's streams: size, exact frame rate, duration, frame count, rotation, audio."""
+    """Show videos' streams: size, exact frame rate, duration, frame count, rotation, colour, audio.
+
+    With several files, each is described in turn (--json: a list); one that cannot be read is reported
+    there and makes the exit code 3 once the others are shown.
+    """
     from nvsvideo.video import probe
 
-    meta = probe(video)
+    described: list[dict[str, Any]] = []
+    failed: list[str] = []
+    for video in videos:
+        try:
+            meta = probe(video)
+        except InputError as err:
+            if len(videos) == 1:
+                raise
+            failed.append(str(err))
+            described.append({"path": str(video), "error": str(err)})
+            continue
+        described.append(meta.to_dict())
+        if not json_out and not quiet:
+            # The description is this command's result, so it goes to stdout (`info x.mp4 > f` keeps it).
+            typer.echo(("\n" if len(described) > 1 else "") + meta.describe())
     if json_out:
-        Reporter.emit_json(meta.to_dict())
-    elif not quiet:
-        # The description is this command's result, so it goes to stdout (`info x.mp4 > f` keeps it).
-        typer.echo(meta.describe())
+        Reporter.emit_json(described[0] if len(videos) == 1 else described)
+    if failed:
+        raise InputError(f"{len(failed)} of {len(videos)} files could not be read: " + "; ".join(failed))
 
 
 @app.command()
@@ -243,12 +292,12 @@ def extract(
         result = extract_frames(video, out, every=every, start=start, end=end, info=meta, on_progress=advance)
     if result.warning:
         reporter.warn(result.warning)
-    reporter.info(f"wrote {result.frames_written} frames and frames.json to {result.out_dir}")
+    reporter.info(f"wrote {plural(result.frames_written, 'frame')} and frames.json to {result.out_dir}")
     if json_out:
         Reporter.emit_json(result.to_dict())
 
 
-weights_app = typer.Typer(
+weights_app = _App(
     help="List, check, convert and fetch the model weight files nvsvideo uses.",
     no_args_is_help=False,
     rich_markup_mode=None,
@@ -372,7 +421,11 @@ def weights_fetch(
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Download known weight files from their official locations (where a direct download exists)."""
+    """Download known weight files from their official locations, checked before they are used.
+
+    Files on Google Drive (TriPlaneNet, In-N-Out's mapper archive) need gdown (pip install "nvsvideo[gdrive]");
+    an interrupted download resumes when the same command runs again.
+    """
     import os
 
     from nvsvideo.weights import get_weight, resolve_weights_dir
@@ -443,7 +496,7 @@ def sample(
                            force_fp32=fp32)
     summary = run_sample(generator, config, render, out, device=torch_device, reporter=reporter,
                          depth_output=depth, frames_dir=frames_dir)
-    reporter.info(f"wrote {summary['frames']} frames to {out}")
+    reporter.info(f"wrote {plural(summary['frames'], 'frame')} to {out}")
     if json_out:
         Reporter.emit_json(summary)
 
@@ -496,7 +549,7 @@ def align(
     reporter = Reporter(quiet=quiet, verbose=verbose)
     _, backend, config = _align_setup(device, face, weights_dir)
     summary = run_align(source, out, backend, config, reporter, preview=preview, cameras=cameras)
-    reporter.info(f"wrote {summary['crops']} crops of {summary['frames']} frames to {out}")
+    reporter.info(f"wrote {plural(summary['crops'], 'crop')} of {plural(summary['frames'], 'frame')} to {out}")
     if json_out:
         Reporter.emit_json(summary)
 
@@ -605,8 +658,8 @@ LOOK_OPTIONS = (
     _option("render_resolution", Annotated[int | None, typer.Option("--render-resolution", min=16, help="Neural rendering resolution of the novel views.")], None),
     _option("keep_ood", Annotated[bool, typer.Option("--keep-ood", help="Blend back what the generator cannot reproduce (hands, glasses, background) near the input view.")], False),
     _option("direction", Annotated[list[str] | None, typer.Option("--direction", metavar="NAME|FILE", help="Edit: a name from the weights folder's directions/ or mappers/, or a .pt/.pth/.npy path; repeatable.")], None),
-    _option("strength", Annotated[list[float] | None, typer.Option("--strength", metavar="X", help="Edit strength; once for all edits or once per --direction.")], None),
-    _option("strength_ramp", Annotated[list[str] | None, typer.Option("--strength-ramp", metavar="KEYS", help="Strength over time, e.g. 0s:0,1s:1,4s:1,5s:0.")], None),
+    _option("strength", Annotated[list[float] | None, typer.Option("--strength", metavar="X", help="Edit strength; once for all edits or once per --direction. With --strength-ramp it multiplies the ramp's values.")], None),
+    _option("strength_ramp", Annotated[list[str] | None, typer.Option("--strength-ramp", metavar="KEYS", help="Strength over time, e.g. 0s:0,1s:1,4s:1,5s:0 (times s or f; linear between keys), times --strength.")], None),
     _option("edit_offsets", Annotated[Literal["keep", "drop"], typer.Option("--edit-offsets", help="keep: tri-plane offsets stay (In-N-Out style); drop: fade them where edits are on.")], "keep"),
     _option("crf", Annotated[int, typer.Option("--crf", min=0, max=51, help="libx264 quality (lower = better).")], 18),
 )
@@ -655,7 +708,7 @@ def rerender(
     mode, policy = OutputMode(look.output), OffsetPolicy(look.edit_offsets)
     reporter = Reporter(quiet=quiet, verbose=verbose)
     torch_device, backend, align_config = _align_setup(device, face, weights_dir)
-    specs = parse_edit_specs(look.direction or [], look.strength or [], look.strength_ramp or [])
+    specs = parse_edit_specs(look.direction or [], look.strength or [], look.strength_ramp or [], look.edit_offsets)
     folder = resolve_weights_dir(weights_dir, os.environ)
     edits = tuple(load_edit(spec, folder, torch_device) for spec in specs)
     cache_dir, inverter, fingerprints, invert_config = _invert_setup(video, cache, inv, weights_dir, torch_device)
@@ -670,7 +723,7 @@ def rerender(
                            device=torch_device, reporter=reporter, info=info)
     if compiled is not None:
         summary["seconds"]["compile"] = round(compiled.seconds, 3)
-    reporter.info(f"wrote {summary['frames']} frames ({summary['rendered']} rendered) to {out}")
+    reporter.info(f"wrote {plural(summary['frames'], 'frame')} ({summary['rendered']} rendered) to {out}")
     reporter.info(describe_cache(summary["cache"]))
     if json_out:
         Reporter.emit_json(summary)
@@ -764,7 +817,7 @@ def metrics(
     summary = run_metrics(video, cache_dir, inverter, fingerprints, backend, align_config, invert_config, config,
                           perceptual, device=torch_device, reporter=reporter)
     if not quiet:
-        reporter.console.print(summary_table(summary))
+        reporter.table(summary_table(summary))
     for note in summary["notes"]:
         reporter.info(note)
     reporter.info(describe_cache(summary["cache"]))

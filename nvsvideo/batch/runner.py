@@ -35,7 +35,7 @@ from nvsvideo.batch.report import (
     merge_stage_times,
     read_report,
 )
-from nvsvideo.console import Reporter
+from nvsvideo.console import Reporter, plural
 from nvsvideo.errors import InputError, UsageError
 
 PARTS_DIR = ".parts"
@@ -166,7 +166,8 @@ def run_batch(
             if not video.jobs:  # every chunk already finished by an earlier run: only the merge is left
                 record(video, _finish(video, chunking))
         specs = [spec for video in todo for spec in video.jobs]
-        for spec, outcome in _with_progress(executor, process_fn, specs, reporter, "processing"):
+        label = processing_label(len(specs), len(todo), len(videos), chunked=chunking is not None)
+        for spec, outcome in _with_progress(executor, process_fn, specs, reporter, label):
             video = by_key[spec.key]
             video.outcomes.append(outcome)
             if not outcome.ok and video.key not in results:
@@ -343,6 +344,14 @@ def _result(video: _Video, status: Status, **fields: Any) -> ItemResult:
         options=dict(video.options),
         **fields,
     )
+
+
+def processing_label(jobs: int, videos: int, total: int, *, chunked: bool) -> str:
+    """What the progress counter counts, e.g. "processing 1 video (1 of 2 already failed or skipped)"."""
+    label = f"processing {plural(jobs, 'chunk')} of {plural(videos, 'video')}" if chunked else \
+        f"processing {plural(videos, 'video')}"
+    settled = total - videos
+    return label + (f" ({settled} of {total} already failed or skipped)" if settled else "")
 
 
 def _with_progress(

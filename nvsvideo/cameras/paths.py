@@ -220,7 +220,8 @@ def load_keyframes(path: Path) -> Keyframes:
         ).reshape(-1, 4)
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise InputError(
-            f"cannot parse the keyframe file {path} ({err!r}); expected rows of time, yaw, pitch, zoom."
+            f"cannot parse the keyframe file {path} ({_keyframe_problem(err)}); expected rows of time, yaw, "
+            "pitch, zoom."
         ) from None
     if len(table) == 0:
         raise InputError(f"the keyframe file {path} has no keys; add at least one row.")
@@ -232,6 +233,17 @@ def load_keyframes(path: Path) -> Keyframes:
     if np.any(table[:, 3] <= 0):
         raise InputError(f"the keyframe file {path} has a zoom <= 0; zoom multiplies the focal length.")
     return Keyframes(times=table[:, 0], yaw=table[:, 1], pitch=table[:, 2], zoom=table[:, 3])
+
+
+def _keyframe_problem(err: Exception) -> str:
+    """A parse error of a keyframe file in words (never a Python exception's repr)."""
+    if isinstance(err, json.JSONDecodeError):
+        return f"not valid JSON: {err.msg.lower()} at line {err.lineno}, column {err.colno}"
+    if isinstance(err, KeyError):
+        return f"a key has no {err.args[0]!r}"
+    if isinstance(err, ValueError):
+        return f"a value is not a number: {str(err).removeprefix('could not convert string to float: ')}"
+    return "expected a list of keys, each with a time"
 
 
 def keyframes(times: np.ndarray, keys: Keyframes) -> np.ndarray:

@@ -240,11 +240,11 @@ def estimate_head_poses(items: list[tuple[FrameAlignment, np.ndarray]], model: D
 
 
 def track_video(video: Path, backend: LandmarkBackend, config: AlignConfig, reporter: Reporter,
-                info: VideoInfo | None = None) -> VideoAlignment:
+                info: VideoInfo | None = None, *, require_face: bool = True) -> VideoAlignment:
     """Pass 1 and smoothing: the subject's landmarks, crops and cameras in every frame of `video`.
 
     Raises:
-        NoFaceError: the subject appears in no frame.
+        NoFaceError: the subject appears in no frame (unless `require_face` is False).
     """
     info = info or probe(video)
     tracker = FaceTracker(config.tracker)
@@ -267,7 +267,8 @@ def track_video(video: Path, backend: LandmarkBackend, config: AlignConfig, repo
         estimate_head_poses(pending, config.deep3d)
     if reader.warning:
         reporter.warn(reader.warning)
-    tracker.check_found(str(video))
+    if require_face:
+        tracker.check_found(str(video))
     alignment = VideoAlignment(source=str(video), width=info.width, height=info.height, fps=info.fps,
                                time_base=info.time_base, frames=frames)
     smooth_alignment(alignment, config)
@@ -364,20 +365,28 @@ def iter_crops(video: Path, alignment: VideoAlignment, batch_size: int = 16, onl
         yield batch, crops
 
 
-def align_images(paths: list[Path], backend: LandmarkBackend, config: AlignConfig) -> list[tuple[Path, FrameAlignment, np.ndarray | None]]:
+def align_images(paths: list[Path], backend: LandmarkBackend, config: AlignConfig
+                 ) -> tuple[list[tuple[Path, FrameAlignment, np.ndarray | None]], list[str]]:
     """Align stills one by one with the exact official crop (no smoothing across items).
 
     Returns:
-        (path, alignment, crop or None) per image; an image without a face has status missing.
+        (path, alignment, crop or None) per image, an image without a face or that cannot be read having
+        status missing; and one line per image that could not be read (skipped, as a face-less one is).
+
+    Raises:
+        InputError: the one image given, or every image of a folder, cannot be read.
     """
     results = []
+    unreadable = []
     most_faces = 0
     for i, path in enumerate(paths):
         try:
             with Image.open(path) as im:
                 image = np.asarray(im.convert("RGB"))
         except OSError as err:
-            raise InputError(f"cannot read image {path}: {err}") from None
+            unreadable.append(f"skipped {path.name}: cannot read it as an image ({err})")
+            results.append((path, FrameAlignment(i, i, 0.0, TrackStatus.MISSING), None))
+            continue
         faces = backend.detect(image[None])[0]
         most_faces = max(most_faces, len(faces))
         face = select_face(faces, config.tracker.face_index)
@@ -395,6 +404,9 @@ def align_images(paths: list[Path], backend: LandmarkBackend, config: AlignConfi
         record = FrameAlignment(i, i, 0.0, TrackStatus.DETECTED, face.landmarks, face.box, transform=tf,
                                 raw_label=label, label=label, residual=residual, score=face.score)
         results.append((path, record, apply_crop(image, tf)))
+    if len(unreadable) == len(paths):
+        raise InputError(unreadable[0].removeprefix("skipped ") if len(paths) == 1
+                         else f"none of the {len(paths)} images could be read ({unreadable[0]})")
     if not any(r[2] is not None for r in results):
         if most_faces:
             # Faces were there: the index asked for more than any image shows.
@@ -402,7 +414,7 @@ def align_images(paths: list[Path], backend: LandmarkBackend, config: AlignConfi
                               f"{config.tracker.face_index + 1}, but no image shows more than {most_faces}; "
                               f"use --face-index 0 to {most_faces - 1}")
         raise NoFaceError(f"no face was found in any of the {len(paths)} image(s)")
-    return results
+    return results, unreadable
 
 
 def image_inputs(path: Path) -> list[Path] | None:
@@ -456,8 +468,11 @@ def run_align(source: Path, out_dir: Path, backend: LandmarkBackend, config: Ali
     official = read_official_cameras(cameras) if cameras is not None else None
     with atomic_directory(out_dir) as tmp:
         crops_written: list[tuple[str, FrameAlignment]] = []
+        unreadable: list[str] = []
         if stills is not None:
-            results = align_images(stills, backend, config)
+            results, unreadable = align_images(stills, backend, config)
+            for line in unreadable:
+                reporter.warn(line)
             if official is not None:
                 apply_official_cameras_by_name(results, official)
             for path, record, crop in results:
@@ -484,7 +499,8 @@ def run_align(source: Path, out_dir: Path, backend: LandmarkBackend, config: Ali
         (tmp / "dataset.json").write_text(json.dumps(dataset))
         (tmp / "tracks.json").write_text(json.dumps(alignment.to_json()))
     summary = alignment.summary()
-    summary.update(output=str(out_dir), crops=len(crops_written), seconds=round(time.perf_counter() - started, 3))
+    summary.update(output=str(out_dir), crops=len(crops_written), unreadable=unreadable,
+                   seconds=round(time.perf_counter() - started, 3))
     return summary
 
 
@@ -505,9 +521,10 @@ def write_preview(video: Path, alignment: VideoAlignment, output: Path, batch_si
     by_index = {f.index: f for f in alignment.frames}
     axes = np.array([[0, 0, 0], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5]], dtype=np.float64)
 
+    reader = VideoReader(video, batch_size=batch_size)
     with VideoWriter(output, width=alignment.width, height=alignment.height, fps=alignment.fps,
-                     time_base=alignment.time_base, audio_from=video) as writer:
-        for batch in VideoReader(video, batch_size=batch_size):
+                     time_base=alignment.time_base, audio_from=video, colour=reader.info.colour) as writer:
+        for batch in reader:
             drawn = []
             for index, frame in zip(batch.indices.tolist(), batch.frames, strict=True):
                 image = Image.fromarray(frame)

@@ -164,7 +164,7 @@ class BatchJobOptions:
 
     def edit_specs(self) -> list[EditSpec]:
         """The edits asked for, before any file is read."""
-        return parse_edit_specs(self.direction, self.strength, self.strength_ramp)
+        return parse_edit_specs(self.direction, self.strength, self.strength_ramp, self.edit_offsets)
 
     def render_config(self, edits: tuple[Edit, ...]) -> RerenderConfig:
         """The `RerenderConfig` of these options with the loaded `edits`."""

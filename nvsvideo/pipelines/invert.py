@@ -40,6 +40,7 @@ from nvsvideo.pipelines.stream import run_stages
 from nvsvideo.render import DRAW_SCHEME, DrawKeys
 from nvsvideo.runtime.batching import Batcher, BatchSpec
 from nvsvideo.runtime.precision import effective_precision
+from nvsvideo.temporal.tracking import no_subject_error
 from nvsvideo.video import FrameSpan, VideoInfo, probe
 
 TRACKS_FILE = "tracks.json"
@@ -76,27 +77,31 @@ def source_fingerprint(video: Path) -> str:
 
 
 def load_or_align(video: Path, cache_dir: Path, backend: LandmarkBackend, config: AlignConfig,
-                  reporter: Reporter, info: VideoInfo | None = None, *, key: dict[str, Any] | None = None
-                  ) -> tuple[VideoAlignment, bool]:
+                  reporter: Reporter, info: VideoInfo | None = None, *, key: dict[str, Any] | None = None,
+                  require_face: bool = True) -> tuple[VideoAlignment, bool]:
     """The video's alignment from `cache_dir/tracks.json` if it matches, else computed and saved.
 
     `info`: the video's probe, when the caller has it (probing reads the whole file); `key`: its
-    `align_settings`, when the caller has them (the video's content key reads up to 16 MiB).
+    `align_settings`, when the caller has them (the video's content key reads up to 16 MiB). An alignment
+    without a face is saved too (`metrics` measures such a video on whole frames), and refused when
+    `require_face`, cached or not.
 
     Returns:
         the alignment and whether it came from the cache.
     """
     key = key if key is not None else align_settings(video, backend, config)
-    cached = cached_alignment(video, cache_dir, backend, config, key=key)
-    if cached is not None:
-        return cached, True
-    if (cache_dir / TRACKS_FILE).is_file():
-        reporter.info("the video or the align settings changed: aligning again")
-    alignment = track_video(video, backend, config, reporter, info)
-    alignment.settings["key"] = key
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    alignment.save(cache_dir / TRACKS_FILE)
-    return alignment, False
+    alignment = cached_alignment(video, cache_dir, backend, config, key=key)
+    cached = alignment is not None
+    if alignment is None:
+        if (cache_dir / TRACKS_FILE).is_file():
+            reporter.info("the video or the align settings changed: aligning again")
+        alignment = track_video(video, backend, config, reporter, info, require_face=False)
+        alignment.settings["key"] = key
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        alignment.save(cache_dir / TRACKS_FILE)
+    if require_face and not alignment.valid().any():
+        raise no_subject_error(len(alignment.frames), config.tracker.face_index, str(video))
+    return alignment, cached
 
 
 def cached_alignment(video: Path, cache_dir: Path, backend: LandmarkBackend, config: AlignConfig, *,

