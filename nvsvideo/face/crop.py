@@ -265,6 +265,26 @@ def points_from_crop(points: np.ndarray, tf: CropTransform) -> np.ndarray:
     return points @ inverse[:2, :2].T + inverse[:2, 2]
 
 
+def offset_from_identity(tf: CropTransform, image_hw: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """How far `tf` is from the identity, for an image that is an official crop already.
+
+    Re-cropping an official crop with its own five points gives the identity (up to the official
+    integer truncations: under 0.75 output pixels of offset, scale in steps of 1/700 at 512), so this is
+    how far a landmark backend's crop is from the official one.
+
+    Args:
+        tf: the crop found in the image.
+        image_hw: (H, W) of the image.
+
+    Returns:
+        (offset float64 [2]: where the image's centre lands in the crop, relative to the crop's centre,
+        in crop pixels (x right, y down); scale error: the crop's magnification over the identity's, minus 1).
+    """
+    h, w = image_hw
+    centre = points_to_crop(np.array([[(w - 1) / 2, (h - 1) / 2]]), tf)[0]
+    return centre - (tf.output_size - 1) / 2, float(tf.matrix[0, 0] * w / tf.output_size - 1)
+
+
 def _lanczos_margin(scale: float) -> int:
     """Source pixels Lanczos-3 reads beyond a resampled rectangle, at output/source `scale`."""
     return math.ceil(3.0 * max(1.0, 1.0 / scale)) + 1
