@@ -20,6 +20,13 @@ encoded once into a temporary file), mesh next to dlib in the same run.
 mirror bias: half the sum of the x offsets of the photo and of its mirror image, which a mirror-symmetric
 landmark model would make zero.
 
+`--crop-points` compares, for the mesh, the five points the crop uses (eye-contour centres, nose tip 1,
+outer mouth corners 61/291) with the other readings of the official points' convention (eye corners' or
+lid midpoints' centres, inner mouth corners, nose vertex 4), all on the continuous square; and two
+corrections: the mesh averaged with the mirrored photo's (which removes the landmark model's left-right
+asymmetry), and one constant x shift of the crop centre, calibrated on six photos and measured on the
+seventh in turn.
+
 `--calibrate` prints the rotation still left between the mesh fits and the labels: the chordal mean of
 label^T @ fit over the photos, as a rotation vector in degrees. `mesh_pose.CANONICAL_TO_BFM_ROTATION` is
 that rotation measured with the constant at zero (it then prints about zero).
@@ -28,6 +35,7 @@ that rotation measured with the constant at zero (it then prints about zero).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -43,11 +51,13 @@ from scipy.spatial.transform import Rotation
 from nvsvideo.cameras.eg3d import lookat_angles, pose_from_label, rotation_angle_deg, split_label
 from nvsvideo.face.crop import (
     crop_square_from_landmarks,
+    crop_square_from_points,
     crop_transform_from_landmarks,
     crop_transform_from_square,
     offset_from_identity,
 )
 from nvsvideo.face.landmarks import LandmarkConfig, create_backend
+from nvsvideo.face.mesh_pose import LEFT_EYE, MOUTH_CORNERS, NOSE_TIP, RIGHT_EYE, mirror_vertices
 from nvsvideo.face.types import faces_by_size
 from nvsvideo.pipelines.align import estimate_camera
 from nvsvideo.video import VideoReader
@@ -145,6 +155,55 @@ def per_photo(name: str, backend, items: list[tuple[Path, np.ndarray]], results:
     return rows
 
 
+#: Readings of the official five points' convention on the mesh (vertex groups averaged; subject's right first).
+EYE_CHOICES = {"contour": (RIGHT_EYE, LEFT_EYE), "corners": ((33, 133), (362, 263)),
+               "lid_midpoints": ((159, 145), (386, 374))}
+MOUTH_CHOICES = {"outer": MOUTH_CORNERS, "inner": (78, 308)}
+NOSE_CHOICES = {"1": (NOSE_TIP,), "4": (4,)}
+
+
+def mesh_five(mesh: np.ndarray, eyes, mouth, nose) -> np.ndarray:
+    """Five points [5, 2] from vertex groups of a mesh [468, >=2]."""
+    groups = [eyes[0], eyes[1], nose, (mouth[0],), (mouth[1],)]
+    return np.stack([mesh[list(group), :2].mean(0) for group in groups])
+
+
+def square_offsets(points: list[np.ndarray], shapes: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets [N, 2] and scale errors [N] of the continuous squares of five points per photo."""
+    found = [offset_from_identity(crop_transform_from_square(crop_square_from_points(p, hw[0])), hw)
+             for p, hw in zip(points, shapes, strict=True)]
+    return np.stack([o for o, _ in found]), np.array([e for _, e in found])
+
+
+def crop_points(backend, items: list[tuple[Path, np.ndarray]]) -> dict:
+    """See `--crop-points` in the module docstring."""
+    photos = [read_photo(path) for path, _ in items]
+    shapes = [p.shape[:2] for p in photos]
+    meshes = [faces_by_size(backend.detect(p[None])[0])[0].mesh for p in photos]
+    mirrored = []
+    for photo in photos:
+        mesh = faces_by_size(backend.detect(np.ascontiguousarray(photo[:, ::-1])[None])[0])[0].mesh[mirror_vertices()]
+        mesh[:, 0] = photo.shape[1] - 1 - mesh[:, 0]
+        mirrored.append(mesh)
+    report = {}
+    for (eye, eyes), (mouth, corners), (nose, tip) in itertools.product(
+            EYE_CHOICES.items(), MOUTH_CHOICES.items(), NOSE_CHOICES.items()):
+        offsets, scales = square_offsets([mesh_five(m, eyes, corners, tip) for m in meshes], shapes)
+        report[f"eyes {eye}, mouth {mouth}, nose {nose}"] = _crop_errors(offsets, scales, "")
+    current = (EYE_CHOICES["contour"], MOUTH_CHOICES["outer"], NOSE_CHOICES["1"])
+    offsets, scales = square_offsets([mesh_five((m + w) / 2, *current) for m, w in zip(meshes, mirrored, strict=True)],
+                                     shapes)
+    report["mirror-averaged mesh"] = _crop_errors(offsets, scales, "")
+    # The photos are official 512 crops, so crop pixels are the same fraction of the face scale in each.
+    offsets, scales = square_offsets([mesh_five(m, *current) for m in meshes], shapes)
+    left_out = offsets.copy()
+    for i in range(len(offsets)):
+        left_out[i, 0] -= np.delete(offsets[:, 0], i).mean()
+    report["x shift, leave-one-out"] = {**_crop_errors(left_out, scales, ""),
+                                        "shift_px_all_photos": round(float(offsets[:, 0].mean()), 2)}
+    return report
+
+
 def calibration(results: list[Result], labels: list[np.ndarray]) -> np.ndarray:
     """Rotation vector (degrees) C with label ~ fit @ C^T, as a chordal mean over the photos."""
     total = np.zeros((3, 3))
@@ -192,6 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--json", action="store_true", help="print the numbers as JSON")
     parser.add_argument("--calibrate", action="store_true", help="print the canonical-to-BFM rotation fitted here")
     parser.add_argument("--per-photo", action="store_true", help="print each photo's crop offset and scale error")
+    parser.add_argument("--crop-points", action="store_true", help="compare readings of the five points on the mesh")
     parser.add_argument("--no-speed", action="store_true", help="skip the frames/s measurements")
     args = parser.parse_args(argv or [])
     # One thread, like dlib: on a shared machine extra torch threads mostly wait for the busy cores.
@@ -206,6 +266,8 @@ def main(argv: list[str] | None = None) -> dict:
         report[name] = errors(results, labels)
         if args.per_photo:
             report[f"{name}_per_photo"] = per_photo(name, backend, items, results)
+        if args.crop_points and name == "mesh":
+            report["mesh_crop_points"] = crop_points(backend, items)
         if args.calibrate and name == "mesh":
             report["mesh_calibration_rotvec_deg"] = calibration(results, labels).round(3).tolist()
     if not args.no_speed:

@@ -191,18 +191,23 @@ def cut_window(image: np.ndarray, window: AlignWindow) -> np.ndarray:
     return np.asarray(resized.crop(box))
 
 
-def crop_square_from_landmarks(landmarks: np.ndarray, image_height: int) -> CropSquare:
-    """The official crop square without the integer truncations of its resize-then-cut implementation.
+def crop_square_from_points(points: np.ndarray, image_height: int) -> CropSquare:
+    """The official crop square of five points, without the integer truncations of its resize-then-cut code.
 
     The official crop spans `CENTER_CROP / k` = (7/3)·s pixels; its centre is at pixel x = t_x - 1/2,
     y = H - t_y - 1/2 (the official code mixes pixel-centre and pixel-corner conventions there).
 
     Args:
-        landmarks: float [68, 2] frame pixels.
+        points: float [5, 2] frame pixels, in the order of `STANDARD_POINTS_3D`.
         image_height: frame height H (the official fit flips y about it).
     """
-    t, s = _pose_fit(landmarks, image_height)
+    t, s = fit_five_points(points, image_height)
     return CropSquare(cx=float(t[0] - 0.5), cy=float(image_height - t[1] - 0.5), side=CENTER_CROP * s / ALIGN_RESCALE)
+
+
+def crop_square_from_landmarks(landmarks: np.ndarray, image_height: int) -> CropSquare:
+    """`crop_square_from_points` of the five points of 68 landmarks [68, 2]."""
+    return crop_square_from_points(five_points(landmarks), image_height)
 
 
 def _transform_from_corner_map(sx: float, sy: float, bx: float, by: float, output_size: int) -> CropTransform:
