@@ -32,7 +32,14 @@ from nvsvideo.face.backends.mesh_backend import (
     weighted_nms,
 )
 from nvsvideo.face.crop import crop_square_from_landmarks
-from nvsvideo.face.mesh_pose import canonical_in_bfm, solve_mesh_pose, umeyama
+from nvsvideo.face.mesh_pose import (
+    canonical_face,
+    canonical_in_bfm,
+    five_points_from_mesh,
+    mirror_vertices,
+    solve_mesh_pose,
+    umeyama,
+)
 from nvsvideo.face.pose import project
 from nvsvideo.face.tflite_graph import GraphSpec, TfliteGraph, same_padding
 from nvsvideo.weights.fetch import fetch_from_wheel
@@ -141,6 +148,22 @@ def test_region_relation_moves_and_turns_with_the_points():
     moved = region_from_relation(relation, Region(cx=300.0, cy=200.0, side=100.0, angle=math.pi / 2))
     # 0.2 sides "down" in the turned region's axes is 20 px towards -x in the frame.
     assert (moved.cx, moved.cy, moved.side, moved.angle) == pytest.approx((280.0, 200.0, 90.0, math.pi / 2))
+
+
+def test_mirror_vertices_pair_the_two_sides():
+    partner = mirror_vertices()
+    np.testing.assert_array_equal(partner[partner], np.arange(468))
+    assert (partner[33], partner[133], partner[61], partner[1]) == (263, 362, 291, 1)
+    face = canonical_face()
+    np.testing.assert_allclose(face[partner] * [-1, 1, 1], face, atol=1e-9)
+
+
+def test_five_points_of_a_mirrored_face_are_its_five_points_mirrored():
+    # The crop's vertex groups are mirror pairs, so mirroring a face mirrors its five points, sides swapped.
+    mesh = canonical_face() + np.random.default_rng(2).normal(0, 0.3, (468, 3))
+    mirrored = mesh[mirror_vertices()] * [-1, 1, 1]
+    np.testing.assert_allclose(five_points_from_mesh(mirrored), five_points_from_mesh(mesh)[[1, 0, 2, 4, 3]] * [-1, 1, 1],
+                               atol=1e-12)
 
 
 def test_umeyama_recovers_a_similarity():

@@ -191,18 +191,23 @@ def cut_window(image: np.ndarray, window: AlignWindow) -> np.ndarray:
     return np.asarray(resized.crop(box))
 
 
-def crop_square_from_landmarks(landmarks: np.ndarray, image_height: int) -> CropSquare:
-    """The official crop square without the integer truncations of its resize-then-cut implementation.
+def crop_square_from_points(points: np.ndarray, image_height: int) -> CropSquare:
+    """The official crop square of five points, without the integer truncations of its resize-then-cut code.
 
     The official crop spans `CENTER_CROP / k` = (7/3)·s pixels; its centre is at pixel x = t_x - 1/2,
     y = H - t_y - 1/2 (the official code mixes pixel-centre and pixel-corner conventions there).
 
     Args:
-        landmarks: float [68, 2] frame pixels.
+        points: float [5, 2] frame pixels, in the order of `STANDARD_POINTS_3D`.
         image_height: frame height H (the official fit flips y about it).
     """
-    t, s = _pose_fit(landmarks, image_height)
+    t, s = fit_five_points(points, image_height)
     return CropSquare(cx=float(t[0] - 0.5), cy=float(image_height - t[1] - 0.5), side=CENTER_CROP * s / ALIGN_RESCALE)
+
+
+def crop_square_from_landmarks(landmarks: np.ndarray, image_height: int) -> CropSquare:
+    """`crop_square_from_points` of the five points of 68 landmarks [68, 2]."""
+    return crop_square_from_points(five_points(landmarks), image_height)
 
 
 def _transform_from_corner_map(sx: float, sy: float, bx: float, by: float, output_size: int) -> CropTransform:
@@ -263,6 +268,26 @@ def points_from_crop(points: np.ndarray, tf: CropTransform) -> np.ndarray:
     """Crop pixels -> frame pixels. points: float [N, 2]; returns float64 [N, 2]."""
     inverse = tf.inverse
     return points @ inverse[:2, :2].T + inverse[:2, 2]
+
+
+def offset_from_identity(tf: CropTransform, image_hw: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """How far `tf` is from the identity, for an image that is an official crop already.
+
+    Re-cropping an official crop with its own five points gives the identity (up to the official
+    integer truncations: under 0.75 output pixels of offset, scale in steps of 1/700 at 512), so this is
+    how far a landmark backend's crop is from the official one.
+
+    Args:
+        tf: the crop found in the image.
+        image_hw: (H, W) of the image.
+
+    Returns:
+        (offset float64 [2]: where the image's centre lands in the crop, relative to the crop's centre,
+        in crop pixels (x right, y down); scale error: the crop's magnification over the identity's, minus 1).
+    """
+    h, w = image_hw
+    centre = points_to_crop(np.array([[(w - 1) / 2, (h - 1) / 2]]), tf)[0]
+    return centre - (tf.output_size - 1) / 2, float(tf.matrix[0, 0] * w / tf.output_size - 1)
 
 
 def _lanczos_margin(scale: float) -> int:

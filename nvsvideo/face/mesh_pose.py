@@ -79,6 +79,22 @@ def canonical_face() -> np.ndarray:
 
 
 @functools.cache
+def mirror_vertices() -> np.ndarray:
+    """Each mesh vertex's mirror partner (itself on the midline): int [468], read-only.
+
+    The canonical face is exactly left-right symmetric, so the partner of a vertex is the vertex at its
+    position with x negated; a mesh of a mirrored image, re-indexed by this and mirrored back, is comparable
+    vertex by vertex with the mesh of the image.
+    """
+    points = canonical_face()
+    distance = np.linalg.norm(points[None, :, :] - (points * [-1.0, 1.0, 1.0])[:, None, :], axis=2)
+    partner = distance.argmin(1)
+    assert distance[np.arange(len(points)), partner].max() < 1e-6, "the canonical face is not symmetric"
+    partner.setflags(write=False)
+    return partner
+
+
+@functools.cache
 def canonical_in_bfm() -> np.ndarray:
     """The canonical face in the official crop's reference frame and units, calibration included.
 
