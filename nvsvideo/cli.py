@@ -625,7 +625,7 @@ def rerender(
         raise UsageError("edit needs at least one --direction (a name from `nvsvideo weights` or a file)")
     camera_path = look.yaw_path or ("follow" if editing else "orbit")
     # Every check that needs no computation, before the heavy imports and the long stages.
-    info = check_render_job(video, out, camera_path, depth=depth, mesh=mesh)
+    info = check_render_job(video, out, camera_path, depth=depth, mesh=mesh, mesh_frame=mesh_frame)
     _check_inversion(inv, weights_dir)
 
     import os

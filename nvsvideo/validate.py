@@ -138,7 +138,7 @@ def check_not_still_image(info: VideoInfo) -> None:
 
 
 def check_render_job(video: Path, out: Path, camera_path: str, *, depth: Path | None = None,
-                     mesh: Path | None = None) -> VideoInfo:
+                     mesh: Path | None = None, mesh_frame: int | None = None) -> VideoInfo:
     """Everything about one rerender/edit job that can be checked without computing: the input is a
     readable video (not a still image), every output can be written and none overwrites it, the
     camera path (and its keyframe file) is good. Returns the probed input.
@@ -153,13 +153,29 @@ def check_render_job(video: Path, out: Path, camera_path: str, *, depth: Path | 
     if depth is not None:
         check_video_output(depth, [video], "--depth")
     if mesh is not None:
-        mesh_format(mesh)
-        check_not_input(mesh, [video], "--mesh")
+        check_mesh_output(mesh, [video])
     check_distinct({"--out": out, "--depth": depth, "--mesh": mesh})
     check_camera_path(camera_path)
     info = probe(video)
     check_not_still_image(info)
+    if mesh is not None and mesh_frame is not None and mesh_frame >= info.frame_count:
+        raise UsageError(f"--mesh-frame {mesh_frame} is past the end of the video ({info.frame_count} "
+                         f"frames, 0 to {info.frame_count - 1})")
     return info
+
+
+def check_mesh_output(mesh: Path, inputs: Iterable[Path]) -> None:
+    """`--mesh` can be written: .ply/.obj, not an input, and scikit-image (its marching cubes) is installed.
+
+    Raises:
+        UsageError: any of these.
+    """
+    import importlib.util
+
+    mesh_format(mesh)
+    check_not_input(mesh, inputs, "--mesh")
+    if importlib.util.find_spec("skimage") is None:
+        raise UsageError("--mesh needs scikit-image; install it with: pip install scikit-image")
 
 
 def check_model_files(model: str | None, triplanenet: Path | None, eg3d: Path | None,
