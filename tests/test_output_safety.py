@@ -4,9 +4,6 @@ clip with tiny random models."""
 
 from __future__ import annotations
 
-import errno
-import json
-import os
 from pathlib import Path
 
 import pytest

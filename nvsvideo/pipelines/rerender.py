@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nvsvideo.cache import FrameRecord, FrameStatus, InversionCache
+from nvsvideo.cache import FrameRecord, FrameStatus
 from nvsvideo.cache.records import pack_frame, unpack_frame
 from nvsvideo.cameras.paths import evaluate_camera_path, parse_camera_path
 from nvsvideo.compose.depth import depth_to_rgb
