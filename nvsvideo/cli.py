@@ -406,8 +406,22 @@ def sample(
     verbose: Verbose = False,
 ) -> None:
     """Render a random identity along a camera path: the generator end to end, no input video."""
-    from nvsvideo.validate import check_camera_path, check_distinct, check_input_file, check_video_output
+    from nvsvideo.limits import check_range, check_render_memory
+    from nvsvideo.validate import (
+        check_camera_path,
+        check_device,
+        check_distinct,
+        check_input_file,
+        check_video_output,
+        parse_fps,
+    )
 
+    check_device(device)
+    for option, value in (("--truncation", truncation), ("--yaw", yaw), ("--pitch", pitch), ("--frames", frames),
+                          ("--seconds", seconds), ("--samples", samples), ("--batch-size", batch_size),
+                          ("--render-resolution", render_resolution)):
+        check_range(option, value)
+    rate = parse_fps(fps)
     check_video_output(out, [])
     if depth is not None:
         check_video_output(depth, [], "--depth")
@@ -415,15 +429,17 @@ def sample(
     check_camera_path(yaw_path)
     if eg3d is not None:
         check_input_file(eg3d, "EG3D file")
+    # The generator's frames are 512x512 (the official models' super-resolution output).
+    check_render_memory(batch_size=batch_size, render_resolution=render_resolution, samples=samples,
+                        frame_hw=(512, 512), output="paste", size=512, what="sampling")
 
     from nvsvideo.device import resolve_device
-    from nvsvideo.pipelines.common import load_generator, parse_fps, resolve_eg3d_file
+    from nvsvideo.pipelines.common import load_generator, resolve_eg3d_file
     from nvsvideo.pipelines.sample import SampleConfig, run_sample
     from nvsvideo.render import RenderOptions
     from nvsvideo.runtime.precision import parse_precision, sr_force_fp32
 
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    rate = parse_fps(fps)
     fp32 = sr_force_fp32(parse_precision(precision))
     if frames is not None and seconds is not None:
         raise UsageError("give --frames or --seconds, not both")
@@ -472,8 +488,10 @@ def align(
 ) -> None:
     """Aligned 512x512 face crops with EG3D cameras, stable over time (the official label format)."""
     from nvsvideo.errors import InputError
-    from nvsvideo.validate import check_not_input
+    from nvsvideo.validate import check_device, check_face_options, check_not_input
 
+    check_device(device)
+    check_face_options(face)
     if not source.exists():
         raise InputError(f"{source} does not exist")
     check_not_input(out, [source], "--out")
@@ -559,9 +577,11 @@ def invert(
     verbose: Verbose = False,
 ) -> None:
     """Align and invert every frame once into a resumable cache (re-runs skip finished frames)."""
-    from nvsvideo.validate import check_input_file, check_not_still_image
+    from nvsvideo.validate import check_device, check_face_options, check_input_file, check_not_still_image
     from nvsvideo.video.probe import probe
 
+    check_device(device)
+    check_face_options(face)
     check_input_file(video)
     info = probe(video)  # once per run: probing reads the whole file
     check_not_still_image(info)
@@ -618,15 +638,30 @@ def rerender(
     verbose: Verbose = False,
 ) -> None:
     """Re-render a portrait video from new camera viewpoints (decode, align, invert, render, encode with audio)."""
-    from nvsvideo.validate import check_render_job
+    from nvsvideo.limits import check_render_memory
+    from nvsvideo.validate import (
+        check_device,
+        check_face_options,
+        check_finite,
+        check_look_values,
+        check_render_job,
+        parse_batch_size,
+    )
 
     editing = ctx.info_name == "edit"
     if editing and not look.direction:
         raise UsageError("edit needs at least one --direction (a name from `nvsvideo weights` or a file)")
     camera_path = look.yaw_path or ("follow" if editing else "orbit")
     # Every check that needs no computation, before the heavy imports and the long stages.
+    check_device(device)
+    check_look_values(size=look.size, samples=look.samples, render_resolution=look.render_resolution)
+    check_finite("--strength", look.strength or ())
+    check_face_options(face)
     info = check_render_job(video, out, camera_path, depth=depth, mesh=mesh, mesh_frame=mesh_frame)
     _check_inversion(inv, weights_dir)
+    check_render_memory(batch_size=parse_batch_size(inv.batch_size), render_resolution=look.render_resolution,
+                        samples=look.samples, frame_hw=(info.height, info.width), output=look.output,
+                        size=look.size, what=f"rendering {video.name}")
 
     import os
 
@@ -707,8 +742,15 @@ def metrics(
 
     Summary table on stderr; --json prints the summary and per-frame values (PSNR of identical images: null).
     """
-    from nvsvideo.validate import check_input_file, check_not_input
+    from nvsvideo.limits import check_range
+    from nvsvideo.validate import check_device, check_face_options, check_input_file, check_not_input
 
+    if skip_reconstruction and rendered is None:
+        raise UsageError("nothing to measure: give --rendered VIDEO, or leave out --skip-reconstruction")
+    check_device(device)
+    check_range("--samples", render.samples)
+    check_range("--render-resolution", render.render_resolution)
+    check_face_options(face)
     check_input_file(video)
     if rendered is not None:
         check_input_file(rendered, "rendered video")
@@ -792,6 +834,14 @@ def batch(
 
     --json prints one JSON line per video on stdout as it finishes. --device takes a list (cuda:0,cuda:2) for --workers.
     """
+    from nvsvideo.limits import check_range
+    from nvsvideo.validate import check_device, check_face_options
+
+    for name in device.split(","):
+        check_device(name)
+    check_range("--chunk-frames", chunk_frames)
+    check_face_options(face)
+
     from nvsvideo.batch import BatchArgs, run_from_args
     from nvsvideo.pipelines.batch import BatchJobOptions, describe_caches, rerender_chunking, rerender_job
 

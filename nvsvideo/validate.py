@@ -8,13 +8,17 @@ files and headers; they import nothing heavy (no torch), so a refused command al
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Iterable
+from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from nvsvideo.errors import InputError, UsageError
 from nvsvideo.files import same_file
+from nvsvideo.limits import RANGES, check_range
 
 if TYPE_CHECKING:
     from nvsvideo.video.probe import VideoInfo
@@ -42,7 +46,78 @@ def parse_batch_size(value: str | int) -> BatchSpec:
         return AUTO
     if isinstance(value, bool) or not text.isdigit() or int(text) < 1:
         raise UsageError(f"--batch-size takes 'auto' or a positive whole number of frames, not {value!r}")
+    check_range("--batch-size", int(text))
     return int(text)
+
+
+#: `--device`: auto, cpu, mps, cuda or cuda:N (whether it exists is known only once torch is loaded).
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def check_device(spec: str) -> None:
+    """`--device` names a device kind we know (one name; `batch` checks each of its list).
+
+    Raises:
+        UsageError: an unknown device name.
+    """
+    if not DEVICE_PATTERN.match(spec.strip().lower()):
+        raise UsageError(f"unknown device '{spec.strip()}': use auto, cpu, cuda, cuda:N or mps")
+
+
+def parse_fps(text: str) -> Fraction:
+    """'30', '29.97' or '30000/1001' -> an exact frame rate within `RANGES['--fps']`.
+
+    Raises:
+        UsageError: not a number, or out of range.
+    """
+    try:
+        rate = Fraction(text.strip())
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"bad frame rate {text!r}: use e.g. 30, 25 or 30000/1001") from None
+    bounds = RANGES["--fps"]
+    if not bounds.low <= rate <= bounds.high:
+        raise UsageError(f"--fps {text} is out of range: use {bounds.describe()}")
+    return rate
+
+
+def check_finite(option: str, values: Iterable[float]) -> None:
+    """Every value of a repeatable number option is finite.
+
+    Raises:
+        UsageError: naming the option and the value.
+    """
+    for value in values:
+        if not math.isfinite(value):
+            raise UsageError(f"{option} must be a finite number, not {value}")
+
+
+def check_look_values(*, size: int, samples: float, render_resolution: int | None) -> None:
+    """The render options' sizes are within their ranges (`nvsvideo.limits.RANGES`).
+
+    Raises:
+        UsageError: the first one out of range.
+    """
+    check_range("--size", size)
+    check_range("--samples", samples)
+    check_range("--render-resolution", render_resolution)
+
+
+def check_face_options(face: Any) -> None:
+    """The face options (`cli.FACE_OPTIONS`) agree: smoothing in range, a landmarks file exactly when
+    `--landmarks file` reads one, and that file exists.
+
+    Raises:
+        UsageError: out of range, or a file without its mode (or the mode without a file).
+        InputError: the landmarks file is missing.
+    """
+    check_range("--smooth", face.smooth)
+    if face.landmarks == "file":
+        if face.landmarks_file is None:
+            raise UsageError("--landmarks file needs --landmarks-file FILE.json")
+        check_input_file(face.landmarks_file, "landmarks file")
+    elif face.landmarks_file is not None:
+        raise UsageError(f"--landmarks-file is read only with --landmarks file (now --landmarks {face.landmarks}); "
+                         "add --landmarks file or leave --landmarks-file out")
 
 
 def check_input_file(path: Path, what: str = "input video") -> None:

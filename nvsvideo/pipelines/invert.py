@@ -28,10 +28,11 @@ from nvsvideo.cache import (
     peek_manifest,
 )
 from nvsvideo.cache.plan import compatible_manifest, plan_store
-from nvsvideo.cache.space import folder_bytes, format_bytes
+from nvsvideo.cache.space import folder_bytes
 from nvsvideo.compose.layout import from_uint8_frames
 from nvsvideo.console import Reporter
 from nvsvideo.face.landmarks import LandmarkBackend
+from nvsvideo.limits import format_bytes
 from nvsvideo.models.eg3d.generator import PLANE_RESOLUTION
 from nvsvideo.models.eg3d.renderer import NUM_PLANES, PLANE_CHANNELS
 from nvsvideo.models.triplanenet.model import InversionResult, TriPlaneNet
