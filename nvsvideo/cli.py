@@ -31,6 +31,7 @@ from nvsvideo.errors import (
     UsageError,
     exit_code_summary,
 )
+from nvsvideo.files import output_error
 
 # Plain (click) help: it wraps long option names and camera-path syntax at any width instead of
 # cutting them with "...", and shows flags without a value placeholder.
@@ -170,6 +171,11 @@ def command(func: F) -> F:
         except typer.Exit:
             raise
         except Exception as err:  # noqa: BLE001 - the last line of defence: no raw traceback for users
+            # A full disk or a destination that became unwritable during the run is the user's to fix.
+            mapped = output_error(err) if isinstance(err, OSError) else None
+            if mapped is not None:
+                reporter.error(str(mapped))
+                raise typer.Exit(mapped.exit_code) from None
             if verbose:
                 reporter.console.print_exception()
             reporter.error(f"internal error: {type(err).__name__}: {err} (run with --verbose for the traceback)")
@@ -227,9 +233,11 @@ def extract(
     verbose: Verbose = False,
 ) -> None:
     """Write a video's frames as PNG files (000000.png, ...) plus frames.json with their timestamps."""
+    from nvsvideo.validate import check_writable
     from nvsvideo.video import extract_frames, probe
     from nvsvideo.video.extract import count_selected
 
+    check_writable(out, "--out", folder=True)
     reporter = Reporter(quiet=quiet, verbose=verbose)
     meta = probe(video)
     total = count_selected(meta, every=every, start=start, end=end)
@@ -413,6 +421,7 @@ def sample(
         check_distinct,
         check_input_file,
         check_video_output,
+        check_writable,
         parse_fps,
     )
 
@@ -426,6 +435,8 @@ def sample(
     if depth is not None:
         check_video_output(depth, [], "--depth")
     check_distinct({"--out": out, "--depth": depth})
+    if frames_dir is not None:
+        check_writable(frames_dir, "--frames-dir", folder=True)
     check_camera_path(yaw_path)
     if eg3d is not None:
         check_input_file(eg3d, "EG3D file")
@@ -488,13 +499,14 @@ def align(
 ) -> None:
     """Aligned 512x512 face crops with EG3D cameras, stable over time (the official label format)."""
     from nvsvideo.errors import InputError
-    from nvsvideo.validate import check_device, check_face_options, check_not_input
+    from nvsvideo.validate import check_device, check_face_options, check_not_input, check_writable
 
     check_device(device)
     check_face_options(face)
     if not source.exists():
         raise InputError(f"{source} does not exist")
     check_not_input(out, [source], "--out")
+    check_writable(out, "--out", folder=True)
 
     from nvsvideo.pipelines.align import run_align
 
@@ -538,8 +550,9 @@ def _invert_setup(video: Path, cache: Path | None, inv: Any, weights_dir: Path |
                   torch_device: Any) -> tuple[Path, Any, dict[str, str], Any]:
     """(cache dir, TriPlaneNet, its files' fingerprints, InvertConfig) from the inversion options group."""
     from nvsvideo.cache import parse_store
+    from nvsvideo.files import default_cache_dir
     from nvsvideo.pipelines.common import fingerprint_memo, load_inverter
-    from nvsvideo.pipelines.invert import InvertConfig, default_cache_dir, model_fingerprints
+    from nvsvideo.pipelines.invert import InvertConfig, model_fingerprints
     from nvsvideo.runtime.precision import parse_precision, set_precision
     from nvsvideo.validate import parse_batch_size
 
@@ -577,12 +590,19 @@ def invert(
     verbose: Verbose = False,
 ) -> None:
     """Align and invert every frame once into a resumable cache (re-runs skip finished frames)."""
-    from nvsvideo.validate import check_device, check_face_options, check_input_file, check_not_still_image
+    from nvsvideo.validate import (
+        check_cache_writable,
+        check_device,
+        check_face_options,
+        check_input_file,
+        check_not_still_image,
+    )
     from nvsvideo.video.probe import probe
 
     check_device(device)
     check_face_options(face)
     check_input_file(video)
+    check_cache_writable(out, video)
     info = probe(video)  # once per run: probing reads the whole file
     check_not_still_image(info)
     _check_inversion(inv, weights_dir)
@@ -640,6 +660,7 @@ def rerender(
     """Re-render a portrait video from new camera viewpoints (decode, align, invert, render, encode with audio)."""
     from nvsvideo.limits import check_render_memory
     from nvsvideo.validate import (
+        check_cache_writable,
         check_device,
         check_face_options,
         check_finite,
@@ -658,6 +679,7 @@ def rerender(
     check_finite("--strength", look.strength or ())
     check_face_options(face)
     info = check_render_job(video, out, camera_path, depth=depth, mesh=mesh, mesh_frame=mesh_frame)
+    check_cache_writable(cache, video)
     _check_inversion(inv, weights_dir)
     check_render_memory(batch_size=parse_batch_size(inv.batch_size), render_resolution=look.render_resolution,
                         samples=look.samples, frame_hw=(info.height, info.width), output=look.output,
@@ -743,7 +765,14 @@ def metrics(
     Summary table on stderr; --json prints the summary and per-frame values (PSNR of identical images: null).
     """
     from nvsvideo.limits import check_range
-    from nvsvideo.validate import check_device, check_face_options, check_input_file, check_not_input
+    from nvsvideo.validate import (
+        check_cache_writable,
+        check_device,
+        check_face_options,
+        check_input_file,
+        check_not_input,
+        check_writable,
+    )
 
     if skip_reconstruction and rendered is None:
         raise UsageError("nothing to measure: give --rendered VIDEO, or leave out --skip-reconstruction")
@@ -756,12 +785,15 @@ def metrics(
         check_input_file(rendered, "rendered video")
     if per_frame is not None:
         check_not_input(per_frame, [p for p in (video, rendered) if p is not None], "--per-frame")
+        check_writable(per_frame, "--per-frame")
     if not skip_reconstruction:
+        check_cache_writable(cache, video)
         _check_inversion(inv, weights_dir)
 
     import os
 
-    from nvsvideo.pipelines.invert import default_cache_dir, describe_cache
+    from nvsvideo.files import default_cache_dir
+    from nvsvideo.pipelines.invert import describe_cache
     from nvsvideo.pipelines.metrics import (
         MetricsConfig,
         PerceptualModels,
@@ -835,10 +867,12 @@ def batch(
     --json prints one JSON line per video on stdout as it finishes. --device takes a list (cuda:0,cuda:2) for --workers.
     """
     from nvsvideo.limits import check_range
-    from nvsvideo.validate import check_device, check_face_options
+    from nvsvideo.validate import check_device, check_face_options, check_writable
 
     for name in device.split(","):
         check_device(name)
+    # report.jsonl and the caches live in OUTDIR: without it nothing could be recorded.
+    check_writable(out, "--out", folder=True)
     check_range("--chunk-frames", chunk_frames)
     check_face_options(face)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -11,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from nvsvideo.errors import UsageError
+from nvsvideo.errors import OutputError, UsageError
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -125,3 +126,51 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
+
+
+#: errno values of a full disk or an exhausted quota.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+#: errno values of a destination we may not write (read-only file system, permissions).
+NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def default_cache_dir(video: Path) -> Path:
+    """`clip.mp4` -> `clip.mp4.nvs/` beside it."""
+    return video.with_name(video.name + ".nvs")
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path` itself if it exists, else the closest folder above it that does (what a mkdir -p starts from)."""
+    existing = path.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing
+
+
+def can_create_in(folder: Path) -> bool:
+    """Whether this process may create files in `folder`, or in the folder above it it would be created in."""
+    existing = nearest_existing(folder)
+    return existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+
+
+def disk_full_message(path: Path, needed: int | None = None) -> str:
+    """One sentence for a write that ran out of space: the path, the space needed when known, the free space."""
+    from nvsvideo.limits import format_bytes
+
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(nearest_existing(path.parent)).free
+        need = f"needs about {format_bytes(needed)} and " if needed else ""
+        return (f"the disk holding {path} is full: it {need}has {format_bytes(free)} free; free some space or "
+                "write to another disk (unfinished outputs were removed)")
+    return f"the disk holding {path} is full; free some space or write to another disk"
+
+
+def output_error(err: OSError, path: Path | None = None, needed: int | None = None) -> OutputError | None:
+    """The user error an OS error on writing `path` (or the file the error names) is: a full disk, or a
+    destination we may not write; None for anything else (a bug, reported as such)."""
+    where = path or (Path(os.fsdecode(err.filename)) if err.filename else None)
+    if err.errno in DISK_FULL:
+        return OutputError(disk_full_message(where, needed) if where else "the disk is full; free some space")
+    if err.errno in NOT_WRITABLE and where is not None:
+        return OutputError(f"cannot write {where}: {os.strerror(err.errno).lower()}; choose a folder you can write")
+    return None

@@ -16,8 +16,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from nvsvideo.errors import InputError, UsageError
-from nvsvideo.files import same_file
+from nvsvideo.errors import InputError, OutputError, UsageError
+from nvsvideo.files import can_create_in, default_cache_dir, nearest_existing, same_file
 from nvsvideo.limits import RANGES, check_range
 
 if TYPE_CHECKING:
@@ -144,6 +144,33 @@ def check_video_output(path: Path, inputs: Iterable[Path], option: str = "--out"
         raise UsageError(f"{option} {path}: cannot write '{path.suffix or 'no suffix'}' videos; "
                          f"use one of {', '.join(CONTAINERS)}")
     check_not_input(path, inputs, option)
+    check_writable(path, option)
+
+
+def check_writable(path: Path, option: str, *, folder: bool = False, hint: str = "") -> None:
+    """This process can create `path` (a file, or with `folder` a folder): the folder that will hold it, or
+    the nearest existing one above it, is writable.
+
+    Raises:
+        OutputError: it is not (a read-only disk, another user's folder, or a file in the way).
+    """
+    target = path if folder else path.parent
+    if can_create_in(target):
+        return
+    where = nearest_existing(target)
+    why = f"the folder {where} is not writable" if where.is_dir() else f"{where} is a file, not a folder"
+    raise OutputError(f"cannot write {option} {path}: {why}; choose another place{hint}")
+
+
+def check_cache_writable(cache: Path | None, video: Path) -> None:
+    """The inversion cache folder (`--cache`, or the default beside the video) can be created or written.
+
+    Raises:
+        OutputError: it cannot.
+    """
+    where = cache if cache is not None else default_cache_dir(video)
+    check_writable(where, "--cache", folder=True,
+                   hint="" if cache is not None else " with --cache DIR (the default sits beside the video)")
 
 
 def check_not_input(path: Path, inputs: Iterable[Path], option: str) -> None:
@@ -249,6 +276,7 @@ def check_mesh_output(mesh: Path, inputs: Iterable[Path]) -> None:
 
     mesh_format(mesh)
     check_not_input(mesh, inputs, "--mesh")
+    check_writable(mesh, "--mesh")
     if importlib.util.find_spec("skimage") is None:
         raise UsageError("--mesh needs scikit-image; install it with: pip install scikit-image")
 

@@ -3,6 +3,7 @@ and the memory a run's settings need (exit 2 out of range, 6 too big for this ma
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from fractions import Fraction
@@ -142,3 +143,65 @@ def test_ranges_and_parsers() -> None:
     for name in ("tpu", "cuda:x", "gpu", "cpu,cuda"):
         with pytest.raises(UsageError):
             check_device(name)
+
+
+@pytest.fixture
+def read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder this process may not write into, as a read-only disk would be (faked: root ignores modes)."""
+    from nvsvideo.files import can_create_in, nearest_existing
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    monkeypatch.setattr("nvsvideo.validate.can_create_in",
+                        lambda target: nearest_existing(target) != folder and can_create_in(target))
+    return folder
+
+
+# (command line with {v} the video, {ro} the read-only folder and {d} a writable one; words of the message)
+UNWRITABLE = [
+    ("rerender {v} -o {ro}/o.mp4", "cannot write --out {ro}/o.mp4: the folder {ro} is not writable"),
+    ("rerender {v} -o {d}/o.mp4 --depth {ro}/d.mp4", "cannot write --depth"),
+    ("rerender {v} -o {d}/o.mp4 --mesh {ro}/m.ply", "cannot write --mesh"),
+    ("rerender {v} -o {d}/o.mp4 --cache {ro}/c.nvs", "cannot write --cache {ro}/c.nvs"),
+    ("rerender {ro}/v.mp4 -o {d}/o.mp4", "with --cache DIR (the default sits beside the video)"),
+    ("extract {v} -o {ro}/frames", "cannot write --out {ro}/frames"),
+    ("align {v} -o {ro}/aligned", "cannot write --out {ro}/aligned"),
+    ("invert {v} --cache {ro}/c.nvs", "cannot write --cache"),
+    ("invert {ro}/v.mp4", "the default sits beside the video"),
+    ("metrics {v} --rendered {v} --skip-reconstruction --per-frame {ro}/m.csv", "cannot write --per-frame"),
+    ("metrics {ro}/v.mp4", "cannot write --cache"),
+    ("sample -o {ro}/s.mp4", "cannot write --out"),
+    ("sample -o {d}/s.mp4 --frames-dir {ro}/png", "cannot write --frames-dir"),
+    ("batch {v} -o {ro}/out", "cannot write --out {ro}/out"),
+]
+
+
+@pytest.mark.parametrize(("line", "words"), UNWRITABLE, ids=[r[0].replace(" {v}", "") for r in UNWRITABLE])
+def test_unwritable_destinations_exit_3_before_any_work(clip: Path, tmp_path: Path, read_only: Path,
+                                                        model_files: list[str], line: str, words: str) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (read_only / "v.mp4").write_bytes(clip.read_bytes())
+    fill = {"v": clip, "ro": read_only, "d": work}
+    args = [part.format(**fill) for part in line.split()]
+    models = model_files if args[0] in ("rerender", "invert", "metrics") else []
+    result = runner.invoke(app, [*args, *models])
+    assert result.exit_code == 3, result.output
+    lines = [text for text in result.output.splitlines() if text.strip()]
+    assert len(lines) == 1 and words.format(**fill) in lines[0], result.output
+    assert list(work.iterdir()) == [] and sorted(p.name for p in read_only.iterdir()) == ["v.mp4"]
+
+
+def test_a_batch_output_in_an_unwritable_folder_fails_that_video_only(clip: Path, tmp_path: Path,
+                                                                      read_only: Path) -> None:
+    manifest = tmp_path / "jobs.csv"
+    manifest.write_text(f"input,output\n{clip},ro/a.mp4\n{clip},b.mp4\n")
+    out = tmp_path
+    result = runner.invoke(app, ["batch", str(manifest), "-o", str(out), "--device", "cpu",
+                                 "--weights", str(tmp_path / "no-weights")])
+    # The writable video goes on to its models (missing here); the other stops at its folder.
+    assert result.exit_code == 7, result.output
+    report = [json.loads(line) for line in (out / "report.jsonl").read_text().splitlines()]
+    reasons = {Path(row["output"]).name: row for row in report}
+    assert reasons["a.mp4"]["status"] == "failed" and "is not writable" in reasons["a.mp4"]["reason"]
+    assert reasons["b.mp4"]["status"] == "failed" and "weight file" in reasons["b.mp4"]["reason"]

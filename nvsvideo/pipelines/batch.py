@@ -56,7 +56,13 @@ from nvsvideo.render import RenderOptions
 from nvsvideo.runtime.compile import CompileState, compile_hot_path
 from nvsvideo.runtime.precision import parse_precision, set_precision, sr_force_fp32
 from nvsvideo.temporal.tracking import TrackerConfig
-from nvsvideo.validate import check_finite, check_look_values, check_render_job, parse_batch_size
+from nvsvideo.validate import (
+    check_cache_writable,
+    check_finite,
+    check_look_values,
+    check_render_job,
+    parse_batch_size,
+)
 from nvsvideo.video import FrameSpan, VideoInfo, join_videos
 from nvsvideo.weights import resolve_weights_dir
 
@@ -280,6 +286,7 @@ def check_job(spec: JobSpec) -> VideoInfo:
     opts = BatchJobOptions.from_mapping(spec.options)
     opts.check()  # a manifest's columns override the command line's checked values
     info = check_render_job(spec.input, spec.output, opts.render_config(()).camera_path)
+    check_cache_writable(cache_dir_of(spec), spec.input)
     check_render_memory(batch_size=parse_batch_size(opts.batch_size), render_resolution=opts.render_resolution,
                         samples=opts.samples, frame_hw=(info.height, info.width), output=opts.output_mode,
                         size=opts.size, what=f"rendering {spec.input.name}")

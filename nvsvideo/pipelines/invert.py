@@ -65,11 +65,6 @@ class InvertConfig:
     """Discard an existing cache whose settings differ instead of refusing."""
 
 
-def default_cache_dir(video: Path) -> Path:
-    """`clip.mp4` -> `clip.mp4.nvs/` beside it."""
-    return video.with_name(video.name + ".nvs")
-
-
 def source_fingerprint(video: Path) -> str:
     """Identity of the input by its content (`content_key`): a changed video must not reuse old tracks,
     a copied or touched one keeps them."""

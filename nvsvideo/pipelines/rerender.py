@@ -301,13 +301,14 @@ def render_video(
         outputs = stack.enter_context(contextlib.ExitStack())
         writer = outputs.enter_context(VideoWriter(output, width=out_w, height=out_h, fps=info.fps,
                                                  time_base=info.time_base, crf=config.crf,
-                                                 audio_from=video if span is None else None, protect=(video,)))
+                                                 audio_from=video if span is None else None, protect=(video,),
+                                                 frames_expected=len(frames)))
         depth_writer = None
         if config.depth is not None:
             res = int(config.render.neural_rendering_resolution or model.decoder.neural_rendering_resolution)
             depth_writer = outputs.enter_context(VideoWriter(config.depth, width=res, height=res, fps=info.fps,
                                                            time_base=info.time_base, crf=config.crf,
-                                                           protect=(video,)))
+                                                           protect=(video,), frames_expected=len(frames)))
         advance = stack.enter_context(reporter.progress("rendering", len(frames)))
         batcher = Batcher(config.batch_size, device, warn=reporter.warn)
         invert_batcher = Batcher(invert_config.batch_size, device, warn=reporter.warn)
