@@ -4,6 +4,7 @@ and the memory a run's settings need (exit 2 out of range, 6 too big for this ma
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from fractions import Fraction
@@ -205,3 +206,15 @@ def test_a_batch_output_in_an_unwritable_folder_fails_that_video_only(clip: Path
     reasons = {Path(row["output"]).name: row for row in report}
     assert reasons["a.mp4"]["status"] == "failed" and "is not writable" in reasons["a.mp4"]["reason"]
     assert reasons["b.mp4"]["status"] == "failed" and "weight file" in reasons["b.mp4"]["reason"]
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root may write into any folder")
+def test_a_folder_without_write_permission_is_refused(clip: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        result = runner.invoke(app, ["extract", str(clip), "-o", str(folder / "frames")])
+    finally:
+        folder.chmod(0o755)
+    assert result.exit_code == 3 and "is not writable" in result.output, result.output

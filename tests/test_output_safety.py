@@ -4,6 +4,9 @@ clip with tiny random models."""
 
 from __future__ import annotations
 
+import errno
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -77,3 +80,48 @@ def test_mesh_frame_is_checked_before_rendering(setup: dict[str, Path], tmp_path
                                  "--mesh-frame", frame, *models(setup)])
     assert result.exit_code == 2 and words in result.output, result.output
     assert list(tmp_path.iterdir()) == []
+
+
+class _FillsUp:
+    """An output container whose disk fills after `room` packets: every later write fails with ENOSPC."""
+
+    def __init__(self, container: object, path: str, room: int) -> None:
+        self._container, self._path, self._room = container, path, room
+
+    def mux(self, packets: object) -> None:
+        self._room -= 1
+        if self._room < 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), self._path)
+        self._container.mux(packets)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._container, name)
+
+    def __enter__(self) -> _FillsUp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._container.__exit__(*exc)  # type: ignore[attr-defined]
+
+
+def test_a_full_disk_exits_3_removes_the_partial_output_and_keeps_the_cache(
+        setup: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nvsvideo.video import writer
+
+    real_open = writer.open_output
+    monkeypatch.setattr(writer, "open_output",
+                        lambda path, *args: _FillsUp(real_open(path, *args), str(path), room=4))
+    out, cache = tmp_path / "o.mp4", tmp_path / "c.nvs"
+    result = runner.invoke(app, ["rerender", str(setup["clip"]), "-o", str(out), "--crf", "0",
+                                 *models(setup, cache=cache)])
+    assert result.exit_code == 3, result.output
+    assert f"the disk holding {out} is full: it needs about" in result.output and "free" in result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.nvs"]  # no output, no temporary file
+    monkeypatch.setattr(writer, "open_output", real_open)
+    again = runner.invoke(app, ["rerender", str(setup["clip"]), "-o", str(out), "--json", "--quiet",
+                                *models(setup, cache=cache)])
+    assert again.exit_code == 0, again.output
+    summary = json.loads(again.stdout)
+    assert summary["inverted"] + summary["cache_hits"] == FRAMES - len(BLANK)
+    assert probe(out).frame_count == FRAMES
