@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,12 +46,8 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def stale_temps(final: Path) -> list[Path]:
-    """Our temporary files or folders for `final` left by dead processes of this host (killed, crashed).
-
-    Only names we make are considered, and only those whose process is gone: a live writer's file
-    (another run of the same output) and other hosts' files (a shared batch folder) are left alone.
-    """
+def _host_temps(final: Path) -> list[tuple[Path, int]]:
+    """Our temporary files or folders for `final` made on this host, with the PID of the process that made each."""
     pattern = re.compile(rf"\.{re.escape(final.stem)}\.(?P<host>[^.]+)-(?P<pid>\d+)\.[0-9a-f]{{8}}\.part"
                          rf"{re.escape(final.suffix)}")
     host = _owner_tag().rsplit("-", 1)[0]
@@ -58,9 +55,27 @@ def stale_temps(final: Path) -> list[Path]:
     with contextlib.suppress(OSError):
         for entry in final.parent.iterdir():
             match = pattern.fullmatch(entry.name)
-            if match and match["host"] == host and not _pid_alive(int(match["pid"])):
-                found.append(entry)
+            if match and match["host"] == host:
+                found.append((entry, int(match["pid"])))
     return sorted(found)
+
+
+def stale_temps(final: Path) -> list[Path]:
+    """Our temporary files or folders for `final` left by dead processes of this host (killed, crashed).
+
+    Only names we make are considered, and only those whose process is gone: a live writer's file
+    (another run of the same output) and other hosts' files (a shared batch folder) are left alone.
+    """
+    return [entry for entry, pid in _host_temps(final) if not _pid_alive(pid)]
+
+
+def wait_for_writers(final: Path, seconds: float) -> None:
+    """Wait up to `seconds` until the other processes of this host writing `final` have exited (workers
+    told to stop that are still cleaning up or being killed), so `remove_stale_temps` then sees all they left."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(
+            pid != os.getpid() and _pid_alive(pid) for _, pid in _host_temps(final)):
+        time.sleep(0.1)
 
 
 def remove_stale_temps(final: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -139,3 +140,64 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+SLOW_BATCH_SCRIPT = """
+import json
+import sys
+from pathlib import Path
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+import batch_jobs as syn
+from nvsvideo.batch import ProcessExecutor, run_batch
+from nvsvideo.cli import sigterm_as_interrupt
+from nvsvideo.errors import Terminated
+
+if __name__ == "__main__":
+    folder = Path(sys.argv[1])
+    rows = []
+    for name, seconds in (("quick", 0), ("slow1", 3600), ("slow2", 3600)):
+        syn.write_frames(folder / f"{name}.npy", np.zeros((2, 8, 8, 3), np.uint8))
+        rows.append(json.dumps({"input": str(folder / f"{name}.npy"), "seconds": seconds}))
+    (folder / "jobs.jsonl").write_text("\\n".join(rows) + "\\n")
+    try:
+        with sigterm_as_interrupt():
+            run_batch([str(folder / "jobs.jsonl")], folder / "out", {"seconds": 0}, syn.slow_job,
+                      executor=ProcessExecutor(workers=2), extensions={".npy"}, suffix=".npy")
+    except Terminated:
+        print("terminated")
+"""
+
+
+def test_sigterm_during_a_batch_removes_the_workers_temporary_outputs(tmp_path: Path) -> None:
+    script = tmp_path / "run.py"
+    script.write_text(SLOW_BATCH_SCRIPT)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(Path(__file__).parent)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    started: list[int] = []
+    try:
+        # Both workers hold a temporary output: the quick video is done and one slow video is being written.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "quick.npy").exists() and list(out.glob(".slow*.part.npy")):
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None and list(out.glob(".slow*.part.npy")), proc.communicate()[1]
+        started = [int(pid) for pid in children.read_text().split()]
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+        assert stdout.strip() == "terminated", stderr
+        assert "Traceback" not in stderr, stderr
+        assert sorted(p.name for p in out.iterdir()) == ["quick.npy", "report.jsonl"]
+        report = [json.loads(line) for line in (out / "report.jsonl").read_text().splitlines()]
+        assert [(Path(r["output"]).name, r["status"]) for r in report] == [("quick.npy", "ok")]
+        time.sleep(0.5)
+        assert not [pid for pid in started if b"spawn_main" in _cmdline(pid)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in started:
+            if b"spawn_main" in _cmdline(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -16,6 +16,7 @@ import concurrent.futures as cf
 import math
 import multiprocessing
 import os
+import signal
 import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,7 +25,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from nvsvideo.batch.jobs import JobSpec, ProcessFn, WorkerContext
-from nvsvideo.errors import NvsError, UsageError
+from nvsvideo.errors import NvsError, Terminated, UsageError
+from nvsvideo.files import output_error
 
 RAY_INSTALL_HINT = "pip install 'nvsvideo[ray]'"
 
@@ -69,6 +71,8 @@ def run_job(fn: ProcessFn, spec: JobSpec, ctx: WorkerContext) -> JobOutcome:
 def failed_outcome(err: Exception, *, seconds: float = 0.0, worker: str = "") -> JobOutcome:
     """Outcome for an exception: an `NvsError` keeps its sentence and exit code; anything else is a
     bug (exit code 1), reported with its traceback. Call it while handling `err`."""
+    if isinstance(err, OSError):
+        err = output_error(err) or err  # a full disk or an unwritable folder is this video's user error
     if isinstance(err, NvsError):
         return JobOutcome(error=str(err), exit_code=err.exit_code, seconds=seconds, worker=worker)
     return JobOutcome(
@@ -194,7 +198,18 @@ def _init_process(device: str, name: str, cpu_threads: int | None) -> None:
 
 def _run_in_process(fn: ProcessFn, spec: JobSpec) -> JobOutcome:
     assert _process_context is not None, "pool process started without _init_process"
-    return run_job(fn, spec, _process_context)
+    # SIGTERM (from the driver, or `timeout` signalling the whole process group) unwinds the job like
+    # Ctrl-C, so its temporary outputs and cache locks are cleaned up; between jobs it ends the idle worker.
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return run_job(fn, spec, _process_context)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one clean-up at a time; the driver waits for it
+    raise Terminated()
 
 
 class _ProcessSlot:
