@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import contextlib
 import math
 import multiprocessing
 import os
@@ -356,12 +357,8 @@ class RayExecutor:
         if not ray.is_initialized():
             start = time.perf_counter()
             try:
-                if self.address:
-                    ray.init(address=self.address, log_to_driver=self.log_to_driver)
-                else:
-                    ray.init(
-                        num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=self.log_to_driver
-                    )
+                with _keeping_sigterm_handler():
+                    self._init(ray)
             except (ConnectionError, RuntimeError, ValueError) as err:
                 where = (
                     f"join the Ray cluster at {self.address}"
@@ -372,6 +369,12 @@ class RayExecutor:
             self.startup_seconds = time.perf_counter() - start
             self._owns_ray = True
         return self
+
+    def _init(self, ray: Any) -> None:
+        if self.address:
+            ray.init(address=self.address, log_to_driver=self.log_to_driver)
+        else:
+            ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=self.log_to_driver)
 
     def __exit__(self, *exc: object) -> None:
         import ray
@@ -422,6 +425,26 @@ class RayExecutor:
                 self._slots.append(_RaySlot(actor_class.remote(device, name)))
         death = (rex.RayActorError, rex.WorkerCrashedError, rex.NodeDiedError)
         yield from _dispatch(self._slots, fn, specs, retries=self.retries, death=death)
+
+
+@contextlib.contextmanager
+def _keeping_sigterm_handler() -> Iterator[None]:
+    """Keep this process's SIGTERM handler across `ray.init`.
+
+    Ray replaces it in the driver (a Python handler that exits with status 15, and a C++ one that dumps a
+    stack), so the batch's own handler (stop the actors, remove their temporary outputs, keep the report,
+    exit 143) would never run.
+    """
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except ValueError:
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            with contextlib.suppress(ValueError):  # not the main thread: signals belong to the embedding program
+                signal.signal(signal.SIGTERM, previous)
 
 
 def _fits(resources: Mapping[str, float], *, cpus: float, gpus: float) -> int:
