@@ -77,7 +77,7 @@ EXIT_CODES: dict[int, str] = {
     3: "input error: missing, unreadable, corrupt or unsupported input; an output folder that cannot be written; a full disk",
     4: "no face found where one is required",
     5: "weights error: model file missing, wrong kind or unsafe",
-    6: "device error: the requested device is not available",
+    6: "device error: the requested device is not available, or too little memory for the run's settings",
     7: "batch finished with some failed items",
     130: "interrupted (Ctrl-C)",
     143: "terminated (SIGTERM, e.g. from timeout or a container stop)",

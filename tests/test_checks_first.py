@@ -3,6 +3,7 @@ and the memory a run's settings need (exit 2 out of range, 6 too big for this ma
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -218,3 +219,26 @@ def test_a_folder_without_write_permission_is_refused(clip: Path, tmp_path: Path
     finally:
         folder.chmod(0o755)
     assert result.exit_code == 3 and "is not writable" in result.output, result.output
+
+
+def test_os_errors_of_a_full_or_read_only_destination_are_user_errors(tmp_path: Path) -> None:
+    from nvsvideo.errors import OutputError
+    from nvsvideo.files import output_error
+
+    target = tmp_path / "cache" / "chunk_000.safetensors"
+    full = output_error(OSError(errno.ENOSPC, "No space left on device", str(target)), needed=3_000_000)
+    assert isinstance(full, OutputError) and full.exit_code == 3
+    assert str(full).startswith(f"the disk holding {target} is full: it needs about 3.0 MB and has ")
+    read_only = output_error(OSError(errno.EROFS, "Read-only file system", str(target)))
+    assert isinstance(read_only, OutputError) and f"cannot write {target}: read-only file system" in str(read_only)
+    assert output_error(OSError(errno.EIO, "Input/output error", str(target))) is None
+
+
+def test_a_disk_filling_during_any_command_exits_3(clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fill_up(video: Path, out: Path, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(out / "000003.png"))
+
+    monkeypatch.setattr("nvsvideo.video.extract_frames", fill_up)
+    result = runner.invoke(app, ["extract", str(clip), "-o", str(tmp_path / "frames")])
+    assert result.exit_code == 3, result.output
+    assert result.output.startswith(f"error: the disk holding {tmp_path / 'frames' / '000003.png'} is full")
