@@ -32,6 +32,7 @@ from nvsvideo.errors import (
     exit_code_summary,
 )
 from nvsvideo.files import output_error
+from nvsvideo.limits import RANGES
 
 # Plain (click) help: it wraps long option names and camera-path syntax at any width instead of
 # cutting them with "...", and shows flags without a value placeholder.
@@ -66,7 +67,7 @@ LandmarksFile = Annotated[Path | None, typer.Option("--landmarks-file", help="Pe
 FanDetector = Annotated[Literal["sfd", "blazeface", "retinaface", "dlib"], typer.Option("--fan-detector", help="Face detector of the fan backend.")]
 FaceIndex = Annotated[int, typer.Option("--face-index", min=0, help="Which face to follow: 0 = largest in the first frame with faces.")]
 MaxGap = Annotated[int, typer.Option("--max-gap", min=0, help="Frames without a face up to this long are interpolated; longer gaps pass through.")]
-Smooth = Annotated[float, typer.Option("--smooth", min=0.0, help="Temporal smoothing of crops and poses: Gaussian sigma in seconds (0 = off).")]
+Smooth = Annotated[float, typer.Option("--smooth", min=0.0, help=f"Temporal smoothing of crops and poses: Gaussian sigma in seconds (0 = off) ({RANGES['--smooth'].describe()}).")]
 Causal = Annotated[bool, typer.Option("--causal", help="Causal (one-euro) smoothing for streaming instead of zero-phase.")]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -400,8 +401,8 @@ def sample(
     seconds: Annotated[float | None, typer.Option("--seconds", min=0.01, help="Duration instead of --frames.")] = None,
     fps: Annotated[str, typer.Option("--fps", help="Frame rate, e.g. 30 or 30000/1001.")] = "30",
     truncation: Annotated[float, typer.Option("--truncation", help="Truncation psi (1 = none).")] = 1.0,
-    render_resolution: Annotated[int | None, typer.Option("--render-resolution", min=16, help="Neural rendering resolution (default: the checkpoint's).")] = None,
-    samples: Annotated[float, typer.Option("--samples", min=0.1, help="Depth-sample multiplier (the official inversion scripts use 2).")] = 1.0,
+    render_resolution: Annotated[int | None, typer.Option("--render-resolution", min=16, help=f"Neural rendering resolution (default: the checkpoint's) ({RANGES['--render-resolution'].describe()}).")] = None,
+    samples: Annotated[float, typer.Option("--samples", min=0.1, help=f"Depth-sample multiplier (the official inversion scripts use 2) ({RANGES['--samples'].describe()}).")] = 1.0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Frames rendered at once.")] = 1,
     precision: Annotated[Literal["auto", "fp32"], typer.Option("--precision", help="auto: super-resolution in float16 on CUDA, as the official code; fp32: float32 everywhere.")] = "auto",
     depth: Annotated[Path | None, typer.Option("--depth", help="Also write the depth as a colour video here.")] = None,
@@ -627,9 +628,9 @@ def invert(
 LOOK_OPTIONS = (
     _option("yaw_path", Annotated[str | None, typer.Option("--yaw-path", "--camera-path", metavar="KIND[:ARGS]", help="Camera path (kinds below). Default: orbit, or follow (the input view) when editing.")], None),
     _option("output", Annotated[Literal["crop", "paste", "compare"], typer.Option("--output", help="The face crop, the render pasted into the original frame, or input | reconstruction | novel side by side.")], "paste"),
-    _option("size", Annotated[int, typer.Option("--size", min=64, help="Face size of crop/compare outputs.")], 512),
-    _option("samples", Annotated[float, typer.Option("--samples", min=0.1, help="Depth-sample multiplier of the novel views.")], 2.0),
-    _option("render_resolution", Annotated[int | None, typer.Option("--render-resolution", min=16, help="Neural rendering resolution of the novel views.")], None),
+    _option("size", Annotated[int, typer.Option("--size", min=64, help=f"Face size of crop/compare outputs ({RANGES['--size'].describe()}).")], 512),
+    _option("samples", Annotated[float, typer.Option("--samples", min=0.1, help=f"Depth-sample multiplier of the novel views ({RANGES['--samples'].describe()}).")], 2.0),
+    _option("render_resolution", Annotated[int | None, typer.Option("--render-resolution", min=16, help=f"Neural rendering resolution of the novel views ({RANGES['--render-resolution'].describe()}).")], None),
     _option("keep_ood", Annotated[bool, typer.Option("--keep-ood", help="Blend back what the generator cannot reproduce (hands, glasses, background) near the input view.")], False),
     _option("direction", Annotated[list[str] | None, typer.Option("--direction", metavar="NAME|FILE", help="Edit: a name from the weights folder's directions/ or mappers/, or a .pt/.pth/.npy path; repeatable.")], None),
     _option("strength", Annotated[list[float] | None, typer.Option("--strength", metavar="X", help="Edit strength; once for all edits or once per --direction.")], None),
@@ -727,8 +728,8 @@ app.command("edit", epilog=CAMERA_PATHS_EPILOG, help="Edit a portrait video with
 
 #: How `metrics` renders the reconstruction (defaults as rerender's compare output).
 METRICS_RENDER_OPTIONS = (
-    _option("samples", Annotated[float, typer.Option("--samples", min=0.1, help="Depth-sample multiplier of the reconstruction.")], 2.0),
-    _option("render_resolution", Annotated[int | None, typer.Option("--render-resolution", min=16, help="Neural rendering resolution of the reconstruction (default: the model's).")], None),
+    _option("samples", Annotated[float, typer.Option("--samples", min=0.1, help=f"Depth-sample multiplier of the reconstruction ({RANGES['--samples'].describe()}).")], 2.0),
+    _option("render_resolution", Annotated[int | None, typer.Option("--render-resolution", min=16, help=f"Neural rendering resolution of the reconstruction (default: the model's) ({RANGES['--render-resolution'].describe()}).")], None),
 )
 
 
