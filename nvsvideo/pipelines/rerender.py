@@ -448,6 +448,7 @@ def resolve_mesh_frame(alignment: VideoAlignment, requested: int | None) -> int:
 
     Raises:
         UsageError: the frame is past the end of the video or has no face.
+        NoFaceError: no frame has a face.
     """
     valid = alignment.valid()
     if requested is None:
