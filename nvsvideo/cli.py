@@ -34,6 +34,8 @@ from nvsvideo.errors import (
     UsageError,
     exit_code_summary,
 )
+from nvsvideo.files import output_error
+from nvsvideo.limits import RANGES
 
 
 class _Command(TyperCommand):
@@ -100,7 +102,7 @@ LandmarksFile = Annotated[Path | None, typer.Option("--landmarks-file", help="Pe
 FanDetector = Annotated[Literal["sfd", "blazeface", "retinaface", "dlib"], typer.Option("--fan-detector", help="Face detector of the fan backend.")]
 FaceIndex = Annotated[int, typer.Option("--face-index", min=0, help="Which face to follow: 0 = largest in the first frame with faces.")]
 MaxGap = Annotated[int, typer.Option("--max-gap", min=0, help="Frames without a face up to this long are interpolated; longer gaps pass through.")]
-Smooth = Annotated[float, typer.Option("--smooth", min=0.0, help="Temporal smoothing of crops and poses: Gaussian sigma in seconds (0 = off).")]
+Smooth = Annotated[float, typer.Option("--smooth", min=0.0, help=f"Temporal smoothing of crops and poses: Gaussian sigma in seconds (0 = off) ({RANGES['--smooth'].describe()}).")]
 Causal = Annotated[bool, typer.Option("--causal", help="Causal (one-euro) smoothing for streaming instead of zero-phase.")]
 Pose = Annotated[Literal["auto", "landmarks", "deep3d"], typer.Option("--pose", help="Cameras from the landmarks, or the official ones from Deep3DFaceRecon's network (needs epoch_20.pth in the weights folder; see `nvsvideo weights`); auto: deep3d when that file is there.")]
 
@@ -207,6 +209,11 @@ def command(func: F) -> F:
         except typer.Exit:
             raise
         except Exception as err:  # noqa: BLE001 - the last line of defence: no raw traceback for users
+            # A full disk or a destination that became unwritable during the run is the user's to fix.
+            mapped = output_error(err) if isinstance(err, OSError) else None
+            if mapped is not None:
+                reporter.error(str(mapped))
+                raise typer.Exit(mapped.exit_code) from None
             if verbose:
                 reporter.console.print_exception()
             hint = "" if verbose else " (run with --verbose for the traceback)"
@@ -282,9 +289,11 @@ def extract(
     verbose: Verbose = False,
 ) -> None:
     """Write a video's frames as PNG files (000000.png, ...) plus frames.json with their timestamps."""
+    from nvsvideo.validate import check_writable
     from nvsvideo.video import extract_frames, probe
     from nvsvideo.video.extract import count_selected
 
+    check_writable(out, "--out", folder=True)
     reporter = Reporter(quiet=quiet, verbose=verbose)
     meta = probe(video)
     total = count_selected(meta, every=every, start=start, end=end)
@@ -452,8 +461,8 @@ def sample(
     seconds: Annotated[float | None, typer.Option("--seconds", min=0.01, help="Duration instead of --frames.")] = None,
     fps: Annotated[str, typer.Option("--fps", help="Frame rate, e.g. 30 or 30000/1001.")] = "30",
     truncation: Annotated[float, typer.Option("--truncation", help="Truncation psi (1 = none).")] = 1.0,
-    render_resolution: Annotated[int | None, typer.Option("--render-resolution", min=16, help="Neural rendering resolution (default: the checkpoint's).")] = None,
-    samples: Annotated[float, typer.Option("--samples", min=0.1, help="Depth-sample multiplier (the official inversion scripts use 2).")] = 1.0,
+    render_resolution: Annotated[int | None, typer.Option("--render-resolution", min=16, help=f"Neural rendering resolution (default: the checkpoint's) ({RANGES['--render-resolution'].describe()}).")] = None,
+    samples: Annotated[float, typer.Option("--samples", min=0.1, help=f"Depth-sample multiplier (the official inversion scripts use 2) ({RANGES['--samples'].describe()}).")] = 1.0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Frames rendered at once.")] = 1,
     precision: Annotated[Literal["auto", "fp32"], typer.Option("--precision", help="auto: super-resolution in float16 on CUDA, as the official code; fp32: float32 everywhere.")] = "auto",
     depth: Annotated[Path | None, typer.Option("--depth", help="Also write the depth as a colour video here.")] = None,
@@ -466,24 +475,43 @@ def sample(
     verbose: Verbose = False,
 ) -> None:
     """Render a random identity along a camera path: the generator end to end, no input video."""
-    from nvsvideo.validate import check_camera_path, check_distinct, check_input_file, check_video_output
+    from nvsvideo.limits import check_range, check_render_memory
+    from nvsvideo.validate import (
+        check_camera_path,
+        check_device,
+        check_distinct,
+        check_input_file,
+        check_video_output,
+        check_writable,
+        parse_fps,
+    )
 
+    check_device(device)
+    for option, value in (("--truncation", truncation), ("--yaw", yaw), ("--pitch", pitch), ("--frames", frames),
+                          ("--seconds", seconds), ("--samples", samples), ("--batch-size", batch_size),
+                          ("--render-resolution", render_resolution)):
+        check_range(option, value)
+    rate = parse_fps(fps)
     check_video_output(out, [])
     if depth is not None:
         check_video_output(depth, [], "--depth")
     check_distinct({"--out": out, "--depth": depth})
+    if frames_dir is not None:
+        check_writable(frames_dir, "--frames-dir", folder=True)
     check_camera_path(yaw_path)
     if eg3d is not None:
         check_input_file(eg3d, "EG3D file")
+    # The generator's frames are 512x512 (the official models' super-resolution output).
+    check_render_memory(batch_size=batch_size, render_resolution=render_resolution, samples=samples,
+                        frame_hw=(512, 512), output="paste", size=512, what="sampling")
 
     from nvsvideo.device import resolve_device
-    from nvsvideo.pipelines.common import load_generator, parse_fps, resolve_eg3d_file
+    from nvsvideo.pipelines.common import load_generator, resolve_eg3d_file
     from nvsvideo.pipelines.sample import SampleConfig, run_sample
     from nvsvideo.render import RenderOptions
     from nvsvideo.runtime.precision import parse_precision, sr_force_fp32
 
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    rate = parse_fps(fps)
     fp32 = sr_force_fp32(parse_precision(precision))
     if frames is not None and seconds is not None:
         raise UsageError("give --frames or --seconds, not both")
@@ -537,12 +565,21 @@ def align(
 ) -> None:
     """Aligned 512x512 face crops with EG3D cameras, stable over time (the official label format)."""
     from nvsvideo.errors import InputError
-    from nvsvideo.validate import check_not_input, check_pose_weights
+    from nvsvideo.validate import (
+        check_device,
+        check_face_options,
+        check_not_input,
+        check_pose_weights,
+        check_writable,
+    )
 
+    check_device(device)
+    check_face_options(face)
     if not source.exists():
         raise InputError(f"{source} does not exist")
     check_not_input(out, [source], "--out")
     check_pose_weights(face.pose, weights_dir)
+    check_writable(out, "--out", folder=True)
 
     from nvsvideo.pipelines.align import run_align
 
@@ -586,8 +623,9 @@ def _invert_setup(video: Path, cache: Path | None, inv: Any, weights_dir: Path |
                   torch_device: Any) -> tuple[Path, Any, dict[str, str], Any]:
     """(cache dir, TriPlaneNet, its files' fingerprints, InvertConfig) from the inversion options group."""
     from nvsvideo.cache import parse_store
+    from nvsvideo.files import default_cache_dir
     from nvsvideo.pipelines.common import fingerprint_memo, load_inverter
-    from nvsvideo.pipelines.invert import InvertConfig, default_cache_dir, model_fingerprints
+    from nvsvideo.pipelines.invert import InvertConfig, model_fingerprints
     from nvsvideo.runtime.precision import parse_precision, set_precision
     from nvsvideo.validate import parse_batch_size
 
@@ -625,10 +663,19 @@ def invert(
     verbose: Verbose = False,
 ) -> None:
     """Align and invert every frame once into a resumable cache (re-runs skip finished frames)."""
-    from nvsvideo.validate import check_input_file, check_not_still_image
+    from nvsvideo.validate import (
+        check_cache_writable,
+        check_device,
+        check_face_options,
+        check_input_file,
+        check_not_still_image,
+    )
     from nvsvideo.video.probe import probe
 
+    check_device(device)
+    check_face_options(face)
     check_input_file(video)
+    check_cache_writable(out, video)
     info = probe(video)  # once per run: probing reads the whole file
     check_not_still_image(info)
     _check_inversion(inv, weights_dir)
@@ -653,9 +700,9 @@ def invert(
 LOOK_OPTIONS = (
     _option("yaw_path", Annotated[str | None, typer.Option("--yaw-path", "--camera-path", metavar="KIND[:ARGS]", help="Camera path (kinds below). Default: orbit, or follow (the input view) when editing.")], None),
     _option("output", Annotated[Literal["crop", "paste", "compare"], typer.Option("--output", help="The face crop, the render pasted into the original frame, or input | reconstruction | novel side by side.")], "paste"),
-    _option("size", Annotated[int, typer.Option("--size", min=64, help="Face size of crop/compare outputs.")], 512),
-    _option("samples", Annotated[float, typer.Option("--samples", min=0.1, help="Depth-sample multiplier of the novel views.")], 2.0),
-    _option("render_resolution", Annotated[int | None, typer.Option("--render-resolution", min=16, help="Neural rendering resolution of the novel views.")], None),
+    _option("size", Annotated[int, typer.Option("--size", min=64, help=f"Face size of crop/compare outputs ({RANGES['--size'].describe()}).")], 512),
+    _option("samples", Annotated[float, typer.Option("--samples", min=0.1, help=f"Depth-sample multiplier of the novel views ({RANGES['--samples'].describe()}).")], 2.0),
+    _option("render_resolution", Annotated[int | None, typer.Option("--render-resolution", min=16, help=f"Neural rendering resolution of the novel views ({RANGES['--render-resolution'].describe()}).")], None),
     _option("keep_ood", Annotated[bool, typer.Option("--keep-ood", help="Blend back what the generator cannot reproduce (hands, glasses, background) near the input view.")], False),
     _option("direction", Annotated[list[str] | None, typer.Option("--direction", metavar="NAME|FILE", help="Edit: a name from the weights folder's directions/ or mappers/, or a .pt/.pth/.npy path; repeatable.")], None),
     _option("strength", Annotated[list[float] | None, typer.Option("--strength", metavar="X", help="Edit strength; once for all edits or once per --direction. With --strength-ramp it multiplies the ramp's values.")], None),
@@ -684,15 +731,32 @@ def rerender(
     verbose: Verbose = False,
 ) -> None:
     """Re-render a portrait video from new camera viewpoints (decode, align, invert, render, encode with audio)."""
-    from nvsvideo.validate import check_render_job
+    from nvsvideo.limits import check_render_memory
+    from nvsvideo.validate import (
+        check_cache_writable,
+        check_device,
+        check_face_options,
+        check_finite,
+        check_look_values,
+        check_render_job,
+        parse_batch_size,
+    )
 
     editing = ctx.info_name == "edit"
     if editing and not look.direction:
         raise UsageError("edit needs at least one --direction (a name from `nvsvideo weights` or a file)")
     camera_path = look.yaw_path or ("follow" if editing else "orbit")
     # Every check that needs no computation, before the heavy imports and the long stages.
-    info = check_render_job(video, out, camera_path, depth=depth, mesh=mesh)
+    check_device(device)
+    check_look_values(size=look.size, samples=look.samples, render_resolution=look.render_resolution)
+    check_finite("--strength", look.strength or ())
+    check_face_options(face)
+    info = check_render_job(video, out, camera_path, depth=depth, mesh=mesh, mesh_frame=mesh_frame)
+    check_cache_writable(cache, video)
     _check_inversion(inv, weights_dir)
+    check_render_memory(batch_size=parse_batch_size(inv.batch_size), render_resolution=look.render_resolution,
+                        samples=look.samples, frame_hw=(info.height, info.width), output=look.output,
+                        size=look.size, what=f"rendering {video.name}")
 
     import os
 
@@ -736,8 +800,8 @@ app.command("edit", epilog=CAMERA_PATHS_EPILOG, help="Edit a portrait video with
 
 #: How `metrics` renders the reconstruction (defaults as rerender's compare output).
 METRICS_RENDER_OPTIONS = (
-    _option("samples", Annotated[float, typer.Option("--samples", min=0.1, help="Depth-sample multiplier of the reconstruction.")], 2.0),
-    _option("render_resolution", Annotated[int | None, typer.Option("--render-resolution", min=16, help="Neural rendering resolution of the reconstruction (default: the model's).")], None),
+    _option("samples", Annotated[float, typer.Option("--samples", min=0.1, help=f"Depth-sample multiplier of the reconstruction ({RANGES['--samples'].describe()}).")], 2.0),
+    _option("render_resolution", Annotated[int | None, typer.Option("--render-resolution", min=16, help=f"Neural rendering resolution of the reconstruction (default: the model's) ({RANGES['--render-resolution'].describe()}).")], None),
 )
 
 
@@ -773,19 +837,36 @@ def metrics(
 
     Summary table on stderr; --json prints the summary and per-frame values (PSNR of identical images: null).
     """
-    from nvsvideo.validate import check_input_file, check_not_input
+    from nvsvideo.limits import check_range
+    from nvsvideo.validate import (
+        check_cache_writable,
+        check_device,
+        check_face_options,
+        check_input_file,
+        check_not_input,
+        check_writable,
+    )
 
+    if skip_reconstruction and rendered is None:
+        raise UsageError("nothing to measure: give --rendered VIDEO, or leave out --skip-reconstruction")
+    check_device(device)
+    check_range("--samples", render.samples)
+    check_range("--render-resolution", render.render_resolution)
+    check_face_options(face)
     check_input_file(video)
     if rendered is not None:
         check_input_file(rendered, "rendered video")
     if per_frame is not None:
         check_not_input(per_frame, [p for p in (video, rendered) if p is not None], "--per-frame")
+        check_writable(per_frame, "--per-frame")
     if not skip_reconstruction:
+        check_cache_writable(cache, video)
         _check_inversion(inv, weights_dir)
 
     import os
 
-    from nvsvideo.pipelines.invert import default_cache_dir, describe_cache
+    from nvsvideo.files import default_cache_dir
+    from nvsvideo.pipelines.invert import describe_cache
     from nvsvideo.pipelines.metrics import (
         MetricsConfig,
         PerceptualModels,
@@ -858,6 +939,16 @@ def batch(
 
     --json prints one JSON line per video on stdout as it finishes. --device takes a list (cuda:0,cuda:2) for --workers.
     """
+    from nvsvideo.limits import check_range
+    from nvsvideo.validate import check_device, check_face_options, check_writable
+
+    for name in device.split(","):
+        check_device(name)
+    # report.jsonl and the caches live in OUTDIR: without it nothing could be recorded.
+    check_writable(out, "--out", folder=True)
+    check_range("--chunk-frames", chunk_frames)
+    check_face_options(face)
+
     from nvsvideo.batch import BatchArgs, run_from_args
     from nvsvideo.pipelines.batch import BatchJobOptions, describe_caches, rerender_chunking, rerender_job
 

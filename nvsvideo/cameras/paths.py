@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.interpolate import PchipInterpolator
-from scipy.spatial.transform import Rotation, RotationSpline
 
 from nvsvideo.cameras.eg3d import (
     FOCAL,
@@ -262,6 +260,10 @@ def keyframes(times: np.ndarray, keys: Keyframes) -> np.ndarray:
     Returns:
         [T, 25] labels.
     """
+    # Imported here: scipy.interpolate costs most of a second, and every command imports this module.
+    from scipy.interpolate import PchipInterpolator
+    from scipy.spatial.transform import Rotation, RotationSpline
+
     t = np.clip(np.asarray(times, dtype=np.float64), keys.times[0], keys.times[-1])
     if len(keys.times) == 1:
         yaw, pitch, zoom = (np.full(t.shape, v[0]) for v in (keys.yaw, keys.pitch, keys.zoom))
@@ -355,6 +357,8 @@ def parse_camera_path(spec: str) -> CameraPathSpec:
             raise UsageError(f"camera path value {item!r} is not a number. {CAMERA_PATH_HELP}") from None
         if not math.isfinite(params[key]):
             raise UsageError(f"camera path value {item!r} is not a finite number.")
+        if key == "period" and params[key] <= 0:
+            raise UsageError(f"the orbit period must be positive, not {item!r}.")
     return CameraPathSpec(kind=kind, params=params, period_in_frames=in_frames)
 
 

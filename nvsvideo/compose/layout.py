@@ -21,6 +21,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from nvsvideo.face.crop import CropTransform, paste_back
+from nvsvideo.limits import output_hw
 
 #: Panel captions of the `compare` layout, left to right.
 COMPARE_LABELS = ("input", "reconstruction", "novel view")
@@ -71,9 +72,7 @@ def output_shape(mode: OutputMode, frame_hw: tuple[int, int], size: int) -> tupl
         frame_hw: (H, W) of the input video.
         size: side of the rendered crop in the output.
     """
-    if mode is OutputMode.PASTE:
-        return frame_hw
-    return (size, 3 * size) if mode is OutputMode.COMPARE else (size, size)
+    return output_hw(mode.value, frame_hw, size)
 
 
 def resize_square(image: np.ndarray, size: int) -> np.ndarray:

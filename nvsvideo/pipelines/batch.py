@@ -28,7 +28,7 @@ import torch
 from nvsvideo.batch.jobs import JobSpec, WorkerContext
 from nvsvideo.batch.runner import Chunking
 from nvsvideo.cache import parse_store
-from nvsvideo.cache.space import folder_bytes, format_bytes
+from nvsvideo.cache.space import folder_bytes
 from nvsvideo.cameras.paths import parse_camera_path
 from nvsvideo.compose.layout import OutputMode
 from nvsvideo.compose.ood import KeepOodOptions
@@ -38,6 +38,7 @@ from nvsvideo.edits import Edit, EditSpec, OffsetPolicy, load_edit, parse_edit_s
 from nvsvideo.errors import InputError, UsageError
 from nvsvideo.face.deep3d import POSE_CHOICES, Deep3DCameras, load_pose_model
 from nvsvideo.face.landmarks import LandmarkBackend, LandmarkConfig, create_backend
+from nvsvideo.limits import check_range, check_render_memory, format_bytes
 from nvsvideo.models.triplanenet.model import TriPlaneNet
 from nvsvideo.pipelines.align import AlignConfig, VideoAlignment
 from nvsvideo.pipelines.common import fingerprint_memo, load_inverter
@@ -56,7 +57,14 @@ from nvsvideo.render import RenderOptions
 from nvsvideo.runtime.compile import CompileState, compile_hot_path
 from nvsvideo.runtime.precision import parse_precision, set_precision, sr_force_fp32
 from nvsvideo.temporal.tracking import TrackerConfig
-from nvsvideo.validate import check_pose_weights, check_render_job, parse_batch_size
+from nvsvideo.validate import (
+    check_cache_writable,
+    check_finite,
+    check_look_values,
+    check_pose_weights,
+    check_render_job,
+    parse_batch_size,
+)
 from nvsvideo.video import FrameSpan, VideoInfo, join_videos
 from nvsvideo.weights import resolve_weights_dir
 
@@ -153,6 +161,9 @@ class BatchJobOptions:
         Raises:
             UsageError: a bad layout, offset policy, store mode, camera path or edit pairing.
         """
+        check_look_values(size=self.size, samples=self.samples, render_resolution=self.render_resolution)
+        check_finite("--strength", self.strength)
+        check_range("--smooth", self.smooth)
         self.invert_config()
         self.render_config(edits=())
         parse_precision(self.precision)
@@ -282,8 +293,14 @@ def check_job(spec: JobSpec) -> VideoInfo:
     Raises:
         UsageError, InputError: a still image, an output that cannot be written, a bad camera path.
     """
-    camera_path = BatchJobOptions.from_mapping(spec.options).render_config(()).camera_path
-    return check_render_job(spec.input, spec.output, camera_path)
+    opts = BatchJobOptions.from_mapping(spec.options)
+    opts.check()  # a manifest's columns override the command line's checked values
+    info = check_render_job(spec.input, spec.output, opts.render_config(()).camera_path)
+    check_cache_writable(cache_dir_of(spec), spec.input)
+    check_render_memory(batch_size=parse_batch_size(opts.batch_size), render_resolution=opts.render_resolution,
+                        samples=opts.samples, frame_hw=(info.height, info.width), output=opts.output_mode,
+                        size=opts.size, what=f"rendering {spec.input.name}")
+    return info
 
 
 def _load(spec: JobSpec, ctx: WorkerContext) -> _Loaded:

@@ -28,10 +28,11 @@ from nvsvideo.cache import (
     peek_manifest,
 )
 from nvsvideo.cache.plan import compatible_manifest, plan_store
-from nvsvideo.cache.space import folder_bytes, format_bytes
+from nvsvideo.cache.space import folder_bytes
 from nvsvideo.compose.layout import from_uint8_frames
 from nvsvideo.console import Reporter
 from nvsvideo.face.landmarks import LandmarkBackend
+from nvsvideo.limits import format_bytes
 from nvsvideo.models.eg3d.generator import PLANE_RESOLUTION
 from nvsvideo.models.eg3d.renderer import NUM_PLANES, PLANE_CHANNELS
 from nvsvideo.models.triplanenet.model import InversionResult, TriPlaneNet
@@ -63,11 +64,6 @@ class InvertConfig:
     """Frames per cache chunk; a chunk is buffered in memory until written (8 planes = 100 MB)."""
     fresh: bool = False
     """Discard an existing cache whose settings differ instead of refusing."""
-
-
-def default_cache_dir(video: Path) -> Path:
-    """`clip.mp4` -> `clip.mp4.nvs/` beside it."""
-    return video.with_name(video.name + ".nvs")
 
 
 def source_fingerprint(video: Path) -> str:

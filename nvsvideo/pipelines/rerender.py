@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nvsvideo.cache import FrameRecord, FrameStatus, InversionCache
+from nvsvideo.cache import FrameRecord, FrameStatus
 from nvsvideo.cache.records import pack_frame, unpack_frame
 from nvsvideo.cameras.paths import evaluate_camera_path, parse_camera_path
 from nvsvideo.compose.depth import depth_to_rgb
@@ -278,6 +278,10 @@ def render_video(
     fps = float(alignment.fps)
     frames = range(len(alignment.frames)) if span is None else range(span.start, span.stop)
     face_frames = [i for i in frames if alignment.frames[i].has_face]
+    mesh_frame = resolve_mesh_frame(alignment, config.mesh_frame) if config.mesh is not None else None
+    # The mesh frame's tri-planes, kept from the render pass: the mesh is exported after the videos are
+    # committed, so its failure never takes them away, and any store mode (recompute too) can give it.
+    mesh_planes: list[torch.Tensor] = []
     rendered = 0
     invert_seconds = 0.0
     with contextlib.ExitStack() as stack:
@@ -293,17 +297,20 @@ def render_video(
         # The source thread reads the cache while the sink thread stores new frames into it.
         cache_lock = threading.Lock()
         records = cache.iter_frames(frames)
-        writer = stack.enter_context(VideoWriter(output, width=out_w, height=out_h, fps=info.fps,
-                                                 time_base=info.time_base, crf=config.crf, colour=info.colour,
-                                                 audio_from=video if span is None else None, protect=(video,)))
+        # The videos are committed (renamed into place) when this inner stack closes, before the mesh.
+        outputs = stack.enter_context(contextlib.ExitStack())
+        writer = outputs.enter_context(VideoWriter(output, width=out_w, height=out_h, fps=info.fps,
+                                                   time_base=info.time_base, crf=config.crf, colour=info.colour,
+                                                   audio_from=video if span is None else None, protect=(video,),
+                                                   frames_expected=len(frames)))
         for note in writer.audio_notes:
             reporter.info(note)
         depth_writer = None
         if config.depth is not None:
             res = int(config.render.neural_rendering_resolution or model.decoder.neural_rendering_resolution)
-            depth_writer = stack.enter_context(VideoWriter(config.depth, width=res, height=res, fps=info.fps,
+            depth_writer = outputs.enter_context(VideoWriter(config.depth, width=res, height=res, fps=info.fps,
                                                            time_base=info.time_base, crf=config.crf,
-                                                           protect=(video,)))
+                                                           protect=(video,), frames_expected=len(frames)))
         advance = stack.enter_context(reporter.progress("rendering", len(frames)))
         batcher = Batcher(config.batch_size, device, warn=reporter.warn)
         invert_batcher = Batcher(invert_config.batch_size, device, warn=reporter.warn)
@@ -336,6 +343,10 @@ def render_video(
                     model, alignment, cameras, part, config, invert_config, keeper, device, fps).items()), faces))
             if keeper is not None and len(faces) < len(batch):
                 keeper.reset()  # a faceless frame breaks the mask's smoothing over time
+            for i, crop, record in faces:
+                if i == mesh_frame:
+                    mesh_planes.append(frame_mesh_planes(model, alignment, (i, crop, record), config,
+                                                         invert_config, device))
             return batch, novel_by_index, fresh
 
         def write(item: RenderedBatch) -> None:
@@ -369,8 +380,9 @@ def render_video(
         if writer.frames_written != len(frames):
             raise InputError(f"{video} now decodes to {writer.frames_written} frames where its alignment has "
                              f"{len(frames)}; the file changed or is damaged")
-        if config.mesh is not None:
-            export_frame_mesh(model, cache, alignment, config, device)
+        outputs.close()
+        if mesh_planes:
+            export_frame_mesh(model, mesh_planes[0], config, device)
     seconds = time.perf_counter() - started
     return {"frames": len(frames), "rendered": rendered, "faces_found": len(face_frames), "inverted": len(missing),
             "cache_hits": len(face_frames) - len(missing),
@@ -433,20 +445,40 @@ def render_faces(model: TriPlaneNet, alignment: VideoAlignment, cameras: np.ndar
             for j, i in enumerate(indices)}
 
 
-def export_frame_mesh(model: TriPlaneNet, cache: InversionCache, alignment: VideoAlignment,
-                      config: RerenderConfig, device: torch.device) -> None:
-    """Marching cubes on the density of one frame's (edited) tri-planes."""
-    assert config.mesh is not None
-    valid = np.flatnonzero(alignment.valid())
-    frame = int(valid[0]) if config.mesh_frame is None else config.mesh_frame
-    record = cache.get(frame)
-    if record is None or record.ws is None:
-        raise UsageError(f"--mesh-frame {frame} has no face; choose one of the frames with a face")
-    if record.planes is None and record.offsets is None:
-        raise UsageError("--mesh needs planes or offsets in the cache; invert with --store planes or offsets")
-    ws, planes, offsets = stored_tensors([record], device)
-    _, planes, _ = frame_planes(model, ws, planes, offsets, alignment.times()[[frame]], config, float(alignment.fps),
+def resolve_mesh_frame(alignment: VideoAlignment, requested: int | None) -> int:
+    """The frame `--mesh` exports: `requested`, or the first frame with a face.
+
+    Raises:
+        UsageError: the frame is past the end of the video or has no face.
+        NoFaceError: no frame has a face.
+    """
+    valid = alignment.valid()
+    if requested is None:
+        if not valid.any():
+            raise NoFaceError("--mesh needs a frame with a face, and no frame has one")
+        return int(np.flatnonzero(valid)[0])
+    if requested >= len(valid):
+        raise UsageError(f"--mesh-frame {requested} is past the end of the video ({len(valid)} frames, "
+                         f"0 to {len(valid) - 1})")
+    if not valid[requested]:
+        raise UsageError(f"--mesh-frame {requested} has no face; choose one of the frames with a face")
+    return requested
+
+
+def frame_mesh_planes(model: TriPlaneNet, alignment: VideoAlignment, face: FaceWork, config: RerenderConfig,
+                      invert_config: InvertConfig, device: torch.device) -> torch.Tensor:
+    """[1, 96, H, W] (edited) tri-planes of the mesh frame, from its cache record or its crop inverted again."""
+    i, crop, record = face
+    ws, planes, offsets = face_tensors(model, [record], crop[None], alignment.frames[i].label[None], [i],
+                                       invert_config.seed, device)
+    _, planes, _ = frame_planes(model, ws, planes, offsets, alignment.times()[[i]], config, float(alignment.fps),
                                 need_unedited=False)
+    return planes
+
+
+def export_frame_mesh(model: TriPlaneNet, planes: torch.Tensor, config: RerenderConfig, device: torch.device) -> None:
+    """Marching cubes on the density of one frame's tri-planes."""
+    assert config.mesh is not None
 
     def density(points: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

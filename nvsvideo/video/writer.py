@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import types
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
@@ -20,7 +21,7 @@ import av.error
 import numpy as np
 
 from nvsvideo.errors import UsageError
-from nvsvideo.files import atomic_output
+from nvsvideo.files import atomic_output, output_error
 from nvsvideo.video.audio import AudioCopier
 from nvsvideo.video.colour import BT709, ENCODE_FLAGS, FULL, Colour, rgb_to_yuv420
 from nvsvideo.video.reader import RGB_WORKERS, codec_threads
@@ -99,6 +100,7 @@ class VideoWriter:
         audio_from: str | Path | None = None,  # copy this file's audio streams
         protect: tuple[Path, ...] = (),  # inputs that must never be overwritten (audio_from is added)
         colour: Colour = BT709,  # matrix, range and tags: the source's (`VideoInfo.colour`) keeps its pixels
+        frames_expected: int | None = None,  # frames the caller will write (sizes the space a full disk lacked)
     ) -> None:
         path = Path(path)
         if path.suffix.lower() not in CONTAINERS:
@@ -117,12 +119,14 @@ class VideoWriter:
         self.time_base = Fraction(time_base) if time_base is not None else 1 / self.fps
         self.colour = colour
         self.frames_written = 0
+        self._frames_expected = frames_expected
+        self._temp: Path | None = None
         self._last_pts: int | None = None
         self._audio: AudioCopier | None = None
         self._stack = contextlib.ExitStack()
         protected = tuple(Path(p) for p in protect) + ((Path(audio_from),) if audio_from is not None else ())
         try:
-            temp = self._stack.enter_context(atomic_output(path, protect=protected))
+            temp = self._temp = self._stack.enter_context(atomic_output(path, protect=protected))
             self._pool = self._stack.enter_context(ThreadPoolExecutor(RGB_WORKERS))
             self._out = self._stack.enter_context(open_output(temp, path.suffix, self.time_base))
             self._video = self._add_video(crf, preset)
@@ -177,24 +181,43 @@ class VideoWriter:
         for before, stamp in zip([self._last_pts, *stamps[:-1]], stamps, strict=True):
             if before is not None and stamp <= before:
                 raise ValueError(f"timestamps must increase: {stamp} after {before}")
-        # The RGB -> YUV conversions run in the pool while libx264 encodes on its own threads.
-        for frame, stamp in zip(self._pool.map(_to_yuv, pad_to_even(frames), itertools.repeat(self.colour)), stamps, strict=True):
-            frame.pts = stamp
-            frame.time_base = self.time_base
-            self._out.mux(self._video.encode(frame))
-            self.frames_written += 1
-        self._last_pts = stamps[-1]
-        if self._audio is not None:
-            self._audio.until(float((self._last_pts + 1) * self.time_base))
+        with self._space_errors():
+            # The RGB -> YUV conversions run in the pool while libx264 encodes on its own threads.
+            yuv = self._pool.map(_to_yuv, pad_to_even(frames), itertools.repeat(self.colour))
+            for frame, stamp in zip(yuv, stamps, strict=True):
+                frame.pts = stamp
+                frame.time_base = self.time_base
+                self._out.mux(self._video.encode(frame))
+                self.frames_written += 1
+            self._last_pts = stamps[-1]
+            if self._audio is not None:
+                self._audio.until(float((self._last_pts + 1) * self.time_base))
+
+    @contextlib.contextmanager
+    def _space_errors(self) -> Iterator[None]:
+        """A full disk (or a folder made read-only meanwhile) becomes `OutputError`, naming the output and,
+        from the bytes per frame so far, about how much space the whole video needs."""
+        try:
+            yield
+        except OSError as err:
+            needed = None
+            if self._frames_expected and self.frames_written and self._temp is not None:
+                with contextlib.suppress(OSError):
+                    needed = self._temp.stat().st_size * self._frames_expected // self.frames_written
+            mapped = output_error(err, self.path, needed)
+            if mapped is None:
+                raise
+            raise mapped from err
 
     def close(self) -> None:
         """Flush the encoder, copy the remaining audio, and move the file into place."""
         if self.frames_written == 0:
             raise ValueError("no frames were written; refusing to create an empty video")
-        self._out.mux(self._video.encode(None))
-        if self._audio is not None:
-            self._audio.finish()
-        self._stack.close()
+        with self._space_errors():
+            self._out.mux(self._video.encode(None))
+            if self._audio is not None:
+                self._audio.finish()
+            self._stack.close()
 
     def __enter__(self) -> VideoWriter:
         return self
