@@ -55,7 +55,7 @@ from nvsvideo.render import RenderOptions
 from nvsvideo.runtime.compile import CompileState, compile_hot_path
 from nvsvideo.runtime.precision import parse_precision, set_precision, sr_force_fp32
 from nvsvideo.temporal.tracking import TrackerConfig
-from nvsvideo.validate import check_render_job, parse_batch_size
+from nvsvideo.validate import check_preset, check_render_job, parse_batch_size
 from nvsvideo.video import FrameSpan, VideoInfo, join_videos
 from nvsvideo.weights import resolve_weights_dir
 
@@ -95,6 +95,8 @@ class BatchJobOptions:
     """What edits do to the tri-plane offsets: keep | drop."""
     crf: int = 18
     """libx264 quality."""
+    preset: str = "medium"
+    """libx264 speed preset."""
     model: str | None = None
     """TriPlaneNet version: v1 | v2; None: the --triplanenet file's version, else v2."""
     triplanenet: str | None = None
@@ -148,8 +150,9 @@ class BatchJobOptions:
         """Fail now, before any video runs, on values that would fail every video the same way.
 
         Raises:
-            UsageError: a bad layout, offset policy, store mode, camera path or edit pairing.
+            UsageError: a bad encoder preset, layout, offset policy, store mode, camera path or edit pairing.
         """
+        check_preset(self.preset)
         self.invert_config()
         self.render_config(edits=())
         parse_precision(self.precision)
@@ -175,6 +178,7 @@ class BatchJobOptions:
             offset_policy=_choice(OffsetPolicy, self.edit_offsets, "edit offsets policy (--edit-offsets)"),
             batch_size=parse_batch_size(self.batch_size),
             crf=self.crf,
+            preset=self.preset,
         )
 
     def invert_config(self) -> InvertConfig:
@@ -271,10 +275,10 @@ def check_job(spec: JobSpec) -> VideoInfo:
     Returns the probed input (reused by the job: probing reads the whole file).
 
     Raises:
-        UsageError, InputError: a still image, an output that cannot be written, a bad camera path.
+        UsageError, InputError: a still image, an output that cannot be written, a bad camera path or preset.
     """
-    camera_path = BatchJobOptions.from_mapping(spec.options).render_config(()).camera_path
-    return check_render_job(spec.input, spec.output, camera_path)
+    options = BatchJobOptions.from_mapping(spec.options)
+    return check_render_job(spec.input, spec.output, options.render_config(()).camera_path, preset=options.preset)
 
 
 def _load(spec: JobSpec, ctx: WorkerContext) -> _Loaded:

@@ -90,6 +90,8 @@ class RerenderConfig:
     """Frames rendered at once, or "auto" (`nvsvideo.runtime.batching`)."""
     crf: int = 18
     """libx264 quality."""
+    preset: str = "medium"
+    """libx264 speed preset (`nvsvideo.video.writer.X264_PRESETS`)."""
     depth: Path | None = None
     """Also write the rendered depth as a colour video."""
     mesh: Path | None = None
@@ -299,13 +301,14 @@ def render_video(
         cache_lock = threading.Lock()
         records = cache.iter_frames(frames)
         writer = stack.enter_context(VideoWriter(output, width=out_w, height=out_h, fps=info.fps,
-                                                 time_base=info.time_base, crf=config.crf,
+                                                 time_base=info.time_base, crf=config.crf, preset=config.preset,
                                                  audio_from=video if span is None else None, protect=(video,)))
         depth_writer = None
         if config.depth is not None:
             res = int(config.render.neural_rendering_resolution or model.decoder.neural_rendering_resolution)
             depth_writer = stack.enter_context(VideoWriter(config.depth, width=res, height=res, fps=info.fps,
                                                            time_base=info.time_base, crf=config.crf,
+                                                           preset=config.preset,
                                                            protect=(video,)))
         advance = stack.enter_context(reporter.progress("rendering", len(frames)))
         batcher = Batcher(config.batch_size, device, warn=reporter.warn)
