@@ -85,6 +85,19 @@ def test_banded_product_equals_the_dense_one(start, stop, n_out):
     np.testing.assert_allclose(got.numpy(), dense @ x, atol=1e-5)
 
 
+def test_both_kernels_compute_the_same_products():
+    import dataclasses
+
+    from nvsvideo.models.kernels import CPU_KERNELS, use_kernels
+
+    band = axis_band(-7.3, 401.9, 150, 300, torch.device("cpu"))
+    x = torch.randn(band.n_read, 11)
+    views = apply_banded(band, x)
+    with use_kernels(dataclasses.replace(CPU_KERNELS, resample="gathered")):
+        gathered = apply_banded(band, x)
+    torch.testing.assert_close(views, gathered, rtol=1e-5, atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def frame_1080p(fixtures_dir) -> np.ndarray:
     """A real face frame upscaled to 1080p."""

@@ -16,18 +16,54 @@ frame), so it is Pillow's (`y_first`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from nvsvideo.models.kernels import kernels_for
+
 #: Lobes of the Lanczos window (Pillow's LANCZOS filter).
 LANCZOS_LOBES = 3
+#: Share of the usable CPUs the compositing ops of one pipeline thread use on the CPU (`compositing_threads`).
+CPU_SHARE = 4
 #: Output pixels per block of a banded matrix: smaller blocks read fewer unused source pixels, larger
 #: ones make fewer, larger products; 16 measured fastest for 1080p face crops on 2 cores.
 BLOCK = 16
+
+
+def compositing_threads(usable_cpus: int) -> int:
+    """Torch threads for the crop and compositing ops on the CPU: a quarter of the usable CPUs, at least one.
+
+    They run in the pipeline's decode and encode threads, beside the model stage (all the CPUs) and the
+    codecs' own threads: with more threads than that, OpenMP teams wait on each other's cores, and on a
+    2-core machine a 2-thread crop measured 8 to 12x slower than a 1-thread one.
+    """
+    return max(1, usable_cpus // CPU_SHARE)
+
+
+@contextlib.contextmanager
+def cpu_threads(device: torch.device) -> Iterator[None]:
+    """Run the enclosed torch ops with `compositing_threads` threads when on the CPU.
+
+    torch's thread count is OpenMP's, kept per calling thread: the other stages keep theirs.
+    """
+    from nvsvideo.video.reader import codec_threads
+
+    before = torch.get_num_threads()
+    wanted = compositing_threads(codec_threads())
+    if device.type != "cpu" or wanted == before:
+        yield
+        return
+    torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def lanczos(x: np.ndarray) -> np.ndarray:
@@ -76,8 +112,8 @@ class BandedWeights:
     """Output pixels."""
     weights: torch.Tensor
     """float32 [blocks, BLOCK, window]; rows past `n_out` are zero."""
-    rows: torch.Tensor
-    """int64 [blocks · window]: each block's source rows, relative to `first`."""
+    starts: tuple[int, ...]
+    """Each block's first source row, relative to `first`."""
 
 
 def axis_band(start: float, stop: float, n_out: int, n_in: int, device: torch.device, *,
@@ -98,17 +134,25 @@ def axis_band(start: float, stop: float, n_out: int, n_in: int, device: torch.de
     # bincount adds the weights of taps clipped onto one source pixel instead of keeping only one of them.
     flat = (np.arange(blocks * BLOCK)[:, None] * window + columns).reshape(-1)
     dense = np.bincount(flat, weights.reshape(-1), minlength=blocks * BLOCK * window)
-    rows = (lo[:, None] + np.arange(window)[None]).reshape(-1)
     return BandedWeights(first=first, n_read=n_read, n_out=n_out,
                          weights=torch.from_numpy(dense.astype(np.float32).reshape(blocks, BLOCK, window)).to(device),
-                         rows=torch.from_numpy(rows).to(device))
+                         starts=tuple(int(v) for v in lo))
 
 
 def apply_banded(band: BandedWeights, x: torch.Tensor) -> torch.Tensor:
-    """The weights times x along x's first axis. x: float32 [band.n_read, M]; returns [band.n_out, M]."""
+    """The weights times x along x's first axis. x: float32 [band.n_read, M]; returns [band.n_out, M].
+
+    The variant is `kernels_for(x.device).resample`; both compute the same products.
+    """
     blocks, _, window = band.weights.shape
-    windows = x.index_select(0, band.rows).view(blocks, window, x.shape[1])
-    return torch.bmm(band.weights, windows).view(blocks * BLOCK, x.shape[1])[:band.n_out]
+    if kernels_for(x.device).resample == "gathered":
+        rows = torch.tensor(band.starts, device=x.device)[:, None] + torch.arange(window, device=x.device)
+        windows = x.index_select(0, rows.reshape(-1)).view(blocks, window, x.shape[1])
+        return torch.bmm(band.weights, windows).view(blocks * BLOCK, x.shape[1])[:band.n_out]
+    out = x.new_empty((blocks * BLOCK, x.shape[1]))
+    for b, start in enumerate(band.starts):
+        torch.mm(band.weights[b], x[start:start + window], out=out[b * BLOCK:(b + 1) * BLOCK])
+    return out[:band.n_out]
 
 
 def resample(image: torch.Tensor, box: tuple[float, float, float, float], size: tuple[int, int], *,

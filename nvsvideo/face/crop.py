@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nvsvideo.compose.resample import image_tensor, resample, to_uint8
+from nvsvideo.compose.resample import cpu_threads, image_tensor, resample, to_uint8
 
 #: Deep3DFaceRecon's five standard 3D landmarks (BFM units, y up, +z towards the camera), in the order
 #: left eye, right eye, nose tip, left mouth corner, right mouth corner ("left" = smaller image x).
@@ -228,7 +228,8 @@ def crop_face(frame: torch.Tensor, tf: CropTransform) -> torch.Tensor:
     """
     assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == torch.uint8, (frame.shape, frame.dtype)
     size = tf.output_size
-    return to_uint8(resample(frame, crop_box(tf), (size, size)))
+    with cpu_threads(frame.device):
+        return to_uint8(resample(frame, crop_box(tf), (size, size)))
 
 
 def apply_crop(image: np.ndarray, tf: CropTransform) -> np.ndarray:
@@ -282,13 +283,14 @@ def paste_face_(frame: torch.Tensor, crop_image: torch.Tensor, tf: CropTransform
     if x0 >= x1 or y0 >= y1:
         return frame
     box = (sx * x0 + bx, sy * y0 + by, sx * x1 + bx, sy * y1 + by)
-    patch = resample(crop_image, box, (x1 - x0, y1 - y0))
     # Weights at the frame pixel centres (corner coordinate + 1/2), mapped into the crop.
-    wx = feather_weights(sx * (np.arange(x0, x1) + 0.5) + bx, size, mask_feather)
-    wy = feather_weights(sy * (np.arange(y0, y1) + 0.5) + by, size, mask_feather)
-    weight = torch.from_numpy(wy).to(frame.device)[:, None, None] * torch.from_numpy(wx).to(frame.device)[None, :, None]
-    region = frame[y0:y1, x0:x1]
-    region.copy_(to_uint8(torch.lerp(region.to(torch.float32), patch, weight)))
+    wx = torch.from_numpy(feather_weights(sx * (np.arange(x0, x1) + 0.5) + bx, size, mask_feather))
+    wy = torch.from_numpy(feather_weights(sy * (np.arange(y0, y1) + 0.5) + by, size, mask_feather))
+    with cpu_threads(frame.device):
+        patch = resample(crop_image, box, (x1 - x0, y1 - y0))
+        weight = wy.to(frame.device)[:, None, None] * wx.to(frame.device)[None, :, None]
+        region = frame[y0:y1, x0:x1]
+        region.copy_(to_uint8(torch.lerp(region.to(torch.float32), patch, weight)))
     return frame
 
 
