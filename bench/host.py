@@ -16,7 +16,7 @@ split out of `decode` and the compositing out of `encode` (timed inside those st
 Runs: ours overlapped and sequential (`NVSVIDEO_SEQUENTIAL=1`) at each preset, and the baseline in
 the same run: the same pipeline with the Pillow/numpy crop and paste-back it used before issue 19
 (tests/pil_compose.py) at `medium`, libx264's default. Crop and paste-back alone are also timed
-(median of repeated calls on one 1080p frame) for both.
+(median of repeated calls on one 1080p frame) for both, and libx264 alone at each preset (speed, size).
 """
 
 from __future__ import annotations
@@ -173,6 +173,27 @@ def bench_functions(clip: Path, landmarks: Path, old: ModuleType, repeats: int) 
             "paste_before": median_ms(lambda: old.pil_paste_back(frame, render, tf), repeats)}
 
 
+def bench_encode(clip: Path, presets: list[str], workdir: Path) -> dict[str, dict[str, float]]:
+    """libx264 alone at each preset on the clip's decoded 1080p frames (--crf 18): wall and CPU ms/frame, MiB."""
+    from nvsvideo.video import VideoReader, VideoWriter, probe
+
+    info = probe(clip)
+    frames = [(batch.frames, batch.pts) for batch in VideoReader(clip, batch_size=8, info=info)]
+    count = sum(len(f) for f, _ in frames)
+    results = {}
+    for preset in presets:
+        out = workdir / f"encode_{preset}.mp4"
+        started, cpu = time.perf_counter(), time.process_time()
+        with VideoWriter(out, width=info.width, height=info.height, fps=info.fps, time_base=info.time_base,
+                         preset=preset) as writer:
+            for images, pts in frames:
+                writer.write(images, pts)
+        results[preset] = {"wall_ms": 1000 * (time.perf_counter() - started) / count,
+                           "cpu_ms": 1000 * (time.process_time() - cpu) / count,
+                           "mib": out.stat().st_size / 2**20}
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["medium", "veryfast"])
@@ -201,6 +222,10 @@ def main(argv: list[str] | None = None) -> None:
             f"({'meets' if wall <= TARGET_STAGE_MS else 'MISSES'} the {TARGET_STAGE_MS:.0f} ms target)")
     runs: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="nvs-host-") as tmp:
+        encode = bench_encode(clip, ["medium", *[p for p in args.presets if p != "medium"]], Path(tmp))
+        log("  encode alone (libx264, --crf 18, 72 frames of 1080p), wall / CPU ms per frame, file size:")
+        for preset, e in encode.items():
+            log(f"    {preset:<9} {e['wall_ms']:6.1f} / {e['cpu_ms']:6.1f}   {e['mib']:.2f} MiB")
         plan = [("before issue 19, medium, overlapped", "medium", False, old)]
         plan += [(f"ours, {p}, {mode}", p, mode == "sequential", None)
                  for p in args.presets for mode in ("overlapped", "sequential")]
@@ -223,7 +248,8 @@ def main(argv: list[str] | None = None) -> None:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     log(f"  load average {load} (other jobs on the machine inflate every number)")
     if args.json:
-        print(json.dumps({"functions_ms": functions, "runs": runs, "load_average": os.getloadavg()}, indent=2))
+        print(json.dumps({"functions_ms": functions, "encode": encode, "runs": runs, "load_average": os.getloadavg()},
+                         indent=2))
 
 
 if __name__ == "__main__":

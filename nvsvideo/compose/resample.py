@@ -220,8 +220,8 @@ def _pass(band: BandedWeights, x: torch.Tensor) -> torch.Tensor:
 
 
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
-    """Float pixel values in [0, 255] rounded half up (as Pillow) into a contiguous uint8 tensor."""
-    return image.add(0.5).clamp_(0.0, 255.0).to(torch.uint8).contiguous()
+    """`resample`'s output (whole levels in [0, 255] already) as a contiguous uint8 tensor."""
+    return image.to(torch.uint8).contiguous()
 
 
 def image_tensor(array: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -290,7 +290,9 @@ def paste_face_(frame: torch.Tensor, crop_image: torch.Tensor, tf: CropTransform
         patch = resample(crop_image, box, (x1 - x0, y1 - y0))
         weight = wy.to(frame.device)[:, None, None] * wx.to(frame.device)[None, :, None]
         region = frame[y0:y1, x0:x1]
-        region.copy_(to_uint8(torch.lerp(region.to(torch.float32), patch, weight)))
+        # Between two images of whole levels in [0, 255]: only rounding (half up) is left to do; the
+        # float -> uint8 copy truncates.
+        region.copy_(region.to(torch.float32).lerp_(patch, weight).add_(0.5))
     return frame
 
 
