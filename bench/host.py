@@ -11,7 +11,7 @@ paste`) into a fresh cache, where the model stage is a pass-through: every input
 render and nothing is inverted. What is left is what the host does around any model: the most frames/s
 any GPU could reach with this pipeline. Reported per run: frames/s of the render pass and of the whole
 run (with the alignment pass), and busy ms/frame of every stage `StageTimes` records, with the crop
-split out of `decode` and the compositing out of `encode` (timed inside those stages).
+split out of `decode` and the compositing out of `render` (the model's stage; timed inside them).
 
 Runs: ours overlapped and sequential (`NVSVIDEO_SEQUENTIAL=1`) at each preset, and the baseline in
 the same run: the same pipeline with the Pillow/numpy crop and paste-back it used before issue 19
@@ -128,9 +128,9 @@ def run_once(clip: Path, landmarks: Path, workdir: Path, *, preset: str, sequent
     passed = stages.pop("wall")
     busy = {name: seconds for name, seconds in stages.items()
             if isinstance(seconds, (int, float)) and name != "overlap_ratio"}
-    # The crop runs inside the decode stage and the compositing inside the encode stage.
+    # The crop runs inside the decode stage and the compositing inside the model stage.
     busy["decode"] -= crop_s[0]
-    busy["encode"] -= compose_s[0]
+    busy["render"] -= compose_s[0]
     busy = {"align": summary["seconds"]["align"], **busy, "crop": crop_s[0], "compose": compose_s[0]}
     return {"frames": frames, "render_pass_fps": frames / passed, "whole_run_fps": frames / wall,
             "cpu_ms_per_frame": 1000 * cpu / frames,

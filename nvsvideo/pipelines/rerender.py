@@ -63,9 +63,9 @@ FaceWork = tuple[int, np.ndarray, FrameRecord | None]
 RenderedFace = tuple[torch.Tensor, np.ndarray, torch.Tensor | None, np.ndarray]
 #: A prepared batch: the decoded frames, the same on the model's device (uint8 [B, H, W, 3]), its faces.
 PreparedBatch = tuple[FrameBatch, torch.Tensor, list[FaceWork]]
-#: A rendered batch for the sink: the decoded frames (and on the device), the rendered faces by frame, new
-#: inversions to store.
-RenderedBatch = tuple[FrameBatch, torch.Tensor, dict[int, RenderedFace], list[tuple[int, FrameRecord]]]
+#: A composed batch for the sink: the decoded batch, its output frames (uint8 [B, H', W', 3]), their depth frames
+#: (or None), new inversions to store.
+ComposedBatch = tuple[FrameBatch, np.ndarray, np.ndarray | None, list[tuple[int, FrameRecord]]]
 
 
 @dataclass(frozen=True)
@@ -252,7 +252,7 @@ def render_video(
 ) -> dict[str, Any]:
     """Render the frames of a video along the camera path and write `output`, in one pass over the video.
 
-    Decoding with the face crops and cache reads, the models, and composing with encoding run as
+    Decoding with the face crops and cache reads, the models with composing, and encoding run as
     overlapped stages (`nvsvideo.pipelines.stream`).
 
     Args:
@@ -328,8 +328,8 @@ def render_video(
                         faces.append((i, crop_face(frames[j], alignment.frames[i].transform).cpu().numpy(), record))
                 yield batch, frames, faces
 
-        def render(item: PreparedBatch) -> RenderedBatch:
-            """Invert what the cache lacks, then render (the calling thread)."""
+        def render(item: PreparedBatch) -> ComposedBatch:
+            """Invert what the cache lacks, render, compose on the model's device (the calling thread)."""
             nonlocal invert_seconds
             batch, frames, faces = item
             fresh: list[tuple[int, FrameRecord]] = []
@@ -344,15 +344,13 @@ def render_video(
                     model, alignment, cameras, part, config, invert_config, keeper, device, fps).items()), faces))
             if keeper is not None and len(faces) < len(batch):
                 keeper.reset()  # a faceless frame breaks the mask's smoothing over time
-            return batch, frames, novel_by_index, fresh
+            return batch, *compose(batch, frames, novel_by_index), fresh
 
-        def write(item: RenderedBatch) -> None:
-            """Store new inversions, compose and encode (the sink thread)."""
+        def compose(batch: FrameBatch, frames: torch.Tensor, novel_by_index: dict[int, RenderedFace]
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+            """The output frames and depth frames of a batch. On the model's stage: where the renders are, and
+            off the encoder's thread, which is the host's slowest stage."""
             nonlocal rendered
-            batch, frames, novel_by_index, fresh = item
-            for index, record in fresh:
-                with cache_lock:
-                    cache.put(index, record)  # durable once its chunk is complete (`InversionCache.put`)
             frames_out, depth_out = [], []
             for i, frame in zip(batch.indices.tolist(), frames, strict=True):
                 got = novel_by_index.get(i)
@@ -368,9 +366,17 @@ def render_video(
                 rendered += 1
             # The composed frames come back from the device once; paste composes into `frames` in place.
             composed = frames if config.output is OutputMode.PASTE else torch.stack(frames_out)
-            writer.write(composed.cpu().numpy(), batch.pts)
+            return composed.cpu().numpy(), np.stack(depth_out) if depth_writer is not None else None
+
+        def write(item: ComposedBatch) -> None:
+            """Store new inversions and encode (the sink thread)."""
+            batch, composed, depth, fresh = item
+            for index, record in fresh:
+                with cache_lock:
+                    cache.put(index, record)  # durable once its chunk is complete (`InversionCache.put`)
+            writer.write(composed, batch.pts)
             if depth_writer is not None:
-                depth_writer.write(np.stack(depth_out), batch.pts)
+                depth_writer.write(depth, batch.pts)
             advance(len(batch))
 
         stages = run_stages(prepare(), render, write, names=("decode", "render", "encode"))
