@@ -1,17 +1,18 @@
 """Lanczos-3 resampling of a rectangle of an image as two banded matrix products, on any torch device.
 
 The crop out of the frame, the paste-back patch and the layout resizes all resample an axis-aligned
-rectangle, so each axis is one matrix of filter weights and the image is multiplied by them, first along
-x then along y (as Pillow does). The matrices are banded: an output pixel reads only the few source
-pixels under its filter. They are cut into blocks of `BLOCK` output pixels, each with the source window
-it reads, and applied with one batched matrix product per axis: dense-matrix speed on the CPU's threads
-and on a GPU, at a few times the minimal work instead of the source width times.
+rectangle, so each axis is one matrix of filter weights and the image is multiplied by them, one axis
+after the other. The matrices are banded: an output pixel reads only the few source pixels under its
+filter. They are cut into blocks of `BLOCK` output pixels, each with the source window it reads, and
+applied as matrix products (per block on views on the CPU, gathered into one batched product on a GPU:
+`nvsvideo.models.kernels`): dense-matrix speed at a few times the minimal work, not the source width times.
 
 The weights are Pillow's (`ImagingResample`), so results match `Image.resize(..., LANCZOS, box=...)`
-within one 8-bit level (nearly all pixels equal): the same taps, window, normalisation, pass order and
-whole-level intermediate, outside-the-image pixels black; float32 sums instead of Pillow's fixed point.
-The pass order matters where an intermediate overshoots [0, 255] (sharp edges, the black outside the
-frame), so it is Pillow's (`y_first`).
+within one 8-bit level nearly everywhere: the same taps, window, normalisation and whole-level
+intermediate, outside-the-image pixels black; float32 sums instead of Pillow's fixed point (a tie
+rounded the other way in the intermediate can reach two levels, a few pixels per million). The pass order
+matters where an intermediate overshoots [0, 255] (sharp edges, the black outside the frame), so it
+follows Pillow's choice as far as it is known (`y_first`).
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ BLOCK = 16
 def compositing_threads(usable_cpus: int) -> int:
     """Torch threads for the crop and compositing ops on the CPU: a quarter of the usable CPUs, at least one.
 
-    They run in the pipeline's decode and encode threads, beside the model stage (all the CPUs) and the
-    codecs' own threads: with more threads than that, OpenMP teams wait on each other's cores, and on a
-    2-core machine a 2-thread crop measured 8 to 12x slower than a 1-thread one.
+    They run in the pipeline's decode thread (crops) and model thread (compositing, between model calls),
+    beside the model, the other stages and the codecs' own threads: with more threads, OpenMP teams wait on
+    each other's cores, and on a loaded 2-core machine a 2-thread crop measured 8 to 12x slower than a
+    1-thread one.
     """
     return max(1, usable_cpus // CPU_SHARE)
 
@@ -189,9 +191,10 @@ def resample(image: torch.Tensor, box: tuple[float, float, float, float], size: 
 
 def y_first(box: tuple[float, float, float, float], size: tuple[int, int], image_hw: tuple[int, int], *,
             black_outside: bool) -> bool:
-    """Whether Pillow resamples along y first (found by probing Pillow 13; it picks the cheaper order).
+    """Whether Pillow resamples along y first, as far as probing Pillow 13 found: it picks the cheaper order.
 
-    Its cost of x first: the rows the y filters read times the output width times the x filter's taps, plus
+    This cost model matched its choice on whole images of many shapes and on most random rectangles (not
+    all: a few strong downscales run x first against it). Its cost of x first: the rows the y filters read times the output width times the x filter's taps, plus
     the y pass; of y first: the output height times the width of the image it is handed times the y taps,
     plus the x pass; x first on a tie. It is handed the whole image in a whole-image resize, and in a
     crop that may leave the frame the window the crop cut: the rectangle's whole-pixel bounds widened by
