@@ -58,14 +58,18 @@ def load_module(path: Path) -> ModuleType:
     return module
 
 
-def make_data(log: Callable[[str], None]) -> tuple[Path, Path]:
-    """(the 1080p clip, its landmarks file), made once into bench/data/."""
-    from nvsvideo.face.backends.dlib_backend import DlibBackend
+def make_data(log: Callable[[str], None]) -> tuple[Path, Path] | None:
+    """(the 1080p clip, its landmarks file), made once into bench/data/; None without them and without dlib."""
     from nvsvideo.video import VideoReader, VideoWriter, probe
 
     clip, landmarks = DATA / "single_face_1080p.mp4", DATA / "single_face_1080p.landmarks.json"
     if clip.is_file() and landmarks.is_file():
         return clip, landmarks
+    try:
+        from nvsvideo.face.backends.dlib_backend import DlibBackend
+    except ImportError:
+        log("host: skipped, making the 1080p clip's landmarks needs the dlib extra")
+        return None
     log(f"making {clip.relative_to(ROOT)} and its landmarks (once)")
     DATA.mkdir(parents=True, exist_ok=True)
     info = probe(CLIP)
@@ -211,7 +215,10 @@ def main(argv: list[str] | None = None) -> None:
         log(f"host: skipped, the shared face clip is not at {CLIP}")
         return
     old = load_module(ROOT / "tests" / "pil_compose.py")
-    clip, landmarks = make_data(log)
+    made = make_data(log)
+    if made is None:
+        return
+    clip, landmarks = made
     functions = bench_functions(clip, landmarks, old, args.repeats)
     log(f"host ceiling at 1080p ({clip.name}, 72 frames, --output paste, model = pass-through), "
         f"{torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs")
