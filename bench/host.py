@@ -65,15 +65,18 @@ def make_data(log: Callable[[str], None]) -> tuple[Path, Path] | None:
     clip, landmarks = DATA / "single_face_1080p.mp4", DATA / "single_face_1080p.landmarks.json"
     if clip.is_file() and landmarks.is_file():
         return clip, landmarks
+    from nvsvideo.errors import NvsError
+    from nvsvideo.face.backends.dlib_backend import DlibBackend
+
     try:
-        from nvsvideo.face.backends.dlib_backend import DlibBackend
-    except ImportError:
-        log("host: skipped, making the 1080p clip's landmarks needs the dlib extra")
+        backend = DlibBackend()
+    except NvsError as err:  # no dlib, or no landmark model file
+        log(f"host: skipped, the 1080p clip's landmarks need dlib: {err}")
         return None
     log(f"making {clip.relative_to(ROOT)} and its landmarks (once)")
     DATA.mkdir(parents=True, exist_ok=True)
     info = probe(CLIP)
-    backend, faces = DlibBackend(), []
+    faces: list[list] = []
     with VideoWriter(clip, width=info.width * UPSCALE, height=info.height * UPSCALE, fps=info.fps,
                      time_base=info.time_base, crf=18, audio_from=CLIP) as writer:
         for batch in VideoReader(CLIP, batch_size=8, info=info):
