@@ -486,7 +486,7 @@ def bench_overlap(frames: int, repeats: int, log: Callable[[str], None]) -> dict
                     if best is None or got["wall"] < best["wall"]:
                         results[f"{run}, {mode}"] = got
     log(f"\noverlap: whole rerender passes, TINY random v2 model, first {frames} frames of {CLIP.name}, "
-        f"--output paste, fastest of {repeats}; busy s per stage (decode+crops+cache reads / models / compose+encode+cache writes)")
+        f"--output paste, fastest of {repeats}; busy s per stage (decode+crops+cache reads / models+compose / encode+cache writes)")
     log(f"  {'pass':<24} {'decode':>7} {'render':>7} {'encode':>7} {'wall':>7} {'wall/slowest':>13}")
     for name, r in results.items():
         log(f"  {name:<24} {r['decode']:7.2f} {r['render']:7.2f} {r['encode']:7.2f} {r['wall']:7.2f} "

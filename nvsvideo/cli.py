@@ -709,6 +709,7 @@ LOOK_OPTIONS = (
     _option("strength_ramp", Annotated[list[str] | None, typer.Option("--strength-ramp", metavar="KEYS", help="Strength over time, e.g. 0s:0,1s:1,4s:1,5s:0 (times s or f; linear between keys), times --strength.")], None),
     _option("edit_offsets", Annotated[Literal["keep", "drop"], typer.Option("--edit-offsets", help="keep: tri-plane offsets stay (In-N-Out style); drop: fade them where edits are on.")], "keep"),
     _option("crf", Annotated[int, typer.Option("--crf", min=0, max=51, help="libx264 quality (lower = better).")], 18),
+    _option("preset", Annotated[str, typer.Option("--preset", metavar="NAME", help="libx264 speed preset, as FFmpeg's: ultrafast, superfast, veryfast, faster, fast, medium, slow, slower, veryslow (faster = bigger files at the same --crf quality).")], "medium"),
 )
 
 
@@ -751,7 +752,8 @@ def rerender(
     check_look_values(size=look.size, samples=look.samples, render_resolution=look.render_resolution)
     check_finite("--strength", look.strength or ())
     check_face_options(face)
-    info = check_render_job(video, out, camera_path, depth=depth, mesh=mesh, mesh_frame=mesh_frame)
+    info = check_render_job(video, out, camera_path, depth=depth, mesh=mesh, mesh_frame=mesh_frame,
+                            preset=look.preset)
     check_cache_writable(cache, video)
     _check_inversion(inv, weights_dir)
     check_render_memory(batch_size=parse_batch_size(inv.batch_size), render_resolution=look.render_resolution,
@@ -782,7 +784,8 @@ def rerender(
         render=RenderOptions(neural_rendering_resolution=look.render_resolution, samples_multiplier=look.samples,
                              seed=inv.seed, force_fp32=inverter.render_options.force_fp32),
         keep_ood=KeepOodOptions() if look.keep_ood else None, edits=edits, offset_policy=policy,
-        batch_size=invert_config.batch_size, crf=look.crf, depth=depth, mesh=mesh, mesh_frame=mesh_frame)
+        batch_size=invert_config.batch_size, crf=look.crf, preset=look.preset, depth=depth, mesh=mesh,
+        mesh_frame=mesh_frame)
     summary = run_rerender(video, out, cache_dir, inverter, fingerprints, backend, align_config, invert_config, config,
                            device=torch_device, reporter=reporter, info=info)
     if compiled is not None:
@@ -960,7 +963,7 @@ def batch(
         camera_path=look.yaw_path, output_mode=look.output, size=look.size, samples=look.samples,
         render_resolution=look.render_resolution, keep_ood=look.keep_ood, direction=tuple(look.direction or ()),
         strength=tuple(look.strength or ()), strength_ramp=tuple(look.strength_ramp or ()),
-        edit_offsets=look.edit_offsets, crf=look.crf, model=inv.model, triplanenet=text(inv.triplanenet),
+        edit_offsets=look.edit_offsets, crf=look.crf, preset=look.preset, model=inv.model, triplanenet=text(inv.triplanenet),
         eg3d=text(inv.eg3d), weights_dir=text(weights_dir), store=inv.store, batch_size=inv.batch_size,
         precision=inv.precision, compile=inv.compile,
         seed=inv.seed, fresh=inv.fresh, landmarks=face.landmarks, landmarks_file=text(face.landmarks_file),

@@ -214,6 +214,18 @@ def check_distinct(paths: dict[str, Path | None]) -> None:
         seen[key] = option
 
 
+def check_preset(preset: str) -> None:
+    """`--preset` is one of libx264's speed presets.
+
+    Raises:
+        UsageError: any other name (libx264 itself would only refuse it once the encoder opens).
+    """
+    from nvsvideo.video.writer import X264_PRESETS
+
+    if preset not in X264_PRESETS:
+        raise UsageError(f"--preset {preset!r} is not a libx264 preset; use one of {', '.join(X264_PRESETS)}")
+
+
 def check_camera_path(spec: str) -> None:
     """The camera path parses and its keyframe file, if any, reads and parses.
 
@@ -240,16 +252,17 @@ def check_not_still_image(info: VideoInfo) -> None:
 
 
 def check_render_job(video: Path, out: Path, camera_path: str, *, depth: Path | None = None,
-                     mesh: Path | None = None, mesh_frame: int | None = None) -> VideoInfo:
-    """Everything about one rerender/edit job that can be checked without computing: the input is a
-    readable video (not a still image), every output can be written and none overwrites it, the
-    camera path (and its keyframe file) is good. Returns the probed input.
+                     mesh: Path | None = None, mesh_frame: int | None = None, preset: str = "medium") -> VideoInfo:
+    """Everything about one rerender/edit job that can be checked without computing: the encoder preset
+    exists, the input is a readable video (not a still image), every output can be written and none
+    overwrites it, the camera path (and its keyframe file) is good. Returns the probed input.
 
     Raises:
         InputError, UsageError: the first problem found.
     """
     from nvsvideo.video.probe import probe
 
+    check_preset(preset)
     check_input_file(video)
     check_video_output(out, [video])
     if depth is not None:

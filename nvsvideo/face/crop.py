@@ -21,7 +21,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from PIL import Image
+
+from nvsvideo.compose.resample import cpu_threads, image_tensor, resample, to_uint8
 
 #: Deep3DFaceRecon's five standard 3D landmarks (BFM units, y up, +z towards the camera), in the order
 #: left eye, right eye, nose tip, left mouth corner, right mouth corner ("left" = smaller image x).
@@ -290,53 +293,33 @@ def offset_from_identity(tf: CropTransform, image_hw: tuple[int, int]) -> tuple[
     return centre - (tf.output_size - 1) / 2, float(tf.matrix[0, 0] * w / tf.output_size - 1)
 
 
-def _lanczos_margin(scale: float) -> int:
-    """Source pixels Lanczos-3 reads beyond a resampled rectangle, at output/source `scale`."""
-    return math.ceil(3.0 * max(1.0, 1.0 / scale)) + 1
+def crop_box(tf: CropTransform) -> tuple[float, float, float, float]:
+    """The crop's square in the frame, (x0, y0, x1, y1) in pixel-corner coordinates."""
+    sx, sy, bx, by = _corner_map(tf)
+    size = tf.output_size
+    return -bx / sx, -by / sy, (size - bx) / sx, (size - by) / sy
 
 
-def _resample(image: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
-    """Lanczos-resample the corner-coordinate rectangle `box` of `image` to `size` (w, h).
-
-    The rectangle may leave the image: the outside is black, as in the official crop. Only the
-    rectangle plus the filter's reach is copied, so the cost does not depend on the frame size.
-
-    Args:
-        image: uint8 [H, W, C].
-        box: (x0, y0, x1, y1) in pixel-corner coordinates.
-        size: output (width, height).
-
-    Returns:
-        uint8 [size[1], size[0], C], a new writable array.
-    """
-    x0, y0, x1, y1 = box
-    margin = _lanczos_margin(min(size[0] / (x1 - x0), size[1] / (y1 - y0)))
-    left, top = math.floor(x0) - margin, math.floor(y0) - margin
-    right, bottom = math.ceil(x1) + margin, math.ceil(y1) + margin
-    window = np.zeros((bottom - top, right - left, image.shape[2]), np.uint8)
-    h, w = image.shape[:2]
-    sx0, sy0, sx1, sy1 = max(left, 0), max(top, 0), min(right, w), min(bottom, h)
-    if sx0 < sx1 and sy0 < sy1:
-        window[sy0 - top:sy1 - top, sx0 - left:sx1 - left] = image[sy0:sy1, sx0:sx1]
-    resized = Image.fromarray(window).resize(size, Image.Resampling.LANCZOS,
-                                             box=(x0 - left, y0 - top, x1 - left, y1 - top))
-    return np.array(resized)
-
-
-def apply_crop(image: np.ndarray, tf: CropTransform) -> np.ndarray:
-    """Cut the crop out of a frame (Lanczos, black outside the frame).
+def crop_face(frame: torch.Tensor, tf: CropTransform) -> torch.Tensor:
+    """Cut the crop out of a frame (Lanczos, black outside the frame), on the frame's device.
 
     Args:
-        image: uint8 [H, W, 3] RGB frame.
+        frame: uint8 [H, W, 3] RGB frame.
         tf: frame -> crop transform.
 
     Returns:
         uint8 [S, S, 3] with S = tf.output_size.
     """
-    assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8, (image.shape, image.dtype)
-    sx, sy, bx, by = _corner_map(tf)
+    assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == torch.uint8, (frame.shape, frame.dtype)
     size = tf.output_size
-    return _resample(image, (-bx / sx, -by / sy, (size - bx) / sx, (size - by) / sy), (size, size))
+    with cpu_threads(frame.device):
+        return to_uint8(resample(frame, crop_box(tf), (size, size)))
+
+
+def apply_crop(image: np.ndarray, tf: CropTransform) -> np.ndarray:
+    """`crop_face` of a numpy frame: uint8 [H, W, 3] -> uint8 [S, S, 3] (a new array)."""
+    assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8, (image.shape, image.dtype)
+    return crop_face(image_tensor(image), tf).numpy()
 
 
 def feather_weights(coords: np.ndarray, size: int, feather: float) -> np.ndarray:
@@ -357,34 +340,48 @@ def feather_weights(coords: np.ndarray, size: int, feather: float) -> np.ndarray
     return (ramp * ramp * (3.0 - 2.0 * ramp)).astype(np.float32)
 
 
-def paste_back(frame: np.ndarray, crop_image: np.ndarray, tf: CropTransform, mask_feather: float = 0.1) -> np.ndarray:
-    """Put a (re-rendered) crop back where it came from in the frame, through the exact inverse map.
+def paste_face_(frame: torch.Tensor, crop_image: torch.Tensor, tf: CropTransform,
+                mask_feather: float = 0.1) -> torch.Tensor:
+    """Put a (re-rendered) crop back where it came from in the frame, in place, through the exact inverse map.
+
+    Only the crop's footprint in the frame is read and written; the feather mask is the outer product
+    of one weight per row and one per column, never a full-frame image.
 
     Args:
-        frame: uint8 [H, W, 3] original frame.
-        crop_image: uint8 [S, S, 3] crop in the geometry of `tf`.
+        frame: uint8 [H, W, 3] frame, changed in place.
+        crop_image: uint8 [S, S, 3] crop in the geometry of `tf`, on the frame's device.
         tf: the frame -> crop transform the crop was made with.
         mask_feather: width of the soft blend at the crop's border, as a fraction of the crop side.
 
     Returns:
-        uint8 [H, W, 3]: a new frame; pixels outside the crop's footprint are unchanged.
+        `frame`; pixels outside the crop's footprint are unchanged.
     """
     size = tf.output_size
-    assert crop_image.shape == (size, size, 3) and crop_image.dtype == np.uint8, crop_image.shape
+    assert crop_image.shape == (size, size, 3) and crop_image.dtype == torch.uint8, crop_image.shape
+    assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == torch.uint8, (frame.shape, frame.dtype)
     sx, sy, bx, by = _corner_map(tf)
     h, w = frame.shape[:2]
     # Whole frame pixels inside the crop's footprint (corner coordinates), clipped to the frame.
     x0, x1 = max(math.ceil(-bx / sx), 0), min(math.floor((size - bx) / sx), w)
     y0, y1 = max(math.ceil(-by / sy), 0), min(math.floor((size - by) / sy), h)
-    out = frame.copy()
     if x0 >= x1 or y0 >= y1:
-        return out
+        return frame
     box = (sx * x0 + bx, sy * y0 + by, sx * x1 + bx, sy * y1 + by)
-    patch = _resample(crop_image, box, (x1 - x0, y1 - y0)).astype(np.float32)
     # Weights at the frame pixel centres (corner coordinate + 1/2), mapped into the crop.
-    wx = feather_weights(sx * (np.arange(x0, x1) + 0.5) + bx, size, mask_feather)
-    wy = feather_weights(sy * (np.arange(y0, y1) + 0.5) + by, size, mask_feather)
-    weight = (wy[:, None] * wx[None, :])[..., None]
-    region = out[y0:y1, x0:x1].astype(np.float32)
-    out[y0:y1, x0:x1] = np.rint(region + weight * (patch - region)).clip(0, 255).astype(np.uint8)
+    wx = torch.from_numpy(feather_weights(sx * (np.arange(x0, x1) + 0.5) + bx, size, mask_feather))
+    wy = torch.from_numpy(feather_weights(sy * (np.arange(y0, y1) + 0.5) + by, size, mask_feather))
+    with cpu_threads(frame.device):
+        patch = resample(crop_image, box, (x1 - x0, y1 - y0))
+        weight = wy.to(frame.device)[:, None, None] * wx.to(frame.device)[None, :, None]
+        region = frame[y0:y1, x0:x1]
+        # Between two images of whole levels in [0, 255]: only rounding (half up) is left to do; the
+        # float -> uint8 copy truncates.
+        region.copy_(region.to(torch.float32).lerp_(patch, weight).add_(0.5))
+    return frame
+
+
+def paste_back(frame: np.ndarray, crop_image: np.ndarray, tf: CropTransform, mask_feather: float = 0.1) -> np.ndarray:
+    """`paste_face_` of numpy images into a copy of the frame: uint8 [H, W, 3] and [S, S, 3] -> a new frame."""
+    out = frame.copy()
+    paste_face_(torch.from_numpy(out), image_tensor(np.ascontiguousarray(crop_image)), tf, mask_feather)
     return out

@@ -62,6 +62,7 @@ from nvsvideo.validate import (
     check_finite,
     check_look_values,
     check_pose_weights,
+    check_preset,
     check_render_job,
     parse_batch_size,
 )
@@ -104,6 +105,8 @@ class BatchJobOptions:
     """What edits do to the tri-plane offsets: keep | drop."""
     crf: int = 18
     """libx264 quality."""
+    preset: str = "medium"
+    """libx264 speed preset."""
     model: str | None = None
     """TriPlaneNet version: v1 | v2; None: the --triplanenet file's version, else v2."""
     triplanenet: str | None = None
@@ -159,8 +162,9 @@ class BatchJobOptions:
         """Fail now, before any video runs, on values that would fail every video the same way.
 
         Raises:
-            UsageError: a bad layout, offset policy, store mode, camera path or edit pairing.
+            UsageError: a bad encoder preset, layout, offset policy, store mode, camera path or edit pairing.
         """
+        check_preset(self.preset)
         check_look_values(size=self.size, samples=self.samples, render_resolution=self.render_resolution)
         check_finite("--strength", self.strength)
         check_range("--smooth", self.smooth)
@@ -192,6 +196,7 @@ class BatchJobOptions:
             offset_policy=_choice(OffsetPolicy, self.edit_offsets, "edit offsets policy (--edit-offsets)"),
             batch_size=parse_batch_size(self.batch_size),
             crf=self.crf,
+            preset=self.preset,
         )
 
     def invert_config(self) -> InvertConfig:
@@ -291,11 +296,11 @@ def check_job(spec: JobSpec) -> VideoInfo:
     Returns the probed input (reused by the job: probing reads the whole file).
 
     Raises:
-        UsageError, InputError: a still image, an output that cannot be written, a bad camera path.
+        UsageError, InputError: a still image, an output that cannot be written, a bad camera path or preset.
     """
     opts = BatchJobOptions.from_mapping(spec.options)
     opts.check()  # a manifest's columns override the command line's checked values
-    info = check_render_job(spec.input, spec.output, opts.render_config(()).camera_path)
+    info = check_render_job(spec.input, spec.output, opts.render_config(()).camera_path, preset=opts.preset)
     check_cache_writable(cache_dir_of(spec), spec.input)
     check_render_memory(batch_size=parse_batch_size(opts.batch_size), render_resolution=opts.render_resolution,
                         samples=opts.samples, frame_hw=(info.height, info.width), output=opts.output_mode,

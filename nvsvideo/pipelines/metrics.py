@@ -29,6 +29,7 @@ from rich.table import Table
 
 from nvsvideo.cache import FrameRecord
 from nvsvideo.compose.layout import from_uint8_frames, resize_square, to_uint8_frames
+from nvsvideo.compose.resample import image_tensor
 from nvsvideo.console import Reporter
 from nvsvideo.errors import InputError, NoFaceError, UsageError
 from nvsvideo.face.crop import apply_crop
@@ -133,7 +134,7 @@ def compare_crops(crops: np.ndarray, recons: np.ndarray, perceptual: PerceptualM
                   device: torch.device) -> list[dict[str, float | None]]:
     """Per frame: PSNR, SSIM, LPIPS and identity of reconstructions against input crops (at the render's size)."""
     side = recons.shape[1]
-    inputs = np.stack([resize_square(crop, side) for crop in crops])
+    inputs = np.stack([resize_square(image_tensor(crop), side).numpy() for crop in crops])
     rows: list[dict[str, float | None]] = [
         {"psnr": psnr(a, b), "ssim": ssim(a, b), "lpips": None, "identity": None}
         for a, b in zip(inputs, recons, strict=True)]

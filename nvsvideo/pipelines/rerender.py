@@ -28,14 +28,15 @@ from nvsvideo.compose.layout import (
     compose_frame,
     from_uint8_frames,
     output_shape,
-    to_uint8_frames,
+    to_uint8_images,
 )
 from nvsvideo.compose.mesh import export_mesh
 from nvsvideo.compose.ood import KeepOodOptions, OodKeeper
+from nvsvideo.compose.resample import image_tensor
 from nvsvideo.console import Reporter
 from nvsvideo.edits import Edit, OffsetPolicy, apply_edits, edited_frames, offset_weights
 from nvsvideo.errors import InputError, NoFaceError, UsageError
-from nvsvideo.face.crop import apply_crop
+from nvsvideo.face.crop import crop_face
 from nvsvideo.face.landmarks import LandmarkBackend
 from nvsvideo.models.triplanenet.model import TriPlaneNet
 from nvsvideo.pipelines.align import AlignConfig, VideoAlignment
@@ -57,10 +58,14 @@ from nvsvideo.video import FrameBatch, FrameSpan, VideoInfo, VideoReader, VideoW
 
 #: One face frame to render: (frame index, aligned input crop uint8 [512, 512, 3], its cache record or None).
 FaceWork = tuple[int, np.ndarray, FrameRecord | None]
-#: One rendered face: (novel view uint8, input crop, reconstruction at the input view or None, depth rgb).
-RenderedFace = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]
-#: A rendered batch for the sink: the decoded frames, the rendered faces by frame, new inversions to store.
-RenderedBatch = tuple[FrameBatch, dict[int, RenderedFace], list[tuple[int, FrameRecord]]]
+#: One rendered face: (novel view uint8 [S, S, 3] on the model's device, input crop, reconstruction at the
+#: input view (as the novel view) or None, depth rgb).
+RenderedFace = tuple[torch.Tensor, np.ndarray, torch.Tensor | None, np.ndarray]
+#: A prepared batch: the decoded frames, the same on the model's device (uint8 [B, H, W, 3]), its faces.
+PreparedBatch = tuple[FrameBatch, torch.Tensor, list[FaceWork]]
+#: A composed batch for the sink: the decoded batch, its output frames (uint8 [B, H', W', 3]), their depth frames
+#: (or None), new inversions to store.
+ComposedBatch = tuple[FrameBatch, np.ndarray, np.ndarray | None, list[tuple[int, FrameRecord]]]
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,8 @@ class RerenderConfig:
     """Frames rendered at once, or "auto" (`nvsvideo.runtime.batching`)."""
     crf: int = 18
     """libx264 quality."""
+    preset: str = "medium"
+    """libx264 speed preset (`nvsvideo.video.writer.X264_PRESETS`)."""
     depth: Path | None = None
     """Also write the rendered depth as a colour video."""
     mesh: Path | None = None
@@ -245,7 +252,7 @@ def render_video(
 ) -> dict[str, Any]:
     """Render the frames of a video along the camera path and write `output`, in one pass over the video.
 
-    Decoding with the face crops and cache reads, the models, and composing with encoding run as
+    Decoding with the face crops and cache reads, the models with composing, and encoding run as
     overlapped stages (`nvsvideo.pipelines.stream`).
 
     Args:
@@ -300,9 +307,9 @@ def render_video(
         # The videos are committed (renamed into place) when this inner stack closes, before the mesh.
         outputs = stack.enter_context(contextlib.ExitStack())
         writer = outputs.enter_context(VideoWriter(output, width=out_w, height=out_h, fps=info.fps,
-                                                   time_base=info.time_base, crf=config.crf, colour=info.colour,
-                                                   audio_from=video if span is None else None, protect=(video,),
-                                                   frames_expected=len(frames)))
+                                                   time_base=info.time_base, crf=config.crf, preset=config.preset,
+                                                   colour=info.colour, audio_from=video if span is None else None,
+                                                   protect=(video,), frames_expected=len(frames)))
         for note in writer.audio_notes:
             reporter.info(note)
         depth_writer = None
@@ -310,27 +317,30 @@ def render_video(
             res = int(config.render.neural_rendering_resolution or model.decoder.neural_rendering_resolution)
             depth_writer = outputs.enter_context(VideoWriter(config.depth, width=res, height=res, fps=info.fps,
                                                            time_base=info.time_base, crf=config.crf,
+                                                           preset=config.preset,
                                                            protect=(video,), frames_expected=len(frames)))
         advance = stack.enter_context(reporter.progress("rendering", len(frames)))
         batcher = Batcher(config.batch_size, device, warn=reporter.warn)
         invert_batcher = Batcher(invert_config.batch_size, device, warn=reporter.warn)
         reader = VideoReader(video, batch_size=batcher.gather, info=info, span=span)
 
-        def prepare() -> Iterator[tuple[FrameBatch, list[FaceWork]]]:
+        def prepare() -> Iterator[PreparedBatch]:
             """Decode, crop the faces and read their cache records (the source thread)."""
             for batch in reader:
+                # The frames go to the model's device once; they are cropped there and composed there.
+                frames = image_tensor(batch.frames, device)
                 faces = []
-                for i, frame in zip(batch.indices.tolist(), batch.frames, strict=True):
+                for j, i in enumerate(batch.indices.tolist()):
                     with cache_lock:
                         _, record = next(records)
                     if alignment.frames[i].has_face:
-                        faces.append((i, apply_crop(frame, alignment.frames[i].transform), record))
-                yield batch, faces
+                        faces.append((i, crop_face(frames[j], alignment.frames[i].transform).cpu().numpy(), record))
+                yield batch, frames, faces
 
-        def render(item: tuple[FrameBatch, list[FaceWork]]) -> RenderedBatch:
-            """Invert what the cache lacks, then render (the calling thread)."""
+        def render(item: PreparedBatch) -> ComposedBatch:
+            """Invert what the cache lacks, render, compose on the model's device (the calling thread)."""
             nonlocal invert_seconds
-            batch, faces = item
+            batch, frames, faces = item
             fresh: list[tuple[int, FrameRecord]] = []
             if any(i in missing for i, _, _ in faces):
                 inverting = time.perf_counter()
@@ -347,17 +357,15 @@ def render_video(
                 if i == mesh_frame:
                     mesh_planes.append(frame_mesh_planes(model, alignment, (i, crop, record), config,
                                                          invert_config, device))
-            return batch, novel_by_index, fresh
+            return batch, *compose(batch, frames, novel_by_index), fresh
 
-        def write(item: RenderedBatch) -> None:
-            """Store new inversions, compose and encode (the sink thread)."""
+        def compose(batch: FrameBatch, frames: torch.Tensor, novel_by_index: dict[int, RenderedFace]
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+            """The output frames and depth frames of a batch. On the model's stage: where the renders are, and
+            off the encoder's thread, which is the host's slowest stage."""
             nonlocal rendered
-            batch, novel_by_index, fresh = item
-            for index, record in fresh:
-                with cache_lock:
-                    cache.put(index, record)  # durable once its chunk is complete (`InversionCache.put`)
             frames_out, depth_out = [], []
-            for i, frame in zip(batch.indices.tolist(), batch.frames, strict=True):
+            for i, frame in zip(batch.indices.tolist(), frames, strict=True):
                 got = novel_by_index.get(i)
                 if got is None:
                     frames_out.append(compose_frame(config.output, frame, None, None, size=config.size))
@@ -366,12 +374,22 @@ def render_video(
                     continue
                 novel, crop, recon, depth = got
                 frames_out.append(compose_frame(config.output, frame, alignment.frames[i].transform, novel,
-                                                size=config.size, input_crop=crop, reconstruction=recon))
+                                                size=config.size, input_crop=image_tensor(crop), reconstruction=recon))
                 depth_out.append(depth)
                 rendered += 1
-            writer.write(np.stack(frames_out), batch.pts)
+            # The composed frames come back from the device once; paste composes into `frames` in place.
+            composed = frames if config.output is OutputMode.PASTE else torch.stack(frames_out)
+            return composed.cpu().numpy(), np.stack(depth_out) if depth_writer is not None else None
+
+        def write(item: ComposedBatch) -> None:
+            """Store new inversions and encode (the sink thread)."""
+            batch, composed, depth, fresh = item
+            for index, record in fresh:
+                with cache_lock:
+                    cache.put(index, record)  # durable once its chunk is complete (`InversionCache.put`)
+            writer.write(composed, batch.pts)
             if depth_writer is not None:
-                depth_writer.write(np.stack(depth_out), batch.pts)
+                depth_writer.write(depth, batch.pts)
             advance(len(batch))
 
         stages = run_stages(prepare(), render, write, names=("decode", "render", "encode"))
@@ -439,8 +457,8 @@ def render_faces(model: TriPlaneNet, alignment: VideoAlignment, cameras: np.ndar
         inputs = F.interpolate(from_uint8_frames(crops, device=novel.device), size=novel.shape[-2:], mode="area")
         novel, _ = keeper(novel, inputs, recon, weights)
     depth = depth_to_rgb(result["image_depth"], model.decoder.rendering_kwargs)
-    novel_u8 = to_uint8_frames(novel)
-    recon_u8 = to_uint8_frames(recon) if recon is not None else None
+    novel_u8 = to_uint8_images(novel)
+    recon_u8 = to_uint8_images(recon) if recon is not None else None
     return {i: (novel_u8[j], crops[j], None if recon_u8 is None else recon_u8[j], depth[j])
             for j, i in enumerate(indices)}
 
