@@ -50,9 +50,9 @@ from scipy.spatial.transform import Rotation
 
 from nvsvideo.cameras.eg3d import lookat_angles, pose_from_label, rotation_angle_deg, split_label
 from nvsvideo.face.crop import (
-    crop_square_from_landmarks,
+    crop_five_points,
     crop_square_from_points,
-    crop_transform_from_landmarks,
+    crop_transform_from_points,
     crop_transform_from_square,
     offset_from_identity,
 )
@@ -96,10 +96,11 @@ def align_photo(backend, image: np.ndarray) -> Result:
     if not faces:
         return Result(found=False)
     face = faces[0]
-    tf = crop_transform_from_landmarks(face.landmarks, image.shape[:2])
+    points = crop_five_points(face.landmarks, face.crop_points)
+    tf = crop_transform_from_points(points, image.shape[:2])
     label, pose = estimate_camera(face.landmarks, face.mesh, tf)
     offset, scale_error = offset_from_identity(tf, image.shape[:2])
-    square = crop_transform_from_square(crop_square_from_landmarks(face.landmarks, image.shape[0]))
+    square = crop_transform_from_square(crop_square_from_points(points, image.shape[0]))
     square_offset, square_scale_error = offset_from_identity(square, image.shape[:2])
     return Result(found=True, label=label, offset=offset, scale_error=scale_error, square_offset=square_offset,
                   square_scale_error=square_scale_error, fit=pose.rotation)
@@ -223,8 +224,8 @@ def throughput(backend_name: str, video: Path, weights: Path) -> float:
         for faces in backend.detect(batch.frames, start=int(batch.indices[0])):
             if faces:
                 face = faces_by_size(faces)[0]
-                estimate_camera(face.landmarks, face.mesh,
-                                crop_transform_from_landmarks(face.landmarks, batch.frames.shape[1:3]))
+                points = crop_five_points(face.landmarks, face.crop_points)
+                estimate_camera(face.landmarks, face.mesh, crop_transform_from_points(points, batch.frames.shape[1:3]))
         frames += len(batch)
     return frames / (time.perf_counter() - start)
 

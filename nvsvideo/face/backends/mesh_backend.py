@@ -12,10 +12,16 @@ The next frame's region comes from the points (their extent, turned by the eye c
 detection's region was placed relative to the points (`RegionRelation`), so the detector runs only on a
 new shot or when a followed face's score drops below `MIN_PRESENCE`. Faces found in one
 frame go through the landmark model together.
+
+The five points of the official crop come from MTCNN (`nvsvideo.face.mtcnn`), the detector the official
+preprocessing took them from: it runs on a square twice the mesh's extent about the face, resampled to
+`MTCNN_SIZE`, for all faces of a batch of frames at once; the MTCNN face that overlaps the mesh's box most is
+the face's (`Face.crop_points`). Where MTCNN finds none there, the crop takes the mesh's own five points.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +32,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from nvsvideo.face.boxes import box_iou, box_of_points
+from nvsvideo.face.mtcnn import Mtcnn
 from nvsvideo.face.tflite_graph import GraphSpec, TfliteGraph
 from nvsvideo.face.types import Face, check_frames
 from nvsvideo.weights.registry import get_weight, locate, require_weight
@@ -37,7 +44,8 @@ LANDMARKER = "mesh-face-landmarks"
 DETECTOR_SPEC = GraphSpec(inputs=((1, 128, 128, 3),), outputs=((1, 896, 16), (1, 896, 1)))
 FULL_RANGE_SPEC = GraphSpec(inputs=((1, 192, 192, 3),), outputs=((1, 2304, 16), (1, 2304, 1)))
 LANDMARKER_SPEC = GraphSpec(inputs=((1, 192, 192, 3),), outputs=((1, 1, 1, 1404), (1, 1, 1, 1)))
-MODEL_FILES = (DETECTOR, FULL_RANGE_DETECTOR, LANDMARKER)
+MTCNN_FILES = ("mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet")
+MODEL_FILES = (DETECTOR, FULL_RANGE_DETECTOR, LANDMARKER, *MTCNN_FILES)
 
 LANDMARK_SIZE = 192
 NUM_MESH_POINTS = 468
@@ -50,6 +58,12 @@ MIN_PRESENCE = 0.5
 ROI_SCALE = 1.5
 #: Mesh vertices on the outer eye corners (subject's right, left): they level the region.
 EYE_CORNERS = (33, 263)
+#: MTCNN's region: this many times the mesh's extent, resampled to MTCNN_SIZE pixels (the face about 128 px:
+#: O-Net sees 48, so more pixels add little but P-Net time; measured in the README's camera table).
+MTCNN_REGION_SCALE = 2.0
+MTCNN_SIZE = 256
+#: The least overlap (IoU) of an MTCNN box with the mesh's box for it to be the same face.
+MTCNN_MIN_IOU = 0.3
 
 #: The iBUG 68-point layout taken from mesh vertices (our mapping): jaw, brows, nose, eyes, lips.
 IBUG68_FROM_MESH = np.array([
@@ -252,6 +266,28 @@ def sample_region(frame: np.ndarray, region: Region, size: int) -> torch.Tensor:
     return out[0].permute(1, 2, 0)
 
 
+def mtcnn_region(mesh: np.ndarray) -> Region:
+    """MTCNN's upright region for a face: `MTCNN_REGION_SCALE` times the mesh's extent (centre coordinates, [468, >=2])."""
+    low, high = mesh[:, :2].min(0) + 0.5, mesh[:, :2].max(0) + 0.5  # centre -> corner coordinates
+    middle = (low + high) / 2
+    return Region(float(middle[0]), float(middle[1]), float((high - low).max() * MTCNN_REGION_SCALE), 0.0)
+
+
+def crop_to_frame(points: np.ndarray, region: Region, size: int) -> np.ndarray:
+    """Points [N, 2] in pixel-centre coordinates of a size x size crop of `region` -> frame pixel-centre coordinates."""
+    matrix = region.matrix(size)
+    return (points.astype(np.float64) + 0.5) @ matrix[:, :2].T + matrix[:, 2] - 0.5
+
+
+def pick_mtcnn_face(boxes: np.ndarray, points: np.ndarray, target: np.ndarray) -> np.ndarray | None:
+    """The five points [5, 2] of the box [N, 4] (frame pixel-centre coordinates) overlapping `target` most,
+    or None when none overlaps it by `MTCNN_MIN_IOU`."""
+    overlaps = [box_iou(box, target) for box in boxes]
+    if not overlaps or max(overlaps) < MTCNN_MIN_IOU:
+        return None
+    return points[int(np.argmax(overlaps))]
+
+
 def mesh_to_frame(raw: np.ndarray, region: Region) -> np.ndarray:
     """The landmark model's 468 points, from its 192 crop into the frame.
 
@@ -264,9 +300,7 @@ def mesh_to_frame(raw: np.ndarray, region: Region) -> np.ndarray:
     Returns:
         float64 [468, 3]: x, y in frame pixel-centre coordinates, z in frame pixels (smaller = nearer).
     """
-    matrix = region.matrix(LANDMARK_SIZE)
-    xy = (raw[:, :2].astype(np.float64) + 0.5) @ matrix[:, :2].T + matrix[:, 2] - 0.5
-    return np.column_stack([xy, raw[:, 2] * region.side / LANDMARK_SIZE])
+    return np.column_stack([crop_to_frame(raw[:, :2], region, LANDMARK_SIZE), raw[:, 2] * region.side / LANDMARK_SIZE])
 
 
 class MeshBackend:
@@ -285,6 +319,7 @@ class MeshBackend:
                                                  FULL_RANGE_SPEC).to(device).eval()
         self._landmarker = TfliteGraph.from_file(require_weight(LANDMARKER, weights_dir),
                                                  LANDMARKER_SPEC).to(device).eval()
+        self._mtcnn = Mtcnn.from_files(*(require_weight(name, weights_dir) for name in MTCNN_FILES)).to(device)
         self._anchors = ssd_anchors()
         self._full_range_anchors = ssd_anchors(FULL_RANGE_GRIDS)
         # Faces followed from the previous frame: the region their points spanned, and the relation to it of
@@ -304,7 +339,24 @@ class MeshBackend:
         with torch.inference_mode():
             for frame in frames:
                 out.append(self._next_frame(frame))
+            out = self._with_crop_points(frames, out)
         self._next_start = start + len(frames)
+        return out
+
+    def _with_crop_points(self, frames: np.ndarray, faces: list[list[Face]]) -> list[list[Face]]:
+        """The faces with MTCNN's five points where it finds them (one MTCNN batch for all faces of all frames)."""
+        jobs = [(i, face, mtcnn_region(face.mesh)) for i, found in enumerate(faces) for face in found]
+        if not jobs:
+            return faces
+        crops = torch.stack([sample_region(frames[i], region, MTCNN_SIZE) for i, _, region in jobs]) * 255.0
+        results = self._mtcnn(crops.round())
+        out: list[list[Face]] = [[] for _ in faces]
+        for (i, face, region), result in zip(jobs, results, strict=True):
+            # MTCNN boxes are 1-based inclusive pixel indices: -1 makes them 0-based pixel centres.
+            boxes = crop_to_frame(result.boxes.cpu().numpy().reshape(-1, 2) - 1, region, MTCNN_SIZE).reshape(-1, 4)
+            points = [crop_to_frame(p, region, MTCNN_SIZE) for p in result.points.cpu().numpy()]
+            picked = pick_mtcnn_face(boxes, np.array(points).reshape(-1, 5, 2), face.box)
+            out[i].append(face if picked is None else dataclasses.replace(face, crop_points=picked))
         return out
 
     def detect_faces(self, frame: np.ndarray) -> list[Detection]:
