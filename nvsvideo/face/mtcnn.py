@@ -52,9 +52,15 @@ class PNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[B, 3, H, W] -> face probability [B, H', W'], regression [B, 4, H', W']."""
+        x = _channels_last(x)
         x = F.max_pool2d(self.prelu1(self.conv1(x)), 2, 2, ceil_mode=True)
         x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
         return torch.softmax(self.conv4_1(x), dim=1)[:, 1], self.conv4_2(x)
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    # Max pooling on CPU is about ten times faster on channels-last tensors than on contiguous NCHW ones.
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _flatten_columns(x: torch.Tensor) -> torch.Tensor:
@@ -76,6 +82,7 @@ class RNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """[N, 3, 24, 24] -> probability [N], regression [N, 4]."""
+        x = _channels_last(x)
         x = F.max_pool2d(self.prelu1(self.conv1(x)), 3, 2, ceil_mode=True)
         x = F.max_pool2d(self.prelu2(self.conv2(x)), 3, 2, ceil_mode=True)
         x = self.prelu4(self.dense4(_flatten_columns(self.prelu3(self.conv3(x)))))
@@ -98,6 +105,7 @@ class ONet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """[N, 3, 48, 48] -> probability [N], regression [N, 4], points [N, 10] (fractions of the window)."""
+        x = _channels_last(x)
         x = F.max_pool2d(self.prelu1(self.conv1(x)), 3, 2, ceil_mode=True)
         x = F.max_pool2d(self.prelu2(self.conv2(x)), 3, 2, ceil_mode=True)
         x = F.max_pool2d(self.prelu3(self.conv3(x)), 2, 2, ceil_mode=True)
@@ -222,7 +230,7 @@ class Mtcnn(nn.Module):
         model = cls()
         for net, path in ((model.pnet, pnet), (model.rnet, rnet), (model.onet, onet)):
             _load_state(net, path)
-        return model.eval()
+        return model.to(memory_format=torch.channels_last).eval()
 
     @torch.inference_mode()
     def forward(self, images: torch.Tensor, min_face: float = MIN_FACE) -> list[MtcnnFaces]:

@@ -16,7 +16,9 @@ frame go through the landmark model together.
 The five points of the official crop come from MTCNN (`nvsvideo.face.mtcnn`), the detector the official
 preprocessing took them from: it runs on a square twice the mesh's extent about the face, resampled to
 `MTCNN_SIZE`, for all faces of a batch of frames at once; the MTCNN face that overlaps the mesh's box most is
-the face's (`Face.crop_points`). Where MTCNN finds none there, the crop takes the mesh's own five points.
+the face's (`Face.crop_points`). It runs on every detection (every still) and every `MTCNN_EVERY` frames of
+a followed face; in between, its points keep their place relative to the mesh's five points. Where MTCNN
+finds no face there, the crop takes the mesh's own five points.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from nvsvideo.face.boxes import box_iou, box_of_points
+from nvsvideo.face.mesh_pose import five_points_from_mesh
 from nvsvideo.face.mtcnn import Mtcnn
 from nvsvideo.face.tflite_graph import GraphSpec, TfliteGraph
 from nvsvideo.face.types import Face, check_frames
@@ -64,6 +67,13 @@ MTCNN_REGION_SCALE = 2.0
 MTCNN_SIZE = 256
 #: The least overlap (IoU) of an MTCNN box with the mesh's box for it to be the same face.
 MTCNN_MIN_IOU = 0.3
+#: MTCNN runs on a new detection and on every this many frames of a followed shot; in between, its points are
+#: carried by the mesh (`points_relation`). It costs several times the mesh (see the README's bench table).
+MTCNN_EVERY = 8
+#: A followed face's relation is the mean of its first MTCNN_MEMORY runs, then a running average with weight
+#: 1/MTCNN_MEMORY (about MTCNN_MEMORY x MTCNN_EVERY frames): each run's points scatter by a few percent of the
+#: face (O-Net sees 48 px), which steps in the crop would show as jitter.
+MTCNN_MEMORY = 8
 
 #: The iBUG 68-point layout taken from mesh vertices (our mapping): jaw, brows, nose, eyes, lips.
 IBUG68_FROM_MESH = np.array([
@@ -279,6 +289,32 @@ def crop_to_frame(points: np.ndarray, region: Region, size: int) -> np.ndarray:
     return (points.astype(np.float64) + 0.5) @ matrix[:, :2].T + matrix[:, 2] - 0.5
 
 
+def _eye_axes(anchor: np.ndarray) -> np.ndarray:
+    """[2, 2] rows: along the eye line of five points [5, 2] (length: their eye distance), and across it."""
+    along = anchor[1] - anchor[0]
+    return np.array([along, [-along[1], along[0]]])
+
+
+def points_relation(points: np.ndarray, anchor: np.ndarray) -> np.ndarray:
+    """Five points [5, 2] relative to five anchor points [5, 2]: each one's offset from its anchor, in units of
+    the anchors' eye distance along and across their eye line. It stays when the face moves, turns in the image
+    plane or changes size; as offsets, not positions, it carries the anchors' own steadiness over."""
+    return np.linalg.solve(_eye_axes(anchor).T, (points - anchor).T).T
+
+
+def points_from_relation(relation: np.ndarray, anchor: np.ndarray) -> np.ndarray:
+    """Inverse of `points_relation`: the points [5, 2] in `relation` to five anchor points [5, 2]."""
+    return anchor + relation @ _eye_axes(anchor)
+
+
+def blend_relation(previous: np.ndarray | None, new: np.ndarray, runs: int) -> np.ndarray:
+    """The running average of a face's relations: the mean of the first `MTCNN_MEMORY` runs, then an exponential
+    average with weight 1 / MTCNN_MEMORY (`runs` counts `new`)."""
+    if previous is None:
+        return new
+    return previous + (new - previous) / min(runs, MTCNN_MEMORY)
+
+
 def pick_mtcnn_face(boxes: np.ndarray, points: np.ndarray, target: np.ndarray) -> np.ndarray | None:
     """The five points [5, 2] of the box [N, 4] (frame pixel-centre coordinates) overlapping `target` most,
     or None when none overlaps it by `MTCNN_MIN_IOU`."""
@@ -308,8 +344,14 @@ class MeshBackend:
 
     name = "mesh"
 
-    def __init__(self, weights_dir: Path, device: torch.device) -> None:
+    def __init__(self, weights_dir: Path, device: torch.device, *, mtcnn: bool = True,
+                 mtcnn_size: int = MTCNN_SIZE) -> None:
         """
+        Args:
+            mtcnn: take the crop's five points from MTCNN; False leaves them to the mesh (`Face.crop_points`
+                None), which `bench/cameras.py` measures against.
+            mtcnn_size: side in pixels MTCNN's region is resampled to (`bench/cameras.py --mtcnn-sizes`).
+
         Raises:
             WeightsError: a model file is missing, unreadable or not the expected model.
         """
@@ -319,13 +361,20 @@ class MeshBackend:
                                                  FULL_RANGE_SPEC).to(device).eval()
         self._landmarker = TfliteGraph.from_file(require_weight(LANDMARKER, weights_dir),
                                                  LANDMARKER_SPEC).to(device).eval()
-        self._mtcnn = Mtcnn.from_files(*(require_weight(name, weights_dir) for name in MTCNN_FILES)).to(device)
+        self._mtcnn = Mtcnn.from_files(*(require_weight(name, weights_dir) for name in MTCNN_FILES)).to(device) \
+            if mtcnn else None
+        self._mtcnn_size = mtcnn_size
         self._anchors = ssd_anchors()
         self._full_range_anchors = ssd_anchors(FULL_RANGE_GRIDS)
         # Faces followed from the previous frame: the region their points spanned, and the relation to it of
         # the region they were detected in.
         self._followed: list[tuple[Region, RegionRelation]] = []
         self._next_start: int | None = None
+        # The official crop points of each followed face, relative to its mesh's five points (`points_relation`),
+        # averaged over its MTCNN runs (`blend_relation`), the number of those runs, and the frames since the last.
+        self._crop_relations: list[np.ndarray | None] = []
+        self._mtcnn_runs: list[int] = []
+        self._since_mtcnn = 0
 
     def __repr__(self) -> str:
         return f"MeshBackend(device={self.device})"
@@ -335,28 +384,58 @@ class MeshBackend:
         check_frames(frames)
         if start != self._next_start:
             self._followed = []
-        out = []
+        out, fresh = [], []
         with torch.inference_mode():
             for frame in frames:
-                out.append(self._next_frame(frame))
-            out = self._with_crop_points(frames, out)
+                faces, detected = self._next_frame(frame)
+                out.append(faces)
+                fresh.append(detected)
+            if self._mtcnn is not None:
+                out = self._with_crop_points(frames, out, fresh)
         self._next_start = start + len(frames)
         return out
 
-    def _with_crop_points(self, frames: np.ndarray, faces: list[list[Face]]) -> list[list[Face]]:
-        """The faces with MTCNN's five points where it finds them (one MTCNN batch for all faces of all frames)."""
-        jobs = [(i, face, mtcnn_region(face.mesh)) for i, found in enumerate(faces) for face in found]
+    def _with_crop_points(self, frames: np.ndarray, faces: list[list[Face]], fresh: list[bool]) -> list[list[Face]]:
+        """The faces with the official crop's five points: MTCNN's on a new detection and every `MTCNN_EVERY`
+        frames of a followed shot (one MTCNN batch for all of them), carried by the mesh in between."""
+        runs = []
+        for i, detected in enumerate(fresh):
+            self._since_mtcnn = 0 if detected else self._since_mtcnn + 1
+            runs.append(self._since_mtcnn % MTCNN_EVERY == 0)
+        jobs = [(i, k, mtcnn_region(face.mesh)) for i, found in enumerate(faces) if runs[i] for k, face in enumerate(found)]
+        picked = dict(zip(((i, k) for i, k, _ in jobs), self._run_mtcnn(frames, faces, jobs), strict=True))
+        out = []
+        for i, found in enumerate(faces):
+            if fresh[i]:
+                self._crop_relations = [None] * len(found)
+                self._mtcnn_runs = [0] * len(found)
+            row = []
+            for k, face in enumerate(found):
+                anchor = five_points_from_mesh(face.mesh)[:, :2]
+                points = picked.get((i, k))
+                if points is not None:
+                    self._mtcnn_runs[k] += 1
+                    self._crop_relations[k] = blend_relation(self._crop_relations[k], points_relation(points, anchor),
+                                                             self._mtcnn_runs[k])
+                relation = self._crop_relations[k]
+                row.append(face if relation is None else
+                           dataclasses.replace(face, crop_points=points_from_relation(relation, anchor)))
+            out.append(row)
+        return out
+
+    def _run_mtcnn(self, frames: np.ndarray, faces: list[list[Face]],
+                   jobs: list[tuple[int, int, Region]]) -> list[np.ndarray | None]:
+        """MTCNN's five points (frame pixels) for each (frame, face, region) job, None where it finds no such face."""
         if not jobs:
-            return faces
-        crops = torch.stack([sample_region(frames[i], region, MTCNN_SIZE) for i, _, region in jobs]) * 255.0
-        results = self._mtcnn(crops.round())
-        out: list[list[Face]] = [[] for _ in faces]
-        for (i, face, region), result in zip(jobs, results, strict=True):
+            return []
+        size = self._mtcnn_size
+        crops = torch.stack([sample_region(frames[i], region, size) for i, _, region in jobs]) * 255.0
+        out = []
+        for (i, k, region), result in zip(jobs, self._mtcnn(crops.round()), strict=True):
             # MTCNN boxes are 1-based inclusive pixel indices: -1 makes them 0-based pixel centres.
-            boxes = crop_to_frame(result.boxes.cpu().numpy().reshape(-1, 2) - 1, region, MTCNN_SIZE).reshape(-1, 4)
-            points = [crop_to_frame(p, region, MTCNN_SIZE) for p in result.points.cpu().numpy()]
-            picked = pick_mtcnn_face(boxes, np.array(points).reshape(-1, 5, 2), face.box)
-            out[i].append(face if picked is None else dataclasses.replace(face, crop_points=picked))
+            boxes = crop_to_frame(result.boxes.cpu().numpy().reshape(-1, 2) - 1, region, size).reshape(-1, 4)
+            points = np.array([crop_to_frame(p, region, size) for p in result.points.cpu().numpy()]).reshape(-1, 5, 2)
+            out.append(pick_mtcnn_face(boxes, points, faces[i][k].box))
         return out
 
     def detect_faces(self, frame: np.ndarray) -> list[Detection]:
@@ -388,8 +467,10 @@ class MeshBackend:
             found.append(Detection(box=corners.ravel(), keypoints=kp, score=score))
         return found
 
-    def _next_frame(self, frame: np.ndarray) -> list[Face]:
+    def _next_frame(self, frame: np.ndarray) -> tuple[list[Face], bool]:
+        """The faces in the next frame, and whether they were detected anew (not followed)."""
         followed = self._follow(frame, self._followed) if self._followed else None
+        detected = followed is None
         if followed is None:
             # A new shot, or a followed face lost: detect, and keep each detected region's relation to its mesh.
             regions = [region_from_detection(d) for d in self.detect_faces(frame)]
@@ -397,7 +478,7 @@ class MeshBackend:
             followed = [(f, region_relation(r, _points_region(f))) for f, r in zip(found, regions, strict=True)
                         if f is not None]
         self._followed = [(_points_region(f), relation) for f, relation in followed]
-        return [f for f, _ in followed]
+        return [f for f, _ in followed], detected
 
     def _follow(self, frame: np.ndarray, followed: list[tuple[Region, RegionRelation]]
                 ) -> list[tuple[Face, RegionRelation]] | None:
