@@ -11,7 +11,18 @@ import torch
 from PIL import Image
 
 from nvsvideo.errors import WeightsError
-from nvsvideo.face.backends.mesh_backend import MTCNN_FILES, MeshBackend, Region, crop_to_frame, pick_mtcnn_face
+from nvsvideo.face.backends.mesh_backend import (
+    MTCNN_EVERY,
+    MTCNN_FILES,
+    MTCNN_MEMORY,
+    MeshBackend,
+    Region,
+    blend_relation,
+    crop_to_frame,
+    pick_mtcnn_face,
+    points_from_relation,
+    points_relation,
+)
 from nvsvideo.face.crop import crop_five_points, five_points
 from nvsvideo.face.mesh_pose import five_points_from_mesh
 from nvsvideo.face.mtcnn import Mtcnn, nms, pyramid_scales, regress, square
@@ -85,6 +96,40 @@ def test_crop_to_frame_and_pick() -> None:
     points = np.arange(20.0).reshape(2, 5, 2)
     assert pick_mtcnn_face(boxes, points, np.array([49.0, 49.0, 61.0, 61.0])).tolist() == points[1].tolist()
     assert pick_mtcnn_face(boxes, points, np.array([100.0, 100.0, 110.0, 110.0])) is None
+
+
+def test_relations_follow_the_anchor_points() -> None:
+    anchor = np.array([[0.0, 0.0], [2.0, 0.0], [1.0, 1.0], [0.0, 2.0], [2.0, 2.0]])
+    points = anchor + [[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [-2.0, 0.0], [0.0, 0.0]]
+    # Eye distance 2 along x: an offset of (1, 0) is 0.5 along the eye line, (0, 1) 0.5 across it.
+    np.testing.assert_allclose(points_relation(points, anchor), [[0.5, 0], [0, 0.5], [0, 0], [-1, 0], [0, 0]])
+    # Moved, turned 90 degrees and doubled, the anchors carry the points along.
+    turn = np.array([[0.0, -1.0], [1.0, 0.0]]) * 2
+    moved = anchor @ turn.T + [10.0, 5.0]
+    np.testing.assert_allclose(points_from_relation(points_relation(points, anchor), moved), points @ turn.T + [10.0, 5.0])
+
+
+def test_relations_are_averaged_over_runs() -> None:
+    first, second = np.zeros((5, 2)), np.ones((5, 2))
+    assert blend_relation(None, second, 1) is second
+    np.testing.assert_allclose(blend_relation(first, second, 2), 0.5)
+    np.testing.assert_allclose(blend_relation(first, second, MTCNN_MEMORY + 5), 1 / MTCNN_MEMORY)
+
+
+def test_mtcnn_runs_on_detections_and_every_few_frames(weights: Path) -> None:
+    image = np.asarray(Image.open(FIXTURES / "single_face.jpg").convert("RGB"))
+    backend = MeshBackend(weights, CPU)
+    batches = []
+    run = backend._mtcnn
+    backend._mtcnn = lambda crops: batches.append(len(crops)) or run(crops)
+    frames = backend.detect(np.stack([image] * (MTCNN_EVERY + 2)), start=0)
+    assert batches == [2]  # frames 0 (the detection) and MTCNN_EVERY, in one batch
+    assert all(f[0].crop_points is not None for f in frames)
+    # Between runs the points keep their offsets from the mesh's five points.
+    offsets = [f[0].crop_points - five_points(f[0].landmarks) for f in frames]
+    np.testing.assert_allclose(offsets[1], offsets[0], atol=0.5)
+    backend.detect(image[None], start=100)  # a new shot: detected, so MTCNN runs again
+    assert batches == [2, 1]
 
 
 def test_the_cascade_finds_the_face_and_its_points(mtcnn: Mtcnn, weights: Path) -> None:
