@@ -53,6 +53,7 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from nvsvideo.cameras.eg3d import lookat_angles, pose_from_label, rotation_angle_deg, split_label
+from nvsvideo.face.backends.mesh_backend import MeshBackend
 from nvsvideo.face.crop import (
     crop_five_points,
     crop_square_from_points,
@@ -60,7 +61,6 @@ from nvsvideo.face.crop import (
     crop_transform_from_square,
     offset_from_identity,
 )
-from nvsvideo.face.backends.mesh_backend import MeshBackend
 from nvsvideo.face.landmarks import LandmarkConfig, create_backend
 from nvsvideo.face.mesh_pose import LEFT_EYE, MOUTH_CORNERS, NOSE_TIP, RIGHT_EYE, mirror_vertices
 from nvsvideo.face.types import faces_by_size

@@ -400,7 +400,7 @@ class MeshBackend:
         """The faces with the official crop's five points: MTCNN's on a new detection and every `MTCNN_EVERY`
         frames of a followed shot (one MTCNN batch for all of them), carried by the mesh in between."""
         runs = []
-        for i, detected in enumerate(fresh):
+        for detected in fresh:
             self._since_mtcnn = 0 if detected else self._since_mtcnn + 1
             runs.append(self._since_mtcnn % MTCNN_EVERY == 0)
         jobs = [(i, k, mtcnn_region(face.mesh)) for i, found in enumerate(faces) if runs[i] for k, face in enumerate(found)]
