@@ -168,3 +168,44 @@ def test_the_tracker_carries_and_interpolates_crop_points() -> None:
     records = tracker.update([face(0.0, first)]) + tracker.update([]) + tracker.update([face(2.0, first + 2)])
     records += tracker.finish()
     assert [r.crop_points[0, 0] for r in records] == pytest.approx([10.0, 11.0, 12.0])
+
+
+def test_align_crops_stills_at_the_backends_crop_points(tmp_path: Path) -> None:
+    from nvsvideo.face.crop import crop_transform_from_points
+    from nvsvideo.pipelines.align import AlignConfig, align_images
+
+    landmarks = np.random.default_rng(1).uniform(100, 200, (68, 2))
+    points = np.array([[120.0, 130.0], [180.0, 130.0], [150.0, 160.0], [127.0, 190.0], [173.0, 190.0]])
+
+    class Fixed:
+        name = "fixed"
+
+        def __init__(self, crop_points: np.ndarray | None) -> None:
+            self.crop_points = crop_points
+
+        def detect(self, frames: np.ndarray, *, start: int = 0) -> list[list[Face]]:
+            return [[Face(box=np.array([100.0, 100.0, 200.0, 200.0]), score=1.0, landmarks=landmarks,
+                          crop_points=self.crop_points)] for _ in frames]
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((300, 300, 3), np.uint8)).save(photo)
+    config = AlignConfig()
+    (_, frame, _), = align_images([photo], Fixed(points), config)[0]
+    np.testing.assert_allclose(frame.transform.matrix, crop_transform_from_points(points, (300, 300)).matrix)
+    (_, frame, _), = align_images([photo], Fixed(None), config)[0]
+    np.testing.assert_allclose(frame.transform.matrix, crop_transform_from_points(five_points(landmarks), (300, 300)).matrix)
+
+
+def test_missing_mtcnn_files_are_named(tmp_path: Path, weights: Path) -> None:
+    import shutil
+
+    from nvsvideo.face.backends.mesh_backend import DETECTOR, FULL_RANGE_DETECTOR, LANDMARKER
+
+    for name in (DETECTOR, FULL_RANGE_DETECTOR, LANDMARKER):
+        target = expected_path(get_weight(name), tmp_path, {})
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(expected_path(get_weight(name), weights, {}), target)
+    with pytest.raises(WeightsError, match="mtcnn_pnet.pt.*nvsvideo weights fetch mesh.*facenet-pytorch") as err:
+        MeshBackend(tmp_path, CPU)
+    assert err.value.exit_code == 5
+    MeshBackend(tmp_path, CPU, mtcnn=False)  # without MTCNN the mesh's files suffice
