@@ -382,3 +382,6 @@ def test_weights_listing_folds_the_mesh_files_and_names_a_bad_one(tmp_path):
     assert "invalid: face_landmark.tflite (sha256 differs from the expected file)" in text
     assert "missing: face_detection_short_range.tflite" in text and "missing: mtcnn_onet.pt" in text
     assert "nvsvideo weights fetch mesh" in text and "facenet-pytorch==2.6.0" in text
+    bare = tmp_path / "bare"
+    text = "\n".join(format_weights(weights_status(bare, {"TORCH_HOME": str(bare)}), str(bare)))
+    assert "missing  mesh (6 files" in text and "missing: all 6 files" in text

