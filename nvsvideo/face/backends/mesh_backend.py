@@ -62,13 +62,13 @@ ROI_SCALE = 1.5
 #: Mesh vertices on the outer eye corners (subject's right, left): they level the region.
 EYE_CORNERS = (33, 263)
 #: MTCNN's region: this many times the mesh's extent, resampled to MTCNN_SIZE pixels (the face about 128 px:
-#: O-Net sees 48, so more pixels add little but P-Net time; measured in the README's camera table).
+#: O-Net sees 48, so more pixels add little but P-Net time; other sizes: README, "Crops with MTCNN's points").
 MTCNN_REGION_SCALE = 2.0
 MTCNN_SIZE = 256
 #: The least overlap (IoU) of an MTCNN box with the mesh's box for it to be the same face.
 MTCNN_MIN_IOU = 0.3
 #: MTCNN runs on a new detection and on every this many frames of a followed shot; in between, its points are
-#: carried by the mesh (`points_relation`). It costs several times the mesh (see the README's bench table).
+#: carried by the mesh (`points_relation`). One run costs more than the mesh's own frame (README, bench table).
 MTCNN_EVERY = 8
 #: A followed face's relation is the mean of its first MTCNN_MEMORY runs, then a running average with weight
 #: 1/MTCNN_MEMORY (about MTCNN_MEMORY x MTCNN_EVERY frames): each run's points scatter by a few percent of the
