@@ -1,10 +1,11 @@
 """Cameras and crops against the official preprocessing, per landmark backend, and landmark speed.
 
-    python bench/cameras.py [--json] [--calibrate]
+    python bench/cameras.py [--json] [--calibrate] [--per-photo] [--crop-points] [--mtcnn-sizes] [--no-speed]
 
 Development set: the official crops in shared/fixtures/pose_labels/ plus shared/fixtures/eg3d_example.png,
 each with the camera label the official pipeline gave it. Each backend aligns each photo as `nvsvideo
-align` does; reported per backend:
+align` does: `mesh` (the default: mesh pose, MTCNN's five crop points), `mesh_points` (the mesh's own five
+points, as before MTCNN) and `dlib`; reported per backend:
 - faces found;
 - rotation error: angle between our cam2world rotation and the label's (mean, median, max), and the
   yaw and pitch differences (LookAt parameters) separately;
@@ -14,7 +15,7 @@ align` does; reported per backend:
   and of the continuous square videos use (`square_*`), with their signed means (`*_bias`): a bias is
   what a vertex choice or a constant could remove, the spread around it is not.
 Speed: frames/s of decode + landmarks + pose on the real clip (640x360) and on its 3x upscale (1920x1080
-encoded once into a temporary file), mesh next to dlib in the same run.
+encoded once into a temporary file), every backend in the same run.
 
 `--per-photo` prints each photo's signed crop offset and scale error per backend, and for the mesh its
 mirror bias: half the sum of the x offsets of the photo and of its mirror image, which a mirror-symmetric
@@ -26,6 +27,9 @@ lid midpoints' centres, inner mouth corners, nose vertex 4), all on the continuo
 corrections: the mesh averaged with the mirrored photo's (which removes the landmark model's left-right
 asymmetry), and one constant x shift of the crop centre, calibrated on six photos and measured on the
 seventh in turn.
+
+`--mtcnn-sizes` prints the crop errors (exact official crop) with MTCNN's region resampled to other sizes than
+the default `mesh_backend.MTCNN_SIZE`: how much the crop depends on that choice.
 
 `--calibrate` prints the rotation still left between the mesh fits and the labels: the chordal mean of
 label^T @ fit over the photos, as a rotation vector in degrees. `mesh_pose.CANONICAL_TO_BFM_ROTATION` is
@@ -49,10 +53,11 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from nvsvideo.cameras.eg3d import lookat_angles, pose_from_label, rotation_angle_deg, split_label
+from nvsvideo.face.backends.mesh_backend import MeshBackend
 from nvsvideo.face.crop import (
-    crop_square_from_landmarks,
+    crop_five_points,
     crop_square_from_points,
-    crop_transform_from_landmarks,
+    crop_transform_from_points,
     crop_transform_from_square,
     offset_from_identity,
 )
@@ -64,6 +69,9 @@ from nvsvideo.video import VideoReader
 from nvsvideo.weights.registry import resolve_weights_dir
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+#: The default (mesh pose, MTCNN's five crop points), the mesh alone, and dlib.
+BACKENDS = ("mesh", "mesh_points", "dlib")
+MTCNN_SIZES = (192, 256, 320, 384, 448, 512)
 CLIP = FIXTURES / "single_face.mp4"
 UPSCALE = 3
 
@@ -96,10 +104,11 @@ def align_photo(backend, image: np.ndarray) -> Result:
     if not faces:
         return Result(found=False)
     face = faces[0]
-    tf = crop_transform_from_landmarks(face.landmarks, image.shape[:2])
+    points = crop_five_points(face.landmarks, face.crop_points)
+    tf = crop_transform_from_points(points, image.shape[:2])
     label, pose = estimate_camera(face.landmarks, face.mesh, tf)
     offset, scale_error = offset_from_identity(tf, image.shape[:2])
-    square = crop_transform_from_square(crop_square_from_landmarks(face.landmarks, image.shape[0]))
+    square = crop_transform_from_square(crop_square_from_points(points, image.shape[0]))
     square_offset, square_scale_error = offset_from_identity(square, image.shape[:2])
     return Result(found=True, label=label, offset=offset, scale_error=scale_error, square_offset=square_offset,
                   square_scale_error=square_scale_error, fit=pose.rotation)
@@ -204,6 +213,16 @@ def crop_points(backend, items: list[tuple[Path, np.ndarray]]) -> dict:
     return report
 
 
+def mtcnn_sizes(weights: Path, items: list[tuple[Path, np.ndarray]]) -> dict:
+    """See `--mtcnn-sizes` in the module docstring."""
+    report = {}
+    for size in MTCNN_SIZES:
+        backend = MeshBackend(weights, torch.device("cpu"), mtcnn_size=size)
+        results = [align_photo(backend, read_photo(path)) for path, _ in items]
+        report[str(size)] = _crop_errors(np.stack([r.offset for r in results]), np.array([r.scale_error for r in results]), "")
+    return report
+
+
 def calibration(results: list[Result], labels: list[np.ndarray]) -> np.ndarray:
     """Rotation vector (degrees) C with label ~ fit @ C^T, as a chordal mean over the photos."""
     total = np.zeros((3, 3))
@@ -215,16 +234,23 @@ def calibration(results: list[Result], labels: list[np.ndarray]) -> np.ndarray:
     return np.degrees(Rotation.from_matrix(mean).as_rotvec())
 
 
+def make_backend(name: str, weights: Path):
+    """A backend by name; `mesh_points` is the mesh backend without MTCNN (its crops from the mesh's points)."""
+    if name == "mesh_points":
+        return MeshBackend(weights, torch.device("cpu"), mtcnn=False)
+    return create_backend(LandmarkConfig(backend=name, weights_dir=weights), torch.device("cpu"))
+
+
 def throughput(backend_name: str, video: Path, weights: Path) -> float:
     """Frames/s of decode + landmarks + pose of the largest face, over the whole clip."""
-    backend = create_backend(LandmarkConfig(backend=backend_name, weights_dir=weights), torch.device("cpu"))
+    backend = make_backend(backend_name, weights)
     frames, start = 0, time.perf_counter()
     for batch in VideoReader(video, batch_size=16):
         for faces in backend.detect(batch.frames, start=int(batch.indices[0])):
             if faces:
                 face = faces_by_size(faces)[0]
-                estimate_camera(face.landmarks, face.mesh,
-                                crop_transform_from_landmarks(face.landmarks, batch.frames.shape[1:3]))
+                points = crop_five_points(face.landmarks, face.crop_points)
+                estimate_camera(face.landmarks, face.mesh, crop_transform_from_points(points, batch.frames.shape[1:3]))
         frames += len(batch)
     return frames / (time.perf_counter() - start)
 
@@ -252,6 +278,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--calibrate", action="store_true", help="print the canonical-to-BFM rotation fitted here")
     parser.add_argument("--per-photo", action="store_true", help="print each photo's crop offset and scale error")
     parser.add_argument("--crop-points", action="store_true", help="compare readings of the five points on the mesh")
+    parser.add_argument("--mtcnn-sizes", action="store_true", help="crop errors for other sizes of MTCNN's region")
     parser.add_argument("--no-speed", action="store_true", help="skip the frames/s measurements")
     args = parser.parse_args(argv or [])
     # One thread, like dlib: on a shared machine extra torch threads mostly wait for the busy cores.
@@ -260,14 +287,16 @@ def main(argv: list[str] | None = None) -> dict:
     items = dev_set()
     labels = [label for _, label in items]
     report: dict = {}
-    for name in ("mesh", "dlib"):
-        backend = create_backend(LandmarkConfig(backend=name, weights_dir=weights), torch.device("cpu"))
+    for name in BACKENDS:
+        backend = make_backend(name, weights)
         results = [align_photo(backend, read_photo(path)) for path, _ in items]
         report[name] = errors(results, labels)
         if args.per_photo:
             report[f"{name}_per_photo"] = per_photo(name, backend, items, results)
         if args.crop_points and name == "mesh":
             report["mesh_crop_points"] = crop_points(backend, items)
+        if args.mtcnn_sizes and name == "mesh":
+            report["mesh_mtcnn_sizes"] = mtcnn_sizes(weights, items)
         if args.calibrate and name == "mesh":
             report["mesh_calibration_rotvec_deg"] = calibration(results, labels).round(3).tolist()
     if not args.no_speed:
@@ -275,11 +304,12 @@ def main(argv: list[str] | None = None) -> dict:
 
         with tempfile.TemporaryDirectory() as tmp:
             big = upscaled_clip(Path(tmp))
-            for name in ("mesh", "dlib"):
+            for name in BACKENDS:
                 report[name]["fps_640x360"] = throughput(name, CLIP, weights)
                 report[name]["fps_1920x1080"] = throughput(name, big, weights)
-        report["mesh_vs_dlib_speed"] = {size: round(report["mesh"][size] / report["dlib"][size], 2)
-                                        for size in ("fps_640x360", "fps_1920x1080")}
+        for other in ("dlib", "mesh_points"):
+            report[f"mesh_vs_{other}_speed"] = {size: round(report["mesh"][size] / report[other][size], 2)
+                                                for size in ("fps_640x360", "fps_1920x1080")}
     if args.json:
         print(json.dumps(report, indent=1))
     else:

@@ -94,8 +94,8 @@ WeightsDir = Annotated[
 
 # Face-stage options, shared by every command that aligns a video.
 Landmarks = Annotated[Literal["auto", "mesh", "dlib", "fan", "file"], typer.Option("--landmarks", help=(
-    "Where the landmarks come from. mesh: MediaPipe's 3D face mesh, models Apache-2.0 (`nvsvideo weights fetch "
-    "mesh`); dlib: 68 points, model trained on iBUG 300-W, not for commercial use; fan: face-alignment; "
+    "Where the landmarks come from. mesh: MediaPipe's 3D face mesh, models Apache-2.0, and MTCNN's five crop "
+    "points, weights MIT (`nvsvideo weights fetch mesh`); dlib: 68 points, model trained on iBUG 300-W, not for commercial use; fan: face-alignment; "
     "file: --landmarks-file. auto: mesh when its files are present, else fan if installed with its weights, "
     "else dlib."))]
 LandmarksFile = Annotated[Path | None, typer.Option("--landmarks-file", help="Per-frame landmarks or boxes (JSON) for --landmarks file.")]

@@ -378,6 +378,10 @@ def test_weights_listing_folds_the_mesh_files_and_names_a_bad_one(tmp_path):
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"not the model")
     text = "\n".join(format_weights(weights_status(tmp_path, {"TORCH_HOME": str(tmp_path)}), str(tmp_path)))
-    assert "invalid  mesh (3 files" in text and "Apache-2.0" in text and "iBUG 300-W" in text
+    assert "invalid  mesh (6 files" in text and "Apache-2.0" in text and "iBUG 300-W" in text and "MIT (MTCNN" in text
     assert "invalid: face_landmark.tflite (sha256 differs from the expected file)" in text
-    assert "missing: face_detection_short_range.tflite" in text and "nvsvideo weights fetch mesh" in text
+    assert "missing: face_detection_short_range.tflite" in text and "missing: mtcnn_onet.pt" in text
+    assert "nvsvideo weights fetch mesh" in text and "facenet-pytorch==2.6.0" in text
+    bare = tmp_path / "bare"
+    text = "\n".join(format_weights(weights_status(bare, {"TORCH_HOME": str(bare)}), str(bare)))
+    assert "missing  mesh (6 files" in text and "missing: all 6 files" in text

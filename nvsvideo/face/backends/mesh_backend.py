@@ -12,10 +12,18 @@ The next frame's region comes from the points (their extent, turned by the eye c
 detection's region was placed relative to the points (`RegionRelation`), so the detector runs only on a
 new shot or when a followed face's score drops below `MIN_PRESENCE`. Faces found in one
 frame go through the landmark model together.
+
+The five points of the official crop come from MTCNN (`nvsvideo.face.mtcnn`), the detector the official
+preprocessing took them from: it runs on a square twice the mesh's extent about the face, resampled to
+`MTCNN_SIZE`, for all faces of a batch of frames at once; the MTCNN face that overlaps the mesh's box most is
+the face's (`Face.crop_points`). It runs on every detection (every still) and every `MTCNN_EVERY` frames of
+a followed face; in between, its points keep their place relative to the mesh's five points. Where MTCNN
+finds no face there, the crop takes the mesh's own five points.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +34,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from nvsvideo.face.boxes import box_iou, box_of_points
+from nvsvideo.face.mesh_pose import five_points_from_mesh
+from nvsvideo.face.mtcnn import Mtcnn
 from nvsvideo.face.tflite_graph import GraphSpec, TfliteGraph
 from nvsvideo.face.types import Face, check_frames
 from nvsvideo.weights.registry import get_weight, locate, require_weight
@@ -37,7 +47,8 @@ LANDMARKER = "mesh-face-landmarks"
 DETECTOR_SPEC = GraphSpec(inputs=((1, 128, 128, 3),), outputs=((1, 896, 16), (1, 896, 1)))
 FULL_RANGE_SPEC = GraphSpec(inputs=((1, 192, 192, 3),), outputs=((1, 2304, 16), (1, 2304, 1)))
 LANDMARKER_SPEC = GraphSpec(inputs=((1, 192, 192, 3),), outputs=((1, 1, 1, 1404), (1, 1, 1, 1)))
-MODEL_FILES = (DETECTOR, FULL_RANGE_DETECTOR, LANDMARKER)
+MTCNN_FILES = ("mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet")
+MODEL_FILES = (DETECTOR, FULL_RANGE_DETECTOR, LANDMARKER, *MTCNN_FILES)
 
 LANDMARK_SIZE = 192
 NUM_MESH_POINTS = 468
@@ -50,6 +61,20 @@ MIN_PRESENCE = 0.5
 ROI_SCALE = 1.5
 #: Mesh vertices on the outer eye corners (subject's right, left): they level the region.
 EYE_CORNERS = (33, 263)
+#: MTCNN's region: this many times the mesh's extent, resampled to MTCNN_SIZE pixels (the face about 128 px:
+#: O-Net sees 48, so more pixels add little but P-Net time; other sizes: README, "Crops with MTCNN's points").
+MTCNN_REGION_SCALE = 2.0
+MTCNN_SIZE = 256
+#: The least overlap (IoU) of an MTCNN box with the mesh's box for it to be the same face.
+MTCNN_MIN_IOU = 0.3
+#: MTCNN runs on a new detection and on every this many frames of a followed shot; in between, its points are
+#: carried by the mesh (`points_relation`). One run costs more than the mesh's own frame (README, bench table).
+MTCNN_EVERY = 8
+#: A followed face's relation is the mean of its first MTCNN_MEMORY runs, then a running average with weight
+#: 1/MTCNN_MEMORY (about MTCNN_MEMORY x MTCNN_EVERY frames): each run's points scatter by a few percent of the
+#: face (O-Net sees 48 px), which steps in the crop would show as jitter: on the real clip 8 keeps the smoothed
+#: crop jitter at the mesh's own (4: its size jitter 5 % above it).
+MTCNN_MEMORY = 8
 
 #: The iBUG 68-point layout taken from mesh vertices (our mapping): jaw, brows, nose, eyes, lips.
 IBUG68_FROM_MESH = np.array([
@@ -252,6 +277,54 @@ def sample_region(frame: np.ndarray, region: Region, size: int) -> torch.Tensor:
     return out[0].permute(1, 2, 0)
 
 
+def mtcnn_region(mesh: np.ndarray) -> Region:
+    """MTCNN's upright region for a face: `MTCNN_REGION_SCALE` times the mesh's extent (centre coordinates, [468, >=2])."""
+    low, high = mesh[:, :2].min(0) + 0.5, mesh[:, :2].max(0) + 0.5  # centre -> corner coordinates
+    middle = (low + high) / 2
+    return Region(float(middle[0]), float(middle[1]), float((high - low).max() * MTCNN_REGION_SCALE), 0.0)
+
+
+def crop_to_frame(points: np.ndarray, region: Region, size: int) -> np.ndarray:
+    """Points [N, 2] in pixel-centre coordinates of a size x size crop of `region` -> frame pixel-centre coordinates."""
+    matrix = region.matrix(size)
+    return (points.astype(np.float64) + 0.5) @ matrix[:, :2].T + matrix[:, 2] - 0.5
+
+
+def _eye_axes(anchor: np.ndarray) -> np.ndarray:
+    """[2, 2] rows: along the eye line of five points [5, 2] (length: their eye distance), and across it."""
+    along = anchor[1] - anchor[0]
+    return np.array([along, [-along[1], along[0]]])
+
+
+def points_relation(points: np.ndarray, anchor: np.ndarray) -> np.ndarray:
+    """Five points [5, 2] relative to five anchor points [5, 2]: each one's offset from its anchor, in units of
+    the anchors' eye distance along and across their eye line. It stays when the face moves, turns in the image
+    plane or changes size; as offsets, not positions, it carries the anchors' own steadiness over."""
+    return np.linalg.solve(_eye_axes(anchor).T, (points - anchor).T).T
+
+
+def points_from_relation(relation: np.ndarray, anchor: np.ndarray) -> np.ndarray:
+    """Inverse of `points_relation`: the points [5, 2] in `relation` to five anchor points [5, 2]."""
+    return anchor + relation @ _eye_axes(anchor)
+
+
+def blend_relation(previous: np.ndarray | None, new: np.ndarray, runs: int) -> np.ndarray:
+    """The running average of a face's relations: the mean of the first `MTCNN_MEMORY` runs, then an exponential
+    average with weight 1 / MTCNN_MEMORY (`runs` counts `new`)."""
+    if previous is None:
+        return new
+    return previous + (new - previous) / min(runs, MTCNN_MEMORY)
+
+
+def pick_mtcnn_face(boxes: np.ndarray, points: np.ndarray, target: np.ndarray) -> np.ndarray | None:
+    """The five points [5, 2] of the box [N, 4] (frame pixel-centre coordinates) overlapping `target` most,
+    or None when none overlaps it by `MTCNN_MIN_IOU`."""
+    overlaps = [box_iou(box, target) for box in boxes]
+    if not overlaps or max(overlaps) < MTCNN_MIN_IOU:
+        return None
+    return points[int(np.argmax(overlaps))]
+
+
 def mesh_to_frame(raw: np.ndarray, region: Region) -> np.ndarray:
     """The landmark model's 468 points, from its 192 crop into the frame.
 
@@ -264,9 +337,7 @@ def mesh_to_frame(raw: np.ndarray, region: Region) -> np.ndarray:
     Returns:
         float64 [468, 3]: x, y in frame pixel-centre coordinates, z in frame pixels (smaller = nearer).
     """
-    matrix = region.matrix(LANDMARK_SIZE)
-    xy = (raw[:, :2].astype(np.float64) + 0.5) @ matrix[:, :2].T + matrix[:, 2] - 0.5
-    return np.column_stack([xy, raw[:, 2] * region.side / LANDMARK_SIZE])
+    return np.column_stack([crop_to_frame(raw[:, :2], region, LANDMARK_SIZE), raw[:, 2] * region.side / LANDMARK_SIZE])
 
 
 class MeshBackend:
@@ -274,8 +345,14 @@ class MeshBackend:
 
     name = "mesh"
 
-    def __init__(self, weights_dir: Path, device: torch.device) -> None:
+    def __init__(self, weights_dir: Path, device: torch.device, *, mtcnn: bool = True,
+                 mtcnn_size: int = MTCNN_SIZE) -> None:
         """
+        Args:
+            mtcnn: take the crop's five points from MTCNN; False leaves them to the mesh (`Face.crop_points`
+                None), which `bench/cameras.py` measures against.
+            mtcnn_size: side in pixels MTCNN's region is resampled to (`bench/cameras.py --mtcnn-sizes`).
+
         Raises:
             WeightsError: a model file is missing, unreadable or not the expected model.
         """
@@ -285,12 +362,20 @@ class MeshBackend:
                                                  FULL_RANGE_SPEC).to(device).eval()
         self._landmarker = TfliteGraph.from_file(require_weight(LANDMARKER, weights_dir),
                                                  LANDMARKER_SPEC).to(device).eval()
+        self._mtcnn = Mtcnn.from_files(*(require_weight(name, weights_dir) for name in MTCNN_FILES)).to(device) \
+            if mtcnn else None
+        self._mtcnn_size = mtcnn_size
         self._anchors = ssd_anchors()
         self._full_range_anchors = ssd_anchors(FULL_RANGE_GRIDS)
         # Faces followed from the previous frame: the region their points spanned, and the relation to it of
         # the region they were detected in.
         self._followed: list[tuple[Region, RegionRelation]] = []
         self._next_start: int | None = None
+        # The official crop points of each followed face, relative to its mesh's five points (`points_relation`),
+        # averaged over its MTCNN runs (`blend_relation`), the number of those runs, and the frames since the last.
+        self._crop_relations: list[np.ndarray | None] = []
+        self._mtcnn_runs: list[int] = []
+        self._since_mtcnn = 0
 
     def __repr__(self) -> str:
         return f"MeshBackend(device={self.device})"
@@ -300,11 +385,58 @@ class MeshBackend:
         check_frames(frames)
         if start != self._next_start:
             self._followed = []
-        out = []
+        out, fresh = [], []
         with torch.inference_mode():
             for frame in frames:
-                out.append(self._next_frame(frame))
+                faces, detected = self._next_frame(frame)
+                out.append(faces)
+                fresh.append(detected)
+            if self._mtcnn is not None:
+                out = self._with_crop_points(frames, out, fresh)
         self._next_start = start + len(frames)
+        return out
+
+    def _with_crop_points(self, frames: np.ndarray, faces: list[list[Face]], fresh: list[bool]) -> list[list[Face]]:
+        """The faces with the official crop's five points: MTCNN's on a new detection and every `MTCNN_EVERY`
+        frames of a followed shot (one MTCNN batch for all of them), carried by the mesh in between."""
+        runs = []
+        for detected in fresh:
+            self._since_mtcnn = 0 if detected else self._since_mtcnn + 1
+            runs.append(self._since_mtcnn % MTCNN_EVERY == 0)
+        jobs = [(i, k, mtcnn_region(face.mesh)) for i, found in enumerate(faces) if runs[i] for k, face in enumerate(found)]
+        picked = dict(zip(((i, k) for i, k, _ in jobs), self._run_mtcnn(frames, faces, jobs), strict=True))
+        out = []
+        for i, found in enumerate(faces):
+            if fresh[i]:
+                self._crop_relations = [None] * len(found)
+                self._mtcnn_runs = [0] * len(found)
+            row = []
+            for k, face in enumerate(found):
+                anchor = five_points_from_mesh(face.mesh)[:, :2]
+                points = picked.get((i, k))
+                if points is not None:
+                    self._mtcnn_runs[k] += 1
+                    self._crop_relations[k] = blend_relation(self._crop_relations[k], points_relation(points, anchor),
+                                                             self._mtcnn_runs[k])
+                relation = self._crop_relations[k]
+                row.append(face if relation is None else
+                           dataclasses.replace(face, crop_points=points_from_relation(relation, anchor)))
+            out.append(row)
+        return out
+
+    def _run_mtcnn(self, frames: np.ndarray, faces: list[list[Face]],
+                   jobs: list[tuple[int, int, Region]]) -> list[np.ndarray | None]:
+        """MTCNN's five points (frame pixels) for each (frame, face, region) job, None where it finds no such face."""
+        if not jobs:
+            return []
+        size = self._mtcnn_size
+        crops = torch.stack([sample_region(frames[i], region, size) for i, _, region in jobs]) * 255.0
+        out = []
+        for (i, k, region), result in zip(jobs, self._mtcnn(crops.round()), strict=True):
+            # MTCNN boxes are 1-based inclusive pixel indices: -1 makes them 0-based pixel centres.
+            boxes = crop_to_frame(result.boxes.cpu().numpy().reshape(-1, 2) - 1, region, size).reshape(-1, 4)
+            points = np.array([crop_to_frame(p, region, size) for p in result.points.cpu().numpy()]).reshape(-1, 5, 2)
+            out.append(pick_mtcnn_face(boxes, points, faces[i][k].box))
         return out
 
     def detect_faces(self, frame: np.ndarray) -> list[Detection]:
@@ -336,8 +468,10 @@ class MeshBackend:
             found.append(Detection(box=corners.ravel(), keypoints=kp, score=score))
         return found
 
-    def _next_frame(self, frame: np.ndarray) -> list[Face]:
+    def _next_frame(self, frame: np.ndarray) -> tuple[list[Face], bool]:
+        """The faces in the next frame, and whether they were detected anew (not followed)."""
         followed = self._follow(frame, self._followed) if self._followed else None
+        detected = followed is None
         if followed is None:
             # A new shot, or a followed face lost: detect, and keep each detected region's relation to its mesh.
             regions = [region_from_detection(d) for d in self.detect_faces(frame)]
@@ -345,7 +479,7 @@ class MeshBackend:
             followed = [(f, region_relation(r, _points_region(f))) for f, r in zip(found, regions, strict=True)
                         if f is not None]
         self._followed = [(_points_region(f), relation) for f, relation in followed]
-        return [f for f, _ in followed]
+        return [f for f, _ in followed], detected
 
     def _follow(self, frame: np.ndarray, followed: list[tuple[Region, RegionRelation]]
                 ) -> list[tuple[Face, RegionRelation]] | None:
