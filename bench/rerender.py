@@ -487,8 +487,8 @@ def bench_overlap(frames: int, repeats: int, log: Callable[[str], None]) -> dict
                     if best is None or got["wall"] < best["wall"]:
                         results[f"{run}, {mode}"] = got
     log(f"\noverlap: whole rerender passes, TINY random v2 model, first {frames} frames of {CLIP.name}, "
-        f"--output paste, fastest of {repeats}; busy s per stage (decode+align+crops+cache reads / models / "
-        f"compose+encode+cache writes); default = what a run does unless NVSVIDEO_SEQUENTIAL says")
+        f"--output paste, fastest of {repeats}; busy s per stage (decode+align+crops+cache reads / "
+        f"models+compose / encode+cache writes); default = what a run does unless NVSVIDEO_SEQUENTIAL says")
     log(f"  {'pass':<24} {'ran as':>11} {'decode':>7} {'(align)':>7} {'render':>7} {'encode':>7} {'wall':>7} "
         f"{'wall/slowest':>13}")
     for name, r in results.items():

@@ -11,6 +11,7 @@ import contextlib
 import functools
 import inspect
 import multiprocessing
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -19,22 +20,54 @@ from types import SimpleNamespace
 from typing import Annotated, Any, Literal, TypeVar
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from nvsvideo import __version__
 from nvsvideo.cameras.paths import CAMERA_PATH_SYNTAX
-from nvsvideo.console import Reporter
+from nvsvideo.console import Reporter, plural
 from nvsvideo.errors import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
+    InputError,
     NvsError,
     Terminated,
     UsageError,
     exit_code_summary,
 )
+from nvsvideo.files import output_error
+from nvsvideo.limits import RANGES
+
+
+class _Command(TyperCommand):
+    """Typer's command, with required arguments shown as `VIDEO` in the usage line rather than `{VIDEO}`."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        return [re.sub(r"^\{(.*)\}", r"\1", piece) for piece in super().collect_usage_pieces(ctx)]
+
+
+class _App(typer.Typer):
+    """A Typer whose commands are `_Command`s."""
+
+    def command(self, *args: Any, cls: Any = None, **kwargs: Any) -> Any:
+        return super().command(*args, cls=cls or _Command, **kwargs)
+
+
+class _Commands(TyperGroup):
+    """Typer's group, with its choice errors worded for people ("'fp16' is not one of 'auto', 'fp32'")."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except typer.BadParameter as err:
+            # Typer validates choices through pydantic, whose messages start with its own error kind.
+            err.message = err.message.removeprefix("Value error, ")
+            raise
+
 
 # Plain (click) help: it wraps long option names and camera-path syntax at any width instead of
 # cutting them with "...", and shows flags without a value placeholder.
-app = typer.Typer(
+app = _App(
+    cls=_Commands,
     name="nvsvideo",
     help="Re-render and edit portrait videos from new camera viewpoints with EG3D + TriPlaneNet.",
     no_args_is_help=True,
@@ -60,13 +93,18 @@ WeightsDir = Annotated[
 ]
 
 # Face-stage options, shared by every command that aligns a video.
-Landmarks = Annotated[Literal["auto", "dlib", "fan", "file"], typer.Option("--landmarks", help="Where the 68 landmarks come from.")]
+Landmarks = Annotated[Literal["auto", "mesh", "dlib", "fan", "file"], typer.Option("--landmarks", help=(
+    "Where the landmarks come from. mesh: MediaPipe's 3D face mesh, models Apache-2.0, and MTCNN's five crop "
+    "points, weights MIT (`nvsvideo weights fetch mesh`); dlib: 68 points, model trained on iBUG 300-W, not for commercial use; fan: face-alignment; "
+    "file: --landmarks-file. auto: mesh when its files are present, else fan if installed with its weights, "
+    "else dlib."))]
 LandmarksFile = Annotated[Path | None, typer.Option("--landmarks-file", help="Per-frame landmarks or boxes (JSON) for --landmarks file.")]
 FanDetector = Annotated[Literal["sfd", "blazeface", "retinaface", "dlib"], typer.Option("--fan-detector", help="Face detector of the fan backend.")]
 FaceIndex = Annotated[int, typer.Option("--face-index", min=0, help="Which face to follow: 0 = largest in the first frame with faces.")]
 MaxGap = Annotated[int, typer.Option("--max-gap", min=0, help="Frames without a face up to this long are interpolated; longer gaps pass through.")]
-Smooth = Annotated[float, typer.Option("--smooth", min=0.0, help="Temporal smoothing of crops and poses: Gaussian sigma in seconds (0 = off).")]
+Smooth = Annotated[float, typer.Option("--smooth", min=0.0, help=f"Temporal smoothing of crops and poses: Gaussian sigma in seconds (0 = off) ({RANGES['--smooth'].describe()}).")]
 Causal = Annotated[bool, typer.Option("--causal", help="Causal (one-euro) smoothing for streaming instead of zero-phase.")]
+Pose = Annotated[Literal["auto", "landmarks", "deep3d"], typer.Option("--pose", help="Cameras from the landmarks, or the official ones from Deep3DFaceRecon's network (needs epoch_20.pth in the weights folder; see `nvsvideo weights`); auto: deep3d when that file is there.")]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -84,6 +122,7 @@ FACE_OPTIONS = (
     _option("max_gap", MaxGap, 5),
     _option("smooth", Smooth, 0.1),
     _option("causal", Causal, False),
+    _option("pose", Pose, "auto"),
 )
 #: Options after which a group's options are listed in --help (the generic ones come last).
 _GENERIC = ("weights_dir", "device", "json_out", "quiet", "verbose")
@@ -170,9 +209,15 @@ def command(func: F) -> F:
         except typer.Exit:
             raise
         except Exception as err:  # noqa: BLE001 - the last line of defence: no raw traceback for users
+            # A full disk or a destination that became unwritable during the run is the user's to fix.
+            mapped = output_error(err) if isinstance(err, OSError) else None
+            if mapped is not None:
+                reporter.error(str(mapped))
+                raise typer.Exit(mapped.exit_code) from None
             if verbose:
                 reporter.console.print_exception()
-            reporter.error(f"internal error: {type(err).__name__}: {err} (run with --verbose for the traceback)")
+            hint = "" if verbose else " (run with --verbose for the traceback)"
+            reporter.error(f"internal error: {type(err).__name__}: {err}{hint}")
             raise typer.Exit(1) from None
 
     # eval_str: this module uses postponed annotations, and Typer reads the signature as given.
@@ -198,20 +243,37 @@ def _root(
 @app.command()
 @command
 def info(
-    video: Annotated[Path, typer.Argument(metavar="VIDEO", help="Video file to probe.")],
+    videos: Annotated[list[Path], typer.Argument(metavar="VIDEO", help="Video files to probe.")],
     json_out: Json = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Show a video's streams: size, exact frame rate, duration, frame count, rotation, audio."""
+    """Show videos' streams: size, exact frame rate, duration, frame count, rotation, colour, audio.
+
+    With several files, each is described in turn (--json: a list); one that cannot be read is reported
+    there and makes the exit code 3 once the others are shown.
+    """
     from nvsvideo.video import probe
 
-    meta = probe(video)
+    described: list[dict[str, Any]] = []
+    failed: list[str] = []
+    for video in videos:
+        try:
+            meta = probe(video)
+        except InputError as err:
+            if len(videos) == 1:
+                raise
+            failed.append(str(err))
+            described.append({"path": str(video), "error": str(err)})
+            continue
+        described.append(meta.to_dict())
+        if not json_out and not quiet:
+            # The description is this command's result, so it goes to stdout (`info x.mp4 > f` keeps it).
+            typer.echo(("\n" if len(described) > 1 else "") + meta.describe())
     if json_out:
-        Reporter.emit_json(meta.to_dict())
-    elif not quiet:
-        # The description is this command's result, so it goes to stdout (`info x.mp4 > f` keeps it).
-        typer.echo(meta.describe())
+        Reporter.emit_json(described[0] if len(videos) == 1 else described)
+    if failed:
+        raise InputError(f"{len(failed)} of {len(videos)} files could not be read: " + "; ".join(failed))
 
 
 @app.command()
@@ -227,9 +289,11 @@ def extract(
     verbose: Verbose = False,
 ) -> None:
     """Write a video's frames as PNG files (000000.png, ...) plus frames.json with their timestamps."""
+    from nvsvideo.validate import check_writable
     from nvsvideo.video import extract_frames, probe
     from nvsvideo.video.extract import count_selected
 
+    check_writable(out, "--out", folder=True)
     reporter = Reporter(quiet=quiet, verbose=verbose)
     meta = probe(video)
     total = count_selected(meta, every=every, start=start, end=end)
@@ -237,12 +301,12 @@ def extract(
         result = extract_frames(video, out, every=every, start=start, end=end, info=meta, on_progress=advance)
     if result.warning:
         reporter.warn(result.warning)
-    reporter.info(f"wrote {result.frames_written} frames and frames.json to {result.out_dir}")
+    reporter.info(f"wrote {plural(result.frames_written, 'frame')} and frames.json to {result.out_dir}")
     if json_out:
         Reporter.emit_json(result.to_dict())
 
 
-weights_app = typer.Typer(
+weights_app = _App(
     help="List, check, convert and fetch the model weight files nvsvideo uses.",
     no_args_is_help=False,
     rich_markup_mode=None,
@@ -360,21 +424,26 @@ def weights_convert(
 @weights_app.command("fetch")
 @command
 def weights_fetch(
-    names: Annotated[list[str], typer.Argument(metavar="NAMES", help="Registry names, as listed by `nvsvideo weights`.")],
+    names: Annotated[list[str], typer.Argument(metavar="NAMES", help="Registry names, as listed by `nvsvideo weights`; `mesh` fetches the mesh backend's files.")],
     weights_dir: WeightsDir = None,
     json_out: Json = False,
     quiet: Quiet = False,
     verbose: Verbose = False,
 ) -> None:
-    """Download known weight files from their official locations (where a direct download exists)."""
+    """Download known weight files from their official locations, checked before they are used.
+
+    Files on Google Drive (TriPlaneNet, In-N-Out's mapper archive) need gdown (pip install "nvsvideo[gdrive]");
+    an interrupted download resumes when the same command runs again.
+    """
     import os
 
     from nvsvideo.weights import get_weight, resolve_weights_dir
     from nvsvideo.weights.fetch import fetch_weight
+    from nvsvideo.weights.registry import expand_names
 
     reporter = Reporter(quiet=quiet, verbose=verbose)
     folder = resolve_weights_dir(weights_dir, os.environ)
-    entries = [get_weight(name) for name in names]
+    entries = [get_weight(name) for name in expand_names(names)]
     paths = {entry.name: str(fetch_weight(entry, folder, os.environ, reporter)) for entry in entries}
     if json_out:
         Reporter.emit_json({"weights_dir": str(folder), "files": paths})
@@ -392,8 +461,8 @@ def sample(
     seconds: Annotated[float | None, typer.Option("--seconds", min=0.01, help="Duration instead of --frames.")] = None,
     fps: Annotated[str, typer.Option("--fps", help="Frame rate, e.g. 30 or 30000/1001.")] = "30",
     truncation: Annotated[float, typer.Option("--truncation", help="Truncation psi (1 = none).")] = 1.0,
-    render_resolution: Annotated[int | None, typer.Option("--render-resolution", min=16, help="Neural rendering resolution (default: the checkpoint's).")] = None,
-    samples: Annotated[float, typer.Option("--samples", min=0.1, help="Depth-sample multiplier (the official inversion scripts use 2).")] = 1.0,
+    render_resolution: Annotated[int | None, typer.Option("--render-resolution", min=16, help=f"Neural rendering resolution (default: the checkpoint's) ({RANGES['--render-resolution'].describe()}).")] = None,
+    samples: Annotated[float, typer.Option("--samples", min=0.1, help=f"Depth-sample multiplier (the official inversion scripts use 2) ({RANGES['--samples'].describe()}).")] = 1.0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Frames rendered at once.")] = 1,
     precision: Annotated[Literal["auto", "fp32"], typer.Option("--precision", help="auto: super-resolution in float16 on CUDA, as the official code; fp32: float32 everywhere.")] = "auto",
     depth: Annotated[Path | None, typer.Option("--depth", help="Also write the depth as a colour video here.")] = None,
@@ -406,24 +475,43 @@ def sample(
     verbose: Verbose = False,
 ) -> None:
     """Render a random identity along a camera path: the generator end to end, no input video."""
-    from nvsvideo.validate import check_camera_path, check_distinct, check_input_file, check_video_output
+    from nvsvideo.limits import check_range, check_render_memory
+    from nvsvideo.validate import (
+        check_camera_path,
+        check_device,
+        check_distinct,
+        check_input_file,
+        check_video_output,
+        check_writable,
+        parse_fps,
+    )
 
+    check_device(device)
+    for option, value in (("--truncation", truncation), ("--yaw", yaw), ("--pitch", pitch), ("--frames", frames),
+                          ("--seconds", seconds), ("--samples", samples), ("--batch-size", batch_size),
+                          ("--render-resolution", render_resolution)):
+        check_range(option, value)
+    rate = parse_fps(fps)
     check_video_output(out, [])
     if depth is not None:
         check_video_output(depth, [], "--depth")
     check_distinct({"--out": out, "--depth": depth})
+    if frames_dir is not None:
+        check_writable(frames_dir, "--frames-dir", folder=True)
     check_camera_path(yaw_path)
     if eg3d is not None:
         check_input_file(eg3d, "EG3D file")
+    # The generator's frames are 512x512 (the official models' super-resolution output).
+    check_render_memory(batch_size=batch_size, render_resolution=render_resolution, samples=samples,
+                        frame_hw=(512, 512), output="paste", size=512, what="sampling")
 
     from nvsvideo.device import resolve_device
-    from nvsvideo.pipelines.common import load_generator, parse_fps, resolve_eg3d_file
+    from nvsvideo.pipelines.common import load_generator, resolve_eg3d_file
     from nvsvideo.pipelines.sample import SampleConfig, run_sample
     from nvsvideo.render import RenderOptions
     from nvsvideo.runtime.precision import parse_precision, sr_force_fp32
 
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    rate = parse_fps(fps)
     fp32 = sr_force_fp32(parse_precision(precision))
     if frames is not None and seconds is not None:
         raise UsageError("give --frames or --seconds, not both")
@@ -436,23 +524,27 @@ def sample(
                            force_fp32=fp32)
     summary = run_sample(generator, config, render, out, device=torch_device, reporter=reporter,
                          depth_output=depth, frames_dir=frames_dir)
-    reporter.info(f"wrote {summary['frames']} frames to {out}")
+    reporter.info(f"wrote {plural(summary['frames'], 'frame')} to {out}")
     if json_out:
         Reporter.emit_json(summary)
 
 
-def _align_setup(device: str, face: Any, batch_size: int = 16) -> tuple[Any, Any, Any]:
+def _align_setup(device: str, face: Any, weights_dir: Path | None = None,
+                 batch_size: int = 16) -> tuple[Any, Any, Any]:
     """(torch device, landmark backend, AlignConfig) from the face options group."""
     from nvsvideo.device import resolve_device
+    from nvsvideo.face.deep3d import load_pose_model
     from nvsvideo.face.landmarks import LandmarkConfig, create_backend
     from nvsvideo.pipelines.align import AlignConfig
     from nvsvideo.temporal.tracking import TrackerConfig
 
     torch_device = resolve_device(device)
+    deep3d = load_pose_model(face.pose, weights_dir, torch_device)
     backend = create_backend(LandmarkConfig(backend=face.landmarks, fan_detector=face.fan_detector,
-                                            landmarks_file=face.landmarks_file), torch_device)
+                                            landmarks_file=face.landmarks_file, weights_dir=weights_dir),
+                             torch_device)
     config = AlignConfig(tracker=TrackerConfig(face_index=face.face_index, max_gap=face.max_gap), smooth=face.smooth,
-                         causal=face.causal, batch_size=batch_size)
+                         causal=face.causal, batch_size=batch_size, deep3d=deep3d)
     return torch_device, backend, config
 
 
@@ -465,6 +557,7 @@ def align(
     face: Any,
     preview: Annotated[bool, typer.Option("--preview", help="Also write preview.mp4 with landmarks, crop and head axes.")] = False,
     cameras: Annotated[Path | None, typer.Option("--cameras", help="Use the cameras of an official dataset.json instead of ours.")] = None,
+    weights_dir: WeightsDir = None,
     device: Device = "auto",
     json_out: Json = False,
     quiet: Quiet = False,
@@ -472,18 +565,28 @@ def align(
 ) -> None:
     """Aligned 512x512 face crops with EG3D cameras, stable over time (the official label format)."""
     from nvsvideo.errors import InputError
-    from nvsvideo.validate import check_not_input
+    from nvsvideo.validate import (
+        check_device,
+        check_face_options,
+        check_not_input,
+        check_pose_weights,
+        check_writable,
+    )
 
+    check_device(device)
+    check_face_options(face)
     if not source.exists():
         raise InputError(f"{source} does not exist")
     check_not_input(out, [source], "--out")
+    check_pose_weights(face.pose, weights_dir)
+    check_writable(out, "--out", folder=True)
 
     from nvsvideo.pipelines.align import run_align
 
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    _, backend, config = _align_setup(device, face)
+    _, backend, config = _align_setup(device, face, weights_dir)
     summary = run_align(source, out, backend, config, reporter, preview=preview, cameras=cameras)
-    reporter.info(f"wrote {summary['crops']} crops of {summary['frames']} frames to {out}")
+    reporter.info(f"wrote {plural(summary['crops'], 'crop')} of {plural(summary['frames'], 'frame')} to {out}")
     if json_out:
         Reporter.emit_json(summary)
 
@@ -520,8 +623,9 @@ def _invert_setup(video: Path, cache: Path | None, inv: Any, weights_dir: Path |
                   torch_device: Any) -> tuple[Path, Any, dict[str, str], Any]:
     """(cache dir, TriPlaneNet, its files' fingerprints, InvertConfig) from the inversion options group."""
     from nvsvideo.cache import parse_store
+    from nvsvideo.files import default_cache_dir
     from nvsvideo.pipelines.common import fingerprint_memo, load_inverter
-    from nvsvideo.pipelines.invert import InvertConfig, default_cache_dir, model_fingerprints
+    from nvsvideo.pipelines.invert import InvertConfig, model_fingerprints
     from nvsvideo.runtime.precision import parse_precision, set_precision
     from nvsvideo.validate import parse_batch_size
 
@@ -559,10 +663,19 @@ def invert(
     verbose: Verbose = False,
 ) -> None:
     """Align and invert every frame once into a resumable cache (re-runs skip finished frames)."""
-    from nvsvideo.validate import check_input_file, check_not_still_image
+    from nvsvideo.validate import (
+        check_cache_writable,
+        check_device,
+        check_face_options,
+        check_input_file,
+        check_not_still_image,
+    )
     from nvsvideo.video.probe import probe
 
+    check_device(device)
+    check_face_options(face)
     check_input_file(video)
+    check_cache_writable(out, video)
     info = probe(video)  # once per run: probing reads the whole file
     check_not_still_image(info)
     _check_inversion(inv, weights_dir)
@@ -570,7 +683,7 @@ def invert(
     from nvsvideo.pipelines.invert import describe_cache, run_invert
 
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    torch_device, backend, align_config = _align_setup(device, face)
+    torch_device, backend, align_config = _align_setup(device, face, weights_dir)
     cache_dir, inverter, fingerprints, config = _invert_setup(video, out, inv, weights_dir, torch_device)
     compiled = _compile_models(inverter, inv, torch_device, reporter)
     _, summary = run_invert(video, cache_dir, inverter, fingerprints, backend, align_config, config,
@@ -587,15 +700,16 @@ def invert(
 LOOK_OPTIONS = (
     _option("yaw_path", Annotated[str | None, typer.Option("--yaw-path", "--camera-path", metavar="KIND[:ARGS]", help="Camera path (kinds below). Default: orbit, or follow (the input view) when editing.")], None),
     _option("output", Annotated[Literal["crop", "paste", "compare"], typer.Option("--output", help="The face crop, the render pasted into the original frame, or input | reconstruction | novel side by side.")], "paste"),
-    _option("size", Annotated[int, typer.Option("--size", min=64, help="Face size of crop/compare outputs.")], 512),
-    _option("samples", Annotated[float, typer.Option("--samples", min=0.1, help="Depth-sample multiplier of the novel views.")], 2.0),
-    _option("render_resolution", Annotated[int | None, typer.Option("--render-resolution", min=16, help="Neural rendering resolution of the novel views.")], None),
+    _option("size", Annotated[int, typer.Option("--size", min=64, help=f"Face size of crop/compare outputs ({RANGES['--size'].describe()}).")], 512),
+    _option("samples", Annotated[float, typer.Option("--samples", min=0.1, help=f"Depth-sample multiplier of the novel views ({RANGES['--samples'].describe()}).")], 2.0),
+    _option("render_resolution", Annotated[int | None, typer.Option("--render-resolution", min=16, help=f"Neural rendering resolution of the novel views ({RANGES['--render-resolution'].describe()}).")], None),
     _option("keep_ood", Annotated[bool, typer.Option("--keep-ood", help="Blend back what the generator cannot reproduce (hands, glasses, background) near the input view.")], False),
     _option("direction", Annotated[list[str] | None, typer.Option("--direction", metavar="NAME|FILE", help="Edit: a name from the weights folder's directions/ or mappers/, or a .pt/.pth/.npy path; repeatable.")], None),
-    _option("strength", Annotated[list[float] | None, typer.Option("--strength", metavar="X", help="Edit strength; once for all edits or once per --direction.")], None),
-    _option("strength_ramp", Annotated[list[str] | None, typer.Option("--strength-ramp", metavar="KEYS", help="Strength over time, e.g. 0s:0,1s:1,4s:1,5s:0.")], None),
+    _option("strength", Annotated[list[float] | None, typer.Option("--strength", metavar="X", help="Edit strength; once for all edits or once per --direction. With --strength-ramp it multiplies the ramp's values.")], None),
+    _option("strength_ramp", Annotated[list[str] | None, typer.Option("--strength-ramp", metavar="KEYS", help="Strength over time, e.g. 0s:0,1s:1,4s:1,5s:0 (times s or f; linear between keys), times --strength.")], None),
     _option("edit_offsets", Annotated[Literal["keep", "drop"], typer.Option("--edit-offsets", help="keep: tri-plane offsets stay (In-N-Out style); drop: fade them where edits are on.")], "keep"),
     _option("crf", Annotated[int, typer.Option("--crf", min=0, max=51, help="libx264 quality (lower = better).")], 18),
+    _option("preset", Annotated[str, typer.Option("--preset", metavar="NAME", help="libx264 speed preset, as FFmpeg's: ultrafast, superfast, veryfast, faster, fast, medium, slow, slower, veryslow (faster = bigger files at the same --crf quality).")], "medium"),
 )
 
 
@@ -618,15 +732,33 @@ def rerender(
     verbose: Verbose = False,
 ) -> None:
     """Re-render a portrait video from new camera viewpoints (decode, align, invert, render, encode with audio)."""
-    from nvsvideo.validate import check_render_job
+    from nvsvideo.limits import check_render_memory
+    from nvsvideo.validate import (
+        check_cache_writable,
+        check_device,
+        check_face_options,
+        check_finite,
+        check_look_values,
+        check_render_job,
+        parse_batch_size,
+    )
 
     editing = ctx.info_name == "edit"
     if editing and not look.direction:
         raise UsageError("edit needs at least one --direction (a name from `nvsvideo weights` or a file)")
     camera_path = look.yaw_path or ("follow" if editing else "orbit")
     # Every check that needs no computation, before the heavy imports and the long stages.
-    info = check_render_job(video, out, camera_path, depth=depth, mesh=mesh)
+    check_device(device)
+    check_look_values(size=look.size, samples=look.samples, render_resolution=look.render_resolution)
+    check_finite("--strength", look.strength or ())
+    check_face_options(face)
+    info = check_render_job(video, out, camera_path, depth=depth, mesh=mesh, mesh_frame=mesh_frame,
+                            preset=look.preset)
+    check_cache_writable(cache, video)
     _check_inversion(inv, weights_dir)
+    check_render_memory(batch_size=parse_batch_size(inv.batch_size), render_resolution=look.render_resolution,
+                        samples=look.samples, frame_hw=(info.height, info.width), output=look.output,
+                        size=look.size, what=f"rendering {video.name}")
 
     import os
 
@@ -641,8 +773,8 @@ def rerender(
     # The parser already restricts both options to their choices.
     mode, policy = OutputMode(look.output), OffsetPolicy(look.edit_offsets)
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    torch_device, backend, align_config = _align_setup(device, face)
-    specs = parse_edit_specs(look.direction or [], look.strength or [], look.strength_ramp or [])
+    torch_device, backend, align_config = _align_setup(device, face, weights_dir)
+    specs = parse_edit_specs(look.direction or [], look.strength or [], look.strength_ramp or [], look.edit_offsets)
     folder = resolve_weights_dir(weights_dir, os.environ)
     edits = tuple(load_edit(spec, folder, torch_device) for spec in specs)
     cache_dir, inverter, fingerprints, invert_config = _invert_setup(video, cache, inv, weights_dir, torch_device)
@@ -652,12 +784,13 @@ def rerender(
         render=RenderOptions(neural_rendering_resolution=look.render_resolution, samples_multiplier=look.samples,
                              seed=inv.seed, force_fp32=inverter.render_options.force_fp32),
         keep_ood=KeepOodOptions() if look.keep_ood else None, edits=edits, offset_policy=policy,
-        batch_size=invert_config.batch_size, crf=look.crf, depth=depth, mesh=mesh, mesh_frame=mesh_frame)
+        batch_size=invert_config.batch_size, crf=look.crf, preset=look.preset, depth=depth, mesh=mesh,
+        mesh_frame=mesh_frame)
     summary = run_rerender(video, out, cache_dir, inverter, fingerprints, backend, align_config, invert_config, config,
                            device=torch_device, reporter=reporter, info=info)
     if compiled is not None:
         summary["seconds"]["compile"] = round(compiled.seconds, 3)
-    reporter.info(f"wrote {summary['frames']} frames ({summary['rendered']} rendered) to {out}")
+    reporter.info(f"wrote {plural(summary['frames'], 'frame')} ({summary['rendered']} rendered) to {out}")
     reporter.info(describe_cache(summary["cache"]))
     if json_out:
         Reporter.emit_json(summary)
@@ -670,8 +803,8 @@ app.command("edit", epilog=CAMERA_PATHS_EPILOG, help="Edit a portrait video with
 
 #: How `metrics` renders the reconstruction (defaults as rerender's compare output).
 METRICS_RENDER_OPTIONS = (
-    _option("samples", Annotated[float, typer.Option("--samples", min=0.1, help="Depth-sample multiplier of the reconstruction.")], 2.0),
-    _option("render_resolution", Annotated[int | None, typer.Option("--render-resolution", min=16, help="Neural rendering resolution of the reconstruction (default: the model's).")], None),
+    _option("samples", Annotated[float, typer.Option("--samples", min=0.1, help=f"Depth-sample multiplier of the reconstruction ({RANGES['--samples'].describe()}).")], 2.0),
+    _option("render_resolution", Annotated[int | None, typer.Option("--render-resolution", min=16, help=f"Neural rendering resolution of the reconstruction (default: the model's) ({RANGES['--render-resolution'].describe()}).")], None),
 )
 
 
@@ -707,19 +840,36 @@ def metrics(
 
     Summary table on stderr; --json prints the summary and per-frame values (PSNR of identical images: null).
     """
-    from nvsvideo.validate import check_input_file, check_not_input
+    from nvsvideo.limits import check_range
+    from nvsvideo.validate import (
+        check_cache_writable,
+        check_device,
+        check_face_options,
+        check_input_file,
+        check_not_input,
+        check_writable,
+    )
 
+    if skip_reconstruction and rendered is None:
+        raise UsageError("nothing to measure: give --rendered VIDEO, or leave out --skip-reconstruction")
+    check_device(device)
+    check_range("--samples", render.samples)
+    check_range("--render-resolution", render.render_resolution)
+    check_face_options(face)
     check_input_file(video)
     if rendered is not None:
         check_input_file(rendered, "rendered video")
     if per_frame is not None:
         check_not_input(per_frame, [p for p in (video, rendered) if p is not None], "--per-frame")
+        check_writable(per_frame, "--per-frame")
     if not skip_reconstruction:
+        check_cache_writable(cache, video)
         _check_inversion(inv, weights_dir)
 
     import os
 
-    from nvsvideo.pipelines.invert import default_cache_dir, describe_cache
+    from nvsvideo.files import default_cache_dir
+    from nvsvideo.pipelines.invert import describe_cache
     from nvsvideo.pipelines.metrics import (
         MetricsConfig,
         PerceptualModels,
@@ -734,7 +884,7 @@ def metrics(
     if per_frame is not None:
         per_frame_format(per_frame)
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    torch_device, backend, align_config = _align_setup(device, face)
+    torch_device, backend, align_config = _align_setup(device, face, weights_dir)
     if skip_reconstruction:
         from nvsvideo.pipelines.invert import InvertConfig
 
@@ -751,7 +901,7 @@ def metrics(
     summary = run_metrics(video, cache_dir, inverter, fingerprints, backend, align_config, invert_config, config,
                           perceptual, device=torch_device, reporter=reporter)
     if not quiet:
-        reporter.console.print(summary_table(summary))
+        reporter.table(summary_table(summary))
     for note in summary["notes"]:
         reporter.info(note)
     reporter.info(describe_cache(summary["cache"]))
@@ -792,6 +942,16 @@ def batch(
 
     --json prints one JSON line per video on stdout as it finishes. --device takes a list (cuda:0,cuda:2) for --workers.
     """
+    from nvsvideo.limits import check_range
+    from nvsvideo.validate import check_device, check_face_options, check_writable
+
+    for name in device.split(","):
+        check_device(name)
+    # report.jsonl and the caches live in OUTDIR: without it nothing could be recorded.
+    check_writable(out, "--out", folder=True)
+    check_range("--chunk-frames", chunk_frames)
+    check_face_options(face)
+
     from nvsvideo.batch import BatchArgs, run_from_args
     from nvsvideo.pipelines.batch import BatchJobOptions, describe_caches, rerender_chunking, rerender_job
 
@@ -803,12 +963,12 @@ def batch(
         camera_path=look.yaw_path, output_mode=look.output, size=look.size, samples=look.samples,
         render_resolution=look.render_resolution, keep_ood=look.keep_ood, direction=tuple(look.direction or ()),
         strength=tuple(look.strength or ()), strength_ramp=tuple(look.strength_ramp or ()),
-        edit_offsets=look.edit_offsets, crf=look.crf, model=inv.model, triplanenet=text(inv.triplanenet),
+        edit_offsets=look.edit_offsets, crf=look.crf, preset=look.preset, model=inv.model, triplanenet=text(inv.triplanenet),
         eg3d=text(inv.eg3d), weights_dir=text(weights_dir), store=inv.store, batch_size=inv.batch_size,
         precision=inv.precision, compile=inv.compile,
         seed=inv.seed, fresh=inv.fresh, landmarks=face.landmarks, landmarks_file=text(face.landmarks_file),
         fan_detector=face.fan_detector, face_index=face.face_index, max_gap=face.max_gap, smooth=face.smooth,
-        causal=face.causal)
+        causal=face.causal, pose=face.pose)
     options.check()
     args = BatchArgs(
         inputs=inputs, outdir=out, overwrite=overwrite, recursive=recursive, device=device, workers=workers,

@@ -6,6 +6,7 @@ It is created by the CLI and passed down to pipelines; library code never prints
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import sys
 import time
@@ -24,6 +25,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
 
 @dataclass
@@ -91,6 +93,18 @@ class Reporter:
             task = bar.add_task(description, total=total)
             yield lambda n=1: bar.advance(task, n)
 
+    def table(self, table: Table) -> None:
+        """Print a table (stderr): drawn with boxes on a terminal; in a log file or pipe, plain columns
+        without box characters, wrapping or trailing spaces."""
+        if self.console.is_terminal:
+            self.console.print(table)
+            return
+        table.box, table.pad_edge = None, False
+        plain = Console(width=10_000, no_color=True, highlight=False, file=io.StringIO())
+        plain.print(table)
+        for line in plain.file.getvalue().splitlines():
+            self.console.print(line.rstrip(), markup=False, highlight=False, soft_wrap=True)
+
     @staticmethod
     def emit_json(payload: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
@@ -111,3 +125,8 @@ def progress_line(description: str, done: int, total: int | None, elapsed: float
     # The ETA assumes the rate so far continues.
     eta = f", about {elapsed * (total - done) / done:.0f} s left" if 0 < done < total else ""
     return f"{description}: {done}/{total} ({100 * done // total}%), {elapsed:.0f} s elapsed{eta}"
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 frame`, `2 frames`: a count with its noun (a regular plural)."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

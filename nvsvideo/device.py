@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 import torch
 
-from nvsvideo.errors import DeviceError, UsageError
-
-_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+from nvsvideo.errors import DeviceError
+from nvsvideo.validate import check_device
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -18,8 +15,7 @@ def resolve_device(spec: str = "auto") -> torch.device:
     `DeviceError` instead of silently running on the CPU (which would be 100x slower).
     """
     spec = spec.strip().lower()
-    if not _DEVICE_RE.match(spec):
-        raise UsageError(f"unknown device '{spec}': use auto, cpu, cuda, cuda:N or mps")
+    check_device(spec)
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -26,6 +26,10 @@ class InputError(NvsError):
     exit_code = 3
 
 
+class OutputError(InputError):
+    """An output or cache location that cannot be written: read-only, not ours, or a full disk."""
+
+
 class NoFaceError(NvsError):
     """No face could be found where one is required."""
 
@@ -70,10 +74,10 @@ EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "internal error (a bug: please report it with the output of --verbose)",
     2: "usage error: bad option or option combination",
-    3: "input error: missing, unreadable, corrupt or unsupported input",
+    3: "input error: missing, unreadable, corrupt or unsupported input; an output folder that cannot be written; a full disk",
     4: "no face found where one is required",
     5: "weights error: model file missing, wrong kind or unsafe",
-    6: "device error: the requested device is not available",
+    6: "device error: the requested device is not available, or too little memory for the run's settings",
     7: "batch finished with some failed items",
     130: "interrupted (Ctrl-C)",
     143: "terminated (SIGTERM, e.g. from timeout or a container stop)",

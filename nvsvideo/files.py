@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from nvsvideo.errors import UsageError
+from nvsvideo.errors import OutputError, UsageError
 
 
 def same_file(a: Path, b: Path) -> bool:
@@ -44,12 +46,8 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def stale_temps(final: Path) -> list[Path]:
-    """Our temporary files or folders for `final` left by dead processes of this host (killed, crashed).
-
-    Only names we make are considered, and only those whose process is gone: a live writer's file
-    (another run of the same output) and other hosts' files (a shared batch folder) are left alone.
-    """
+def _host_temps(final: Path) -> list[tuple[Path, int]]:
+    """Our temporary files or folders for `final` made on this host, with the PID of the process that made each."""
     pattern = re.compile(rf"\.{re.escape(final.stem)}\.(?P<host>[^.]+)-(?P<pid>\d+)\.[0-9a-f]{{8}}\.part"
                          rf"{re.escape(final.suffix)}")
     host = _owner_tag().rsplit("-", 1)[0]
@@ -57,9 +55,27 @@ def stale_temps(final: Path) -> list[Path]:
     with contextlib.suppress(OSError):
         for entry in final.parent.iterdir():
             match = pattern.fullmatch(entry.name)
-            if match and match["host"] == host and not _pid_alive(int(match["pid"])):
-                found.append(entry)
+            if match and match["host"] == host:
+                found.append((entry, int(match["pid"])))
     return sorted(found)
+
+
+def stale_temps(final: Path) -> list[Path]:
+    """Our temporary files or folders for `final` left by dead processes of this host (killed, crashed).
+
+    Only names we make are considered, and only those whose process is gone: a live writer's file
+    (another run of the same output) and other hosts' files (a shared batch folder) are left alone.
+    """
+    return [entry for entry, pid in _host_temps(final) if not _pid_alive(pid)]
+
+
+def wait_for_writers(final: Path, seconds: float) -> None:
+    """Wait up to `seconds` until the other processes of this host writing `final` have exited (workers
+    told to stop that are still cleaning up or being killed), so `remove_stale_temps` then sees all they left."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and any(
+            pid != os.getpid() and _pid_alive(pid) for _, pid in _host_temps(final)):
+        time.sleep(0.1)
 
 
 def remove_stale_temps(final: Path) -> None:
@@ -125,3 +141,51 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
+
+
+#: errno values of a full disk or an exhausted quota.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+#: errno values of a destination we may not write (read-only file system, permissions).
+NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def default_cache_dir(video: Path) -> Path:
+    """`clip.mp4` -> `clip.mp4.nvs/` beside it."""
+    return video.with_name(video.name + ".nvs")
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path` itself if it exists, else the closest folder above it that does (what a mkdir -p starts from)."""
+    existing = path.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    return existing
+
+
+def can_create_in(folder: Path) -> bool:
+    """Whether this process may create files in `folder`, or in the folder above it it would be created in."""
+    existing = nearest_existing(folder)
+    return existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+
+
+def disk_full_message(path: Path, needed: int | None = None) -> str:
+    """One sentence for a write that ran out of space: the path, the space needed when known, the free space."""
+    from nvsvideo.limits import format_bytes
+
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(nearest_existing(path.parent)).free
+        need = f"needs about {format_bytes(needed)} and " if needed else ""
+        return (f"the disk holding {path} is full: it {need}has {format_bytes(free)} free; free some space or "
+                "write to another disk (unfinished outputs were removed)")
+    return f"the disk holding {path} is full; free some space or write to another disk"
+
+
+def output_error(err: OSError, path: Path | None = None, needed: int | None = None) -> OutputError | None:
+    """The user error an OS error on writing `path` (or the file the error names) is: a full disk, or a
+    destination we may not write; None for anything else (a bug, reported as such)."""
+    where = path or (Path(os.fsdecode(err.filename)) if err.filename else None)
+    if err.errno in DISK_FULL:
+        return OutputError(disk_full_message(where, needed) if where else "the disk is full; free some space")
+    if err.errno in NOT_WRITABLE and where is not None:
+        return OutputError(f"cannot write {where}: {os.strerror(err.errno).lower()}; choose a folder you can write")
+    return None

@@ -39,6 +39,20 @@ def load_weights_only(path: Path, *, what: str = "checkpoint", mmap: bool = Fals
         raise UnsafeCheckpointError(
             f"{what} file {path} holds objects that torch's safe loader refuses{detail}; "
             "it was refused and nothing from it was run") from None
-    except (RuntimeError, OSError, EOFError, ValueError, KeyError) as err:
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, IndexError) as err:
         raise WeightsError(f"{what} file {path} is not a readable PyTorch file and was refused "
-                           f"({type(err).__name__}: {err})") from None
+                           f"({_load_problem(path, err)})") from None
+
+
+def _load_problem(path: Path, err: Exception) -> str:
+    """What was wrong with a file torch could not load, in words: the unpickler's own errors on a file that is
+    no pickle at all ("KeyError: 101", the first byte read as an opcode) say nothing to a user."""
+    with open(path, "rb") as f:
+        head = f.read(256)
+    if not head:
+        return "the file is empty"
+    if all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return "it is a text file"
+    if isinstance(err, (KeyError, IndexError)):
+        return "it is neither a zip nor a pickle file"
+    return f"{type(err).__name__}: {err}"

@@ -108,3 +108,17 @@ def box_blur(frames: np.ndarray, kernel: np.ndarray, *, repeats: int) -> np.ndar
             for dx in range(3)
         )
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def slow_job(spec: JobSpec, ctx: WorkerContext) -> dict[str, Any]:
+    """Write `spec.output` atomically over `spec.options["seconds"]`: the temporary file exists meanwhile, as a
+    video's does while it is encoded (for interruption tests)."""
+    frames = read_frames(spec.input)
+    deadline = time.monotonic() + float(spec.options.get("seconds", 0))
+    with atomic_output(spec.output) as tmp, open(tmp, "wb") as fh:
+        fh.write(b"partial")
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        fh.seek(0)
+        np.save(fh, frames, allow_pickle=False)
+    return {"frames": len(frames), "worker": ctx.worker}

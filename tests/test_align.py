@@ -109,6 +109,14 @@ def test_align_stills_and_face_index(fixtures_dir: Path, tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     names = sorted(n for n, _ in json.loads((out / "dataset.json").read_text())["labels"])
     assert names == ["astronaut.png", "person.png"]
+    # An image that cannot be read is skipped and reported, as one without a face is.
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really a JPEG")
+    result = runner.invoke(app, ["align", str(folder), "-o", str(tmp_path / "again"), "--landmarks", "dlib", "--json"])
+    assert result.exit_code == 0, result.output
+    [skipped] = json.loads(result.stdout)["unreadable"]
+    assert skipped.startswith("skipped broken.jpg: cannot read it as an image")
+    assert "skipped broken.jpg: cannot read it as an image" in result.stderr
+    assert sorted(n for n, _ in json.loads((tmp_path / "again" / "dataset.json").read_text())["labels"]) == names
 
     largest, second = tmp_path / "largest", tmp_path / "second"
     for target, index in ((largest, "0"), (second, "1")):

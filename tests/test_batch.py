@@ -36,7 +36,9 @@ from nvsvideo.batch import (
     run_from_args,
     worker_devices,
 )
-from nvsvideo.batch.report import append_record, summary_line
+from nvsvideo.batch.report import ItemResult, append_record, reason_lines, summary_line
+from nvsvideo.batch.runner import processing_label
+from nvsvideo.console import Reporter
 from nvsvideo.errors import DeviceError, InputError, PartialFailure, UsageError
 
 import batch_jobs as syn
@@ -391,10 +393,11 @@ def test_run_from_args_prints_one_json_line_per_video_and_a_table(tmp_path: Path
     lines = [json.loads(line) for line in stdout.getvalue().splitlines()]
     assert [(r["status"], Path(r["output"]).name) for r in lines] == [("ok", "a.npy"), ("failed", "b.npy")]
     assert lines[1]["exit_code"] == 3 and result.exit_code == 7
-    console = Console(record=True, width=200)
+    console = Console(record=True, width=80)
     console.print(results_table(result.items))
-    text = console.export_text()
-    assert "b.npy is not a readable frame file" in text and "failed" in text
+    assert "failed" in console.export_text()
+    [reason] = reason_lines(result.items)
+    assert reason.startswith("b.npy: ") and "b.npy is not a readable frame file" in reason
     with pytest.raises(UsageError, match="--chunk-frames is not supported"):
         run_from_args(
             BatchArgs(inputs=[str(tmp_path / "a.npy")], outdir=tmp_path / "o2", chunk_frames=2),
@@ -443,3 +446,21 @@ def test_chunk_frames_option_sets_the_chunk_size(tmp_path: Path, capsys: pytest.
     assert "with one, the chunks run one after another" in capsys.readouterr().err
     assert summary_line(result).startswith("1 video: 1 ok in ")
     assert result.items[0].details["chunks"] == 2 and result.items[0].frames == 6
+
+
+def test_progress_says_what_it_counts() -> None:
+    # Two videos of which one failed before processing: the counter's 1/1 is one video of two.
+    assert processing_label(1, 1, 2, chunked=False) == "processing 1 video (1 of 2 already failed or skipped)"
+    assert processing_label(3, 2, 2, chunked=True) == "processing 3 chunks of 2 videos"
+
+
+def test_tables_in_a_log_have_no_boxes_and_no_trailing_spaces(tmp_path: Path) -> None:
+    item = ItemResult(input=str(tmp_path / "a.mp4"), output=str(tmp_path / "out/a.mp4"), status=Status.FAILED,
+                      reason="a reason " * 20, stages={"align": 1.25, "render": 12.5})
+    log = io.StringIO()
+    reporter = Reporter(console=Console(file=log, width=80))
+    assert not reporter.console.is_terminal
+    reporter.table(results_table([item]))
+    text = log.getvalue()
+    assert "a.mp4" in text and text.isascii()
+    assert all(line == line.rstrip() for line in text.splitlines())

@@ -70,7 +70,8 @@ def test_weights_listing_puts_models_first_and_folds_directions() -> None:
     assert not any("direction-bangs" in line for line in lines)
     summary = next(line for line in lines if "linear edit directions" in line)
     assert "1 present (smiling)" in summary
-    assert len(lines) < 80
+    # Folded, a bare folder's listing stays about one screen (models, landmarks, cameras, metrics, edits).
+    assert len(lines) < 85
     every = format_weights(_rows(set()), "/w", show_all=True)
     assert any("direction-bangs" in line for line in every) and len(every) > len(lines)
 

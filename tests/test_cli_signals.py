@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -139,3 +140,74 @@ def _cmdline(pid: int) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+SLOW_BATCH_SCRIPT = """
+import json
+import sys
+from pathlib import Path
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+import batch_jobs as syn
+from nvsvideo.batch import ProcessExecutor, RayExecutor, run_batch
+from nvsvideo.cli import sigterm_as_interrupt
+from nvsvideo.errors import Terminated
+
+if __name__ == "__main__":
+    folder = Path(sys.argv[1])
+    executor = ProcessExecutor(workers=2) if sys.argv[3] == "process" else RayExecutor(num_cpus=2, workers=2)
+    rows = []
+    for name, seconds in (("quick", 0), ("slow1", 3600), ("slow2", 3600)):
+        syn.write_frames(folder / f"{name}.npy", np.zeros((2, 8, 8, 3), np.uint8))
+        rows.append(json.dumps({"input": str(folder / f"{name}.npy"), "seconds": seconds}))
+    (folder / "jobs.jsonl").write_text("\\n".join(rows) + "\\n")
+    try:
+        with sigterm_as_interrupt():
+            run_batch([str(folder / "jobs.jsonl")], folder / "out", {"seconds": 0}, syn.slow_job,
+                      executor=executor, extensions={".npy"}, suffix=".npy")
+    except Terminated:
+        print("terminated")
+        sys.exit(143)
+"""
+
+
+@pytest.mark.parametrize("kind", ["process", "ray"])
+def test_sigterm_during_a_batch_removes_the_workers_temporary_outputs(tmp_path: Path, kind: str) -> None:
+    # Ray's driver used to dump a C++ stack and abort on SIGTERM, its actors' temporary files left behind.
+    if kind == "ray":
+        pytest.importorskip("ray", reason="Ray is not installed (pip install 'nvsvideo[ray]'); CI installs it")
+    script = tmp_path / "run.py"
+    script.write_text(SLOW_BATCH_SCRIPT)
+    out = tmp_path / "out"
+    # Ray's workers import the job's module by name: they need the tests folder on their path.
+    path = os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))
+    # Its own process group, signalled as a whole, as `timeout` and service managers do.
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), str(Path(__file__).parent), kind],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, "PYTHONPATH": path})
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    started: list[int] = []
+    try:
+        # Both workers hold a temporary output: the quick video is done and one slow video is being written.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:  # Ray starts in about 10 s
+            if (out / "quick.npy").exists() and list(out.glob(".slow*.part.npy")):
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None and list(out.glob(".slow*.part.npy")), proc.communicate()[1]
+        started = [int(pid) for pid in children.read_text().split()]
+        os.killpg(proc.pid, signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+        assert proc.returncode == 143 and stdout.strip() == "terminated", stderr
+        assert "Traceback" not in stderr and "SIGTERM received" not in stderr, stderr
+        assert sorted(p.name for p in out.iterdir()) == ["quick.npy", "report.jsonl"]
+        report = [json.loads(line) for line in (out / "report.jsonl").read_text().splitlines()]
+        assert [(Path(r["output"]).name, r["status"]) for r in report] == [("quick.npy", "ok")]
+        time.sleep(0.5)
+        assert not [pid for pid in started if b"spawn_main" in _cmdline(pid)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in started:
+            if b"spawn_main" in _cmdline(pid):
+                os.kill(pid, signal.SIGKILL)

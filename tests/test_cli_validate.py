@@ -43,6 +43,8 @@ REFUSED = [
     (["-o", "{d}/out.mp4", "--weights", "{video}"], 2, "takes a folder"),
     (["-o", "{d}/out.mp4", "--weights", "{d}/empty"], 5, "missing weight file"),
     (["-o", "{d}/out.mp4", "--triplanenet", "{d}/nothing.pth"], 3, "does not exist"),
+    (["-o", "{d}/out.mp4", "--preset", "turbo"], 2, "not a libx264 preset"),
+    (["-o", "{d}/out.mp4", "--preset", "Medium"], 2, "not a libx264 preset"),
 ]
 
 
@@ -88,7 +90,8 @@ def test_refusals_do_not_import_torch(tmp_path: Path) -> None:
         "import sys\n"
         "from nvsvideo.cli import app\n"
         "codes = []\n"
-        "for args in (['--help'], ['rerender', 'missing.mp4', '-o', 'x.mp4'], ['rerender', '--help']):\n"
+        "for args in (['--help'], ['rerender', 'missing.mp4', '-o', 'x.mp4'], ['rerender', '--help'],\n"
+        "             ['edit', 'missing.mp4', '-o', 'x.mp4', '--direction', 'smile', '--preset', 'turbo']):\n"
         "    try:\n"
         "        app(args)\n"
         "    except SystemExit as stop:\n"
@@ -96,7 +99,13 @@ def test_refusals_do_not_import_torch(tmp_path: Path) -> None:
         "print(codes, 'torch' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert result.stdout.splitlines()[-1] == "[0, 3, 0] False", result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == "[0, 3, 0, 2] False", result.stdout + result.stderr
+
+
+def test_batch_refuses_a_bad_preset_before_any_video(clip: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["batch", str(clip), "-o", str(tmp_path / "out"), "--preset", "turbo"])
+    assert result.exit_code == 2 and "not a libx264 preset" in result.output, result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_input_checks(tmp_path: Path) -> None:

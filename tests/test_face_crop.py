@@ -15,10 +15,12 @@ from nvsvideo.face.crop import (
     CropTransform,
     apply_crop,
     crop_square_from_landmarks,
+    crop_square_from_points,
     crop_transform_from_landmarks,
     crop_transform_from_square,
     fit_weak_perspective,
     five_points,
+    offset_from_identity,
     paste_back,
     points_from_crop,
     points_to_crop,
@@ -84,6 +86,45 @@ def test_crop_square_hand_checked_for_a_frontal_face():
     official = crop_transform_from_landmarks(landmarks_with_five(points), (h, 640))
     corners = np.array([[0.0, 0.0], [639.0, 359.0], [320.0, 200.0]])
     assert np.abs(points_to_crop(corners, official) - points_to_crop(corners, tf)).max() < 1.1
+
+
+def test_square_from_points_is_the_square_of_the_five_points_of_68():
+    rng = np.random.default_rng(5)
+    points = 80.0 * STANDARD_POINTS_3D[:, :2] * [1, -1] + [200.0, 150.0] + rng.normal(0, 2, (5, 2))
+    assert crop_square_from_points(points, 300) == crop_square_from_landmarks(landmarks_with_five(points), 300)
+
+
+def test_offset_from_identity_hand_checked():
+    size = 512
+    identity = CropTransform(np.eye(3), size)
+    offset, scale = offset_from_identity(identity, (size, size))
+    assert offset.tolist() == [0.0, 0.0] and scale == 0.0
+    # Our square sits 3 px right of and 2 px above the photo's centre, 2 % smaller: the photo's centre lands
+    # 3 x 1.02 px left of and 2 x 1.02 px below the crop's centre, at 1.02 x the identity's magnification.
+    tf = crop_transform_from_square(CropSquare(cx=258.5, cy=253.5, side=size / 1.02))
+    offset, scale = offset_from_identity(tf, (size, size))
+    np.testing.assert_allclose(offset, [-3.06, 2.04], atol=1e-9)
+    assert scale == pytest.approx(0.02, abs=1e-12)
+    # A 1024 photo whose official crop is 512: the identity is a halving.
+    offset, scale = offset_from_identity(crop_transform_from_square(CropSquare(511.5, 511.5, 1024.0)), (1024, 1024))
+    np.testing.assert_allclose(offset, [0.0, 0.0], atol=1e-9)
+    assert scale == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("shift", [-0.3, -0.1, 0.0, 0.1, 0.3])
+def test_recropping_an_ideal_official_crop_is_the_identity_up_to_the_official_truncations(shift):
+    # Five points exactly where the official crop puts the standard face: s = 300 / (700 / 512), origin at the
+    # centre (pixel centres, y up: t = (256, 256), i.e. y down 255), moved by a fraction of a pixel.
+    s = ALIGN_RESCALE * 512 / CENTER_CROP
+    points = s * STANDARD_POINTS_3D[:, :2] * [1, -1] + [256.0 + shift, 255.0 + shift]
+    square = crop_square_from_points(points, 512)
+    assert (square.cx, square.cy, square.side) == pytest.approx((255.5 + shift, 255.5 + shift, 512.0), abs=1e-9)
+    offset, scale = offset_from_identity(crop_transform_from_landmarks(landmarks_with_five(points), (512, 512)),
+                                         (512, 512))
+    # The official code cuts at whole pixels of its 700-pixel window: offsets in steps of 512 / 700 px, at most one.
+    steps = offset / (512 / CENTER_CROP)
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-9)
+    assert np.abs(np.round(steps)).max() <= 1 and scale == pytest.approx(0.0, abs=1e-12)
 
 
 def test_round_trip_points():

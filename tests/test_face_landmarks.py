@@ -120,6 +120,7 @@ def test_file_backend_needs_a_file_and_names_are_checked():
 @pytest.fixture
 def empty_torch_home(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("NVSVIDEO_HOME", str(tmp_path / "weights"))  # no mesh files: auto does not take mesh
     return tmp_path / "hub" / "checkpoints"
 
 
@@ -172,6 +173,7 @@ class FakeFaceAlignment:
 
 def test_fan_adapter_builds_offline_and_reads_the_batch_api(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setenv("NVSVIDEO_HOME", str(tmp_path / "weights"))
     folder = tmp_path / "hub" / "checkpoints"
     folder.mkdir(parents=True)
     for name in ("2DFAN4-11f355bf06.pth.tar", "s3fd-619a316812.pth"):

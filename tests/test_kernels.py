@@ -285,3 +285,23 @@ def test_cpu_invert_and_render_do_not_depend_on_the_batch(version):
             assert torch.equal(getattr(together, name)[i:i + 1], getattr(alone, name)), (i, name)
         for name in ("image", "image_depth"):
             assert torch.equal(view[name][i:i + 1], alone_view[name]), (i, name)
+
+
+@pytest.mark.parametrize("out_channels", [3, 96])
+def test_one_by_one_modulated_conv_does_not_depend_on_the_thread_count(out_channels: int) -> None:
+    # oneDNN's 1x1 conv with few outputs split its channel sums by thread, so `batch --chunk-frames` (one torch
+    # thread per worker) rendered a few pixels one level off the unsplit run (all threads); the matmul does not.
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 64, 48, 48, generator=gen)
+    weight = torch.randn(out_channels, 64, 1, 1, generator=gen)
+    styles = torch.randn(2, 64, generator=gen)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            results.append(modulated_conv2d(x, weight, styles, demodulate=False))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(results[0], other) for other in results[1:])
+    torch.testing.assert_close(results[0], F.conv2d(x * styles[:, :, None, None], weight), rtol=1e-5, atol=1e-5)

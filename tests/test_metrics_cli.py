@@ -118,6 +118,30 @@ def test_stability_of_the_input_itself_and_of_a_flickering_copy(setup: dict[str,
     assert steady["output_change"] < 0.01 and steady["ratio"] < 0.01
 
 
+def grey_clip(path: Path, levels: list[int]) -> Path:
+    """A face-less clip, losslessly: frame t is grey at `levels[t]` everywhere."""
+    with VideoWriter(path, width=64, height=48, fps=25, crf=0) as writer:
+        writer.write(np.stack([np.full((48, 64, 3), level, np.uint8) for level in levels]))
+    return path
+
+
+def test_a_video_without_faces_is_measured_on_whole_frames(setup: dict[str, Path], tmp_path: Path) -> None:
+    # Input: every frame 2 levels from the last. Output: 2 levels six times, then 6: 18/7 on average.
+    video = grey_clip(tmp_path / "wall.mp4", [100, 102, 100, 102, 100, 102, 100, 102])
+    rendered = grey_clip(tmp_path / "out.mp4", [100, 102, 100, 102, 100, 102, 100, 106])
+    expected = {"input_change": 2.0, "output_change": 2.571, "ratio": 1.286, "pairs": 7, "region": "whole frames"}
+    for reconstruction in ([], ["--skip-reconstruction"]):
+        summary = metrics(str(video), "--rendered", str(rendered), *models(setup), *reconstruction)
+        stability = summary["stability"]
+        assert {k: round(stability[k], 3) if isinstance(stability[k], float) else stability[k]
+                for k in expected} == expected
+        assert summary["faces"] == 0 and "reconstruction" not in summary
+        assert bool(reconstruction) != any("no reconstruction to measure" in note for note in summary["notes"])
+    # With nothing but the reconstruction asked for, a face-less video has nothing to measure: exit 4.
+    result = runner.invoke(app, ["metrics", str(video), *models(setup)])
+    assert result.exit_code == 4 and "no face" in result.output
+
+
 @pytest.mark.parametrize(("args", "code", "message"), [
     (["--skip-reconstruction"], 2, "nothing to measure"),
     (["--per-frame", "values.txt", "--skip-reconstruction", "--rendered", "{clip}"], 2, ".csv or .json"),

@@ -200,7 +200,7 @@ def boom(*args: object, **kwargs: object) -> None:
     raise InputError("boom")
 
 
-@pytest.mark.parametrize("stage", ["apply_crop", "render_faces", "compose_frame"])
+@pytest.mark.parametrize("stage", ["crop_face", "render_faces", "compose_frame"])
 def test_an_error_in_any_stage_fails_cleanly(setup: dict[str, Path], first_run: dict, stage: str,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     # decode stage (crops), model stage, encode stage (composition)

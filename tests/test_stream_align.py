@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from nvsvideo.face.crop import five_points
 from nvsvideo.face.pose import mean_face, project
 from nvsvideo.pipelines.align import (
     AlignConfig,
@@ -58,7 +59,19 @@ def streamed(frames: list[FrameAlignment], config: AlignConfig, fps: float
 
 
 def copies(frames: list[FrameAlignment]) -> list[FrameAlignment]:
-    return [FrameAlignment(f.index, f.pts, f.time, f.status, f.landmarks) for f in frames]
+    return [FrameAlignment(f.index, f.pts, f.time, f.status, f.landmarks, head_pose=f.head_pose,
+                           crop_points=f.crop_points) for f in frames]
+
+
+def with_deep3d_and_crop_points(frames: list[FrameAlignment], seed: int = 1) -> list[FrameAlignment]:
+    """The frames with what the mesh backend and `--pose deep3d` add: the crop's own five points (off the
+    landmarks' by a pixel or two) and a head pose (angles, translation) to move into the smoothed crop."""
+    rng = np.random.default_rng(seed)
+    for f in frames:
+        if f.landmarks is not None:
+            f.crop_points = five_points(f.landmarks) + rng.normal(0, 1.0, (5, 2))
+            f.head_pose = np.concatenate([rng.normal(0, 0.2, 3), rng.normal(0, 0.1, 2), rng.normal(0.3, 0.1, 1)])
+    return frames
 
 
 CASES = {
@@ -72,10 +85,13 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("deep3d", [False, True], ids=["landmarks", "deep3d"])
 @pytest.mark.parametrize("case", CASES)
-def test_streamed_crops_and_cameras_equal_the_whole_track(case: str) -> None:
+def test_streamed_crops_and_cameras_equal_the_whole_track(case: str, deep3d: bool) -> None:
     config, fps, n, missing = CASES[case]
     frames = head_frames(n, fps, missing)
+    if deep3d:
+        frames = with_deep3d_and_crop_points(frames)
     reference = whole_track(copies(frames), config, fps)
     out, aligner, _ = streamed(copies(frames), config, fps)
     assert [f.index for f in out] == list(range(n))
@@ -86,6 +102,7 @@ def test_streamed_crops_and_cameras_equal_the_whole_track(case: str) -> None:
             assert got.transform.to_json() == want.transform.to_json()
             np.testing.assert_array_equal(got.label, want.label)
             np.testing.assert_array_equal(got.raw_label, want.raw_label)
+            assert got.raw_square == want.raw_square and (got.residual is None) == deep3d
     assert aligner.metrics() == reference.metrics
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import av
 import numpy as np
 import pytest
@@ -144,3 +146,15 @@ def test_no_face_clip_is_a_no_face_error(fixtures_dir, dlib_backend):
     assert err.value.exit_code == 4
     with pytest.raises(NoFaceError, match="--face-index 2"):
         FaceTracker(TrackerConfig(face_index=2)).check_found("clip.mp4")
+
+
+def test_meshes_are_carried_and_interpolated_with_the_landmarks():
+    def with_mesh(face, value):
+        return dataclasses.replace(face, mesh=np.full((468, 3), value, np.float64))
+
+    frames = [[with_mesh(face_at(0, 0, 50), 0.0)], [], [with_mesh(face_at(10, 0, 50), 4.0)]]
+    records = run(FaceTracker(TrackerConfig(max_gap=2)), frames)
+    assert [r.status for r in records] == [TrackStatus.DETECTED, TrackStatus.INTERPOLATED, TrackStatus.DETECTED]
+    np.testing.assert_allclose(records[1].mesh, 2.0)
+    assert records[2].mesh[0, 0] == 4.0
+    assert run(FaceTracker(), [[face_at(0, 0, 50)]])[0].mesh is None  # 2D backends carry none

@@ -118,8 +118,9 @@ def test_extract_writes_pngs_and_index(fixtures_dir: Path, tmp_path: Path) -> No
     entries = index["frames"]
     assert [e["index"] for e in entries] == list(range(0, 72, 10))
     assert [e["pts"] for e in entries] == [512 * i for i in range(0, 72, 10)]
-    assert entries[1] == {"index": 10, "pts": 5120, "time_seconds": pytest.approx(1 / 3), "file": "000001.png"}
-    assert sorted(p.name for p in out.iterdir()) == sorted(["frames.json"] + [f"{i:06d}.png" for i in range(8)])
+    # Files are numbered by frame index: frame 10 is 000010.png.
+    assert entries[1] == {"index": 10, "pts": 5120, "time_seconds": pytest.approx(1 / 3), "file": "000010.png"}
+    assert sorted(p.name for p in out.iterdir()) == sorted(["frames.json"] + [f"{i:06d}.png" for i in range(0, 72, 10)])
     # The PNGs hold exactly the decoded frames (PNG is lossless).
     first = next(iter(VideoReader(video, batch_size=1))).frames[0]
     np.testing.assert_array_equal(np.asarray(Image.open(out / "000000.png")), first)
@@ -131,6 +132,10 @@ def test_extract_time_range(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     entries = json.loads((out / "frames.json").read_text())["frames"]
     assert [e["index"] for e in entries] == [15, 16, 17]
+    assert [e["file"] for e in entries] == ["000015.png", "000016.png", "000017.png"]
+    one = runner.invoke(app, ["extract", str(video), "-o", str(tmp_path / "one"), "--start", "0.5", "--end", "0.52"])
+    assert one.exit_code == 0 and "wrote 1 frame and frames.json" in one.stderr
+    assert [p.name for p in (tmp_path / "one").glob("*.png")] == ["000015.png"]
 
 
 def test_extract_truncated_file_writes_what_is_there_and_warns(tmp_path: Path) -> None:

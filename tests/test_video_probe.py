@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nvsvideo.video import VideoReader, probe
+from nvsvideo.video import VideoReader, VideoWriter, probe
 from nvsvideo.video.probe import normalize_rotation
 
 from media import make_clip, make_faststart, make_truncated
@@ -47,6 +47,15 @@ def test_variable_frame_rate_is_flagged(tmp_path: Path) -> None:
     assert info.variable_frame_rate
     assert info.frame_count == 24
     assert 20 < float(info.fps) < 29.97  # the mean rate: every other gap is 1.5x longer
+    # The mean comes from the timestamps, so a copy with the same timestamps reports the same rate (the
+    # header's average rate differed between muxers).
+    pts = [int(t) for b in VideoReader(info.path) for t in b.pts]
+    assert info.fps == Fraction(len(pts) - 1, pts[-1] - pts[0]) / info.time_base
+    copy = tmp_path / "copy.mp4"
+    with VideoWriter(copy, width=info.width, height=info.height, fps=info.fps, time_base=info.time_base) as writer:
+        for batch in VideoReader(info.path, info=info):
+            writer.write(batch.frames, batch.pts)
+    assert probe(copy).fps == info.fps
 
 
 @pytest.mark.parametrize("stored", [90, 180, -90])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
 import json
 import urllib.error
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ from typer.testing import CliRunner
 
 from nvsvideo.cli import app
 from nvsvideo.console import Reporter
-from nvsvideo.errors import WeightsError
+from nvsvideo.errors import UsageError, WeightsError
 from nvsvideo.weights import (
     KNOWN_WEIGHTS,
     expected_path,
@@ -24,7 +27,8 @@ from nvsvideo.weights import (
     torch_hub_checkpoints_dir,
 )
 from nvsvideo.weights.fetch import fetch_weight
-from nvsvideo.weights.registry import TORCH_HUB
+from nvsvideo.weights.gdrive import DownloadFailed
+from nvsvideo.weights.registry import TORCH_HUB, available_edits
 from nvsvideo.weights.verify import (
     TRIPLANENET_VARIANTS,
     compare_shapes,
@@ -55,7 +59,7 @@ def test_registry_names_and_files_are_unique_and_described() -> None:
 
 
 def test_unknown_name_is_a_weights_error() -> None:
-    with pytest.raises(WeightsError, match="unknown weight file 'nope'"):
+    with pytest.raises(UsageError, match="unknown weight file 'nope'"):
         get_weight("nope")
 
 
@@ -82,7 +86,7 @@ def test_require_weight_says_what_where_and_how(tmp_path: Path) -> None:
     assert "ffhqrebalanced512-128.pkl" in message
     assert str(tmp_path / "ffhqrebalanced512-128.pkl") in message
     assert "https://api.ngc.nvidia.com/" in message
-    with pytest.raises(WeightsError, match=r"download it from https://drive\.google\.com/.*triplanenet_v2_final\.pth"):
+    with pytest.raises(WeightsError, match=r"weights fetch triplanenet-v2.*download https://drive\.google\.com/.*triplanenet_v2_final\.pth"):
         require_weight("triplanenet-v2", tmp_path, {})
 
 
@@ -277,8 +281,84 @@ def test_fetch_offline_says_which_file_to_put_where(tmp_path: Path) -> None:
 
 
 def test_fetch_refuses_manual_downloads(tmp_path: Path) -> None:
+    browser_only = dataclasses.replace(get_weight("triplanenet-v1"), drive_id="")
     with pytest.raises(WeightsError, match="cannot be downloaded automatically.*drive.google.com"):
-        fetch_weight(get_weight("triplanenet-v1"), tmp_path, {}, QUIET, opener=_offline)
+        fetch_weight(browser_only, tmp_path, {}, QUIET, opener=_offline)
+
+
+# --- Google Drive (gdown replaced by a local stand-in) ----------------------------------------------
+
+
+class FakeDrive:
+    """Serves bytes by Drive file id the way gdown does: into a partial file beside the output, resumed
+    from its size on the next call, renamed onto the output when complete. `cut_at`: bytes after which the
+    next call breaks off."""
+
+    def __init__(self, files: dict[str, bytes], cut_at: int | None = None) -> None:
+        self.files, self.cut_at = files, cut_at
+        self.calls: list[tuple[str, str, int]] = []
+
+    def __call__(self, file_id: str, output: Path, quiet: bool) -> None:
+        data = self.files[file_id]
+        part = output.with_name(output.name + ".part")
+        start = part.stat().st_size if part.exists() else 0
+        self.calls.append((file_id, output.name, start))
+        stop = len(data) if self.cut_at is None else min(len(data), self.cut_at)
+        self.cut_at = None
+        with open(part, "ab") as f:
+            f.write(data[start:stop])
+        if stop < len(data):
+            raise DownloadFailed("Connection reset by peer")
+        part.rename(output)
+
+
+def test_drive_entries_use_the_release_file_ids() -> None:
+    assert get_weight("triplanenet-v1").drive_id == "17pzNC00BOFCu0oCqbCybfAiaZF7iwNUU"
+    assert get_weight("triplanenet-v2").drive_id == "1Q7hGZw97nTmRyJ-itVGRaFJn9KyjAuhn"
+    mappers = get_weight("mapper-eyeglasses")
+    assert (mappers.drive_id, mappers.archive) == ("1IVm-IcKXkAHPu8_eMOZTuKdmxSAZjVU2", "mapper_results.zip")
+
+
+def test_drive_fetch_resumes_after_an_interruption_and_checks_the_sha256(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 40
+    entry = dataclasses.replace(get_weight("triplanenet-v2"), sha256=hashlib.sha256(data).hexdigest())
+    drive = FakeDrive({entry.drive_id: data}, cut_at=3000)
+    with pytest.raises(WeightsError, match="Connection reset.*same command again resumes it"):
+        fetch_weight(entry, tmp_path, {}, QUIET, opener=_offline, drive=drive)
+    target = tmp_path / "triplanenet_v2_final.pth"
+    assert not target.exists()
+    path = fetch_weight(entry, tmp_path, {}, QUIET, opener=_offline, drive=drive)
+    assert path == target and path.read_bytes() == data
+    assert drive.calls == [(entry.drive_id, target.name, 0), (entry.drive_id, target.name, 3000)]
+    assert not any((tmp_path / ".downloads").iterdir())
+    # Present files are not downloaded again.
+    assert fetch_weight(entry, tmp_path, {}, QUIET, drive=FakeDrive({})) == target
+
+
+def test_drive_fetch_refuses_and_deletes_a_wrong_file(tmp_path: Path) -> None:
+    v1 = get_weight("triplanenet-v1")
+    wrong_hash = dataclasses.replace(v1, sha256="0" * 64)
+    with pytest.raises(WeightsError, match="not the recorded 0000"):
+        fetch_weight(wrong_hash, tmp_path, {}, QUIET, drive=FakeDrive({v1.drive_id: b"\x80 some pickle"}))
+    # Without a recorded hash the content is checked: Drive's "cannot scan for viruses" page is no checkpoint.
+    with pytest.raises(WeightsError, match="so it was deleted"):
+        fetch_weight(v1, tmp_path, {}, QUIET, drive=FakeDrive({v1.drive_id: b"<html>Google Drive</html>"}))
+    assert not (tmp_path / v1.filename).exists() and not any((tmp_path / ".downloads").iterdir())
+
+
+def test_drive_fetch_unpacks_the_in_n_out_mapper_archive(tmp_path: Path) -> None:
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zf:
+        for edit in ("eyeglasses", "smile"):
+            zf.writestr(f"mapper_results/{edit}/checkpoints/best_model.pt", f"{edit} mapper")
+            zf.writestr(f"mapper_results/{edit}/opt.json", "{}")
+        zf.writestr("mapper_results/../../escape/checkpoints/best_model.pt", "never written")
+    entry = get_weight("mapper-eyeglasses")
+    path = fetch_weight(entry, tmp_path, {}, QUIET, drive=FakeDrive({entry.drive_id: archive.getvalue()}))
+    assert path == tmp_path / "mappers/eyeglasses/checkpoints/best_model.pt"
+    assert path.read_text() == "eyeglasses mapper"
+    assert sorted(available_edits(tmp_path)) == ["mapper-eyeglasses", "mapper-smile"]
+    assert not (tmp_path / "escape").exists() and not any((tmp_path / ".downloads").iterdir())
 
 
 def test_fetch_writes_the_file_atomically(tmp_path: Path) -> None:
@@ -328,9 +408,31 @@ def test_cli_verify_fails_on_an_invalid_file(tmp_path: Path) -> None:
     assert result.exit_code == 5 and "direction-bald" in result.output
 
 
-def test_cli_fetch_unknown_name(tmp_path: Path) -> None:
+def test_cli_fetch_unknown_name_is_a_usage_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["weights", "fetch", "nope", "--weights", str(tmp_path)])
-    assert result.exit_code == 5 and "unknown weight file" in result.output
+    assert result.exit_code == 2 and "unknown weight file" in result.output
+
+
+def test_listing_and_edit_lookup_find_the_same_user_directions(tmp_path: Path) -> None:
+    from nvsvideo.edits import resolve_edit
+
+    folder = tmp_path / "directions"
+    folder.mkdir()
+    for stem in ("Smiling", "eye_glasses", "age-old"):
+        np.save(folder / f"{stem}.npy", np.ones(512, np.float32))
+    result = CliRunner().invoke(app, ["weights", "--weights", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    files = {f["name"]: f for f in json.loads(result.stdout)["files"]}
+    present = {name: f["path"] for name, f in files.items() if f["status"] == "present"}
+    assert present == {"direction-smiling": str(folder / "Smiling.npy"),
+                       "direction-eye-glasses": str(folder / "eye_glasses.npy"),
+                       "direction-age-old": str(folder / "age-old.npy")}
+    for name, path in present.items():
+        assert str(resolve_edit(name, tmp_path)) == path
+    summary = CliRunner().invoke(app, ["weights", "--weights", str(tmp_path)], env={"COLUMNS": "80"}).stdout
+    assert "3 present (smiling, age-old, eye-glasses)" in summary
+    every = CliRunner().invoke(app, ["weights", "--weights", str(tmp_path), "--all"], env={"COLUMNS": "80"}).stdout
+    assert every.count("present") == 3 and "direction-age-old" in every
 
 
 def test_verify_tells_a_non_ffhq_generator_apart(interop_dir: Path) -> None:

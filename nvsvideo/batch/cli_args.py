@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from nvsvideo.batch.executors import Executor, ProcessExecutor, RayExecutor, SequentialExecutor, import_ray
 from nvsvideo.batch.jobs import ProcessFn
-from nvsvideo.batch.report import BatchResult, ItemResult, results_table, summary_line
+from nvsvideo.batch.report import BatchResult, ItemResult, reason_lines, results_table, summary_line
 from nvsvideo.batch.runner import Chunking, run_batch
 from nvsvideo.console import Reporter
 from nvsvideo.errors import UsageError
@@ -162,7 +162,9 @@ def run_from_args(
         on_result=emit if args.json_lines else None,
     )
     if not args.quiet:
-        reporter.console.print(results_table(result.items, title=f"nvsvideo batch → {args.outdir}"))
+        reporter.table(results_table(result.items, title=f"nvsvideo batch: {args.outdir}"))
+        for line in reason_lines(result.items):
+            reporter.info(line)
     reporter.info(summary_line(result))
     return result
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures as cf
+import contextlib
 import math
 import multiprocessing
 import os
+import signal
 import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,7 +26,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from nvsvideo.batch.jobs import JobSpec, ProcessFn, WorkerContext
-from nvsvideo.errors import NvsError, UsageError
+from nvsvideo.errors import NvsError, Terminated, UsageError
+from nvsvideo.files import output_error
 
 RAY_INSTALL_HINT = "pip install 'nvsvideo[ray]'"
 
@@ -69,6 +72,8 @@ def run_job(fn: ProcessFn, spec: JobSpec, ctx: WorkerContext) -> JobOutcome:
 def failed_outcome(err: Exception, *, seconds: float = 0.0, worker: str = "") -> JobOutcome:
     """Outcome for an exception: an `NvsError` keeps its sentence and exit code; anything else is a
     bug (exit code 1), reported with its traceback. Call it while handling `err`."""
+    if isinstance(err, OSError):
+        err = output_error(err) or err  # a full disk or an unwritable folder is this video's user error
     if isinstance(err, NvsError):
         return JobOutcome(error=str(err), exit_code=err.exit_code, seconds=seconds, worker=worker)
     return JobOutcome(
@@ -194,7 +199,18 @@ def _init_process(device: str, name: str, cpu_threads: int | None) -> None:
 
 def _run_in_process(fn: ProcessFn, spec: JobSpec) -> JobOutcome:
     assert _process_context is not None, "pool process started without _init_process"
-    return run_job(fn, spec, _process_context)
+    # SIGTERM (from the driver, or `timeout` signalling the whole process group) unwinds the job like
+    # Ctrl-C, so its temporary outputs and cache locks are cleaned up; between jobs it ends the idle worker.
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return run_job(fn, spec, _process_context)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one clean-up at a time; the driver waits for it
+    raise Terminated()
 
 
 class _ProcessSlot:
@@ -341,12 +357,8 @@ class RayExecutor:
         if not ray.is_initialized():
             start = time.perf_counter()
             try:
-                if self.address:
-                    ray.init(address=self.address, log_to_driver=self.log_to_driver)
-                else:
-                    ray.init(
-                        num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=self.log_to_driver
-                    )
+                with _keeping_sigterm_handler():
+                    self._init(ray)
             except (ConnectionError, RuntimeError, ValueError) as err:
                 where = (
                     f"join the Ray cluster at {self.address}"
@@ -357,6 +369,12 @@ class RayExecutor:
             self.startup_seconds = time.perf_counter() - start
             self._owns_ray = True
         return self
+
+    def _init(self, ray: Any) -> None:
+        if self.address:
+            ray.init(address=self.address, log_to_driver=self.log_to_driver)
+        else:
+            ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=self.log_to_driver)
 
     def __exit__(self, *exc: object) -> None:
         import ray
@@ -407,6 +425,26 @@ class RayExecutor:
                 self._slots.append(_RaySlot(actor_class.remote(device, name)))
         death = (rex.RayActorError, rex.WorkerCrashedError, rex.NodeDiedError)
         yield from _dispatch(self._slots, fn, specs, retries=self.retries, death=death)
+
+
+@contextlib.contextmanager
+def _keeping_sigterm_handler() -> Iterator[None]:
+    """Keep this process's SIGTERM handler across `ray.init`.
+
+    Ray replaces it in the driver (a Python handler that exits with status 15, and a C++ one that dumps a
+    stack), so the batch's own handler (stop the actors, remove their temporary outputs, keep the report,
+    exit 143) would never run.
+    """
+    try:
+        previous = signal.getsignal(signal.SIGTERM)
+    except ValueError:
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            with contextlib.suppress(ValueError):  # not the main thread: signals belong to the embedding program
+                signal.signal(signal.SIGTERM, previous)
 
 
 def _fits(resources: Mapping[str, float], *, cpus: float, gpus: float) -> int:

@@ -121,9 +121,9 @@ def read_report(path: Path) -> list[dict[str, Any]]:
 
 
 def results_table(items: Sequence[ItemResult], *, title: str = "batch") -> Table:
-    """Rich table with one row per video: status, names, frames, time per stage, reason."""
+    """Rich table with one row per video: status, names, frames, time per stage (reasons: `reason_lines`)."""
     table = Table(title=title, title_justify="left", show_lines=False)
-    for column in ("status", "input", "output", "frames", "seconds", "stages", "reason"):
+    for column in ("status", "input", "output", "frames", "seconds", "stages"):
         table.add_column(
             column, justify="right" if column in {"frames", "seconds"} else "left", overflow="fold"
         )
@@ -136,9 +136,14 @@ def results_table(items: Sequence[ItemResult], *, title: str = "batch") -> Table
             "" if item.frames is None else str(item.frames),
             f"{item.seconds:.1f}" if item.status is not Status.SKIPPED else "",
             _stages_text(item.stages),
-            item.reason,
         )
     return table
+
+
+def reason_lines(items: Sequence[ItemResult]) -> list[str]:
+    """One line `input: reason` per video that has a reason, for under the table (as a column, a long reason
+    was left one word per line at 80 columns)."""
+    return [f"{Path(item.input).name}: {item.reason}" for item in items if item.reason]
 
 
 def summary_line(result: BatchResult) -> str:

@@ -35,8 +35,9 @@ from nvsvideo.batch.report import (
     merge_stage_times,
     read_report,
 )
-from nvsvideo.console import Reporter
+from nvsvideo.console import Reporter, plural
 from nvsvideo.errors import InputError, UsageError
+from nvsvideo.files import remove_stale_temps, wait_for_writers
 
 PARTS_DIR = ".parts"
 """Folder in OUTDIR for the chunk files of videos being processed in chunks (hidden: never an input)."""
@@ -145,7 +146,7 @@ def run_batch(
         else:
             todo.append(video)
 
-    with executor:
+    with _removing_temps_on_interrupt(todo), executor:
         if chunking is not None and chunking.prepare is not None:
             prepared = [_whole_job(v) for v in todo]
             for spec, outcome in _with_progress(executor, chunking.prepare, prepared, reporter, "preparing"):
@@ -166,7 +167,8 @@ def run_batch(
             if not video.jobs:  # every chunk already finished by an earlier run: only the merge is left
                 record(video, _finish(video, chunking))
         specs = [spec for video in todo for spec in video.jobs]
-        for spec, outcome in _with_progress(executor, process_fn, specs, reporter, "processing"):
+        label = processing_label(len(specs), len(todo), len(videos), chunked=chunking is not None)
+        for spec, outcome in _with_progress(executor, process_fn, specs, reporter, label):
             video = by_key[spec.key]
             video.outcomes.append(outcome)
             if not outcome.ok and video.key not in results:
@@ -177,6 +179,24 @@ def run_batch(
     return BatchResult(
         items=[results[v.key] for v in videos], report_path=report_path, seconds=time.perf_counter() - start
     )
+
+
+#: How long an interrupted batch waits for its workers' own clean-up before removing what they left.
+WORKER_EXIT_SECONDS = 10.0
+
+
+@contextlib.contextmanager
+def _removing_temps_on_interrupt(videos: Sequence[_Video]) -> Iterator[None]:
+    """On Ctrl-C or SIGTERM, once the executor has stopped its workers, remove the temporary outputs that
+    workers killed before their own clean-up left (Ray actors are killed outright)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        for video in videos:
+            for output in {video.output, *(spec.output for spec in video.jobs)}:
+                wait_for_writers(output, WORKER_EXIT_SECONDS)
+                remove_stale_temps(output)
+        raise
 
 
 def _plan(
@@ -343,6 +363,14 @@ def _result(video: _Video, status: Status, **fields: Any) -> ItemResult:
         options=dict(video.options),
         **fields,
     )
+
+
+def processing_label(jobs: int, videos: int, total: int, *, chunked: bool) -> str:
+    """What the progress counter counts, e.g. "processing 1 video (1 of 2 already failed or skipped)"."""
+    label = f"processing {plural(jobs, 'chunk')} of {plural(videos, 'video')}" if chunked else \
+        f"processing {plural(videos, 'video')}"
+    settled = total - videos
+    return label + (f" ({settled} of {total} already failed or skipped)" if settled else "")
 
 
 def _with_progress(

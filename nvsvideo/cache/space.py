@@ -14,6 +14,7 @@ from pathlib import Path
 
 from nvsvideo.cache.records import StoreMode
 from nvsvideo.errors import InputError
+from nvsvideo.limits import format_bytes
 
 #: safetensors header bytes per stored tensor (its JSON entry: name, dtype, shape, offsets), rounded up.
 TENSOR_HEADER_BYTES = 128
@@ -95,12 +96,3 @@ def folder_bytes(directory: Path) -> int:
         except OSError:
             continue
     return total
-
-
-def format_bytes(size: float) -> str:
-    """`12580000` -> `'12.6 MB'`: decimal units, as disk sizes are sold and `df -H` shows them."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(size) < 999.95:  # what rounds to 1000.0 is shown in the next unit
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} TB"

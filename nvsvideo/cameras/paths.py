@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.interpolate import PchipInterpolator
-from scipy.spatial.transform import Rotation, RotationSpline
 
 from nvsvideo.cameras.eg3d import (
     FOCAL,
@@ -220,7 +218,8 @@ def load_keyframes(path: Path) -> Keyframes:
         ).reshape(-1, 4)
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise InputError(
-            f"cannot parse the keyframe file {path} ({err!r}); expected rows of time, yaw, pitch, zoom."
+            f"cannot parse the keyframe file {path} ({_keyframe_problem(err)}); expected rows of time, yaw, "
+            "pitch, zoom."
         ) from None
     if len(table) == 0:
         raise InputError(f"the keyframe file {path} has no keys; add at least one row.")
@@ -232,6 +231,17 @@ def load_keyframes(path: Path) -> Keyframes:
     if np.any(table[:, 3] <= 0):
         raise InputError(f"the keyframe file {path} has a zoom <= 0; zoom multiplies the focal length.")
     return Keyframes(times=table[:, 0], yaw=table[:, 1], pitch=table[:, 2], zoom=table[:, 3])
+
+
+def _keyframe_problem(err: Exception) -> str:
+    """A parse error of a keyframe file in words (never a Python exception's repr)."""
+    if isinstance(err, json.JSONDecodeError):
+        return f"not valid JSON: {err.msg.lower()} at line {err.lineno}, column {err.colno}"
+    if isinstance(err, KeyError):
+        return f"a key has no {err.args[0]!r}"
+    if isinstance(err, ValueError):
+        return f"a value is not a number: {str(err).removeprefix('could not convert string to float: ')}"
+    return "expected a list of keys, each with a time"
 
 
 def keyframes(times: np.ndarray, keys: Keyframes) -> np.ndarray:
@@ -250,6 +260,10 @@ def keyframes(times: np.ndarray, keys: Keyframes) -> np.ndarray:
     Returns:
         [T, 25] labels.
     """
+    # Imported here: scipy.interpolate costs most of a second, and every command imports this module.
+    from scipy.interpolate import PchipInterpolator
+    from scipy.spatial.transform import Rotation, RotationSpline
+
     t = np.clip(np.asarray(times, dtype=np.float64), keys.times[0], keys.times[-1])
     if len(keys.times) == 1:
         yaw, pitch, zoom = (np.full(t.shape, v[0]) for v in (keys.yaw, keys.pitch, keys.zoom))
@@ -343,6 +357,8 @@ def parse_camera_path(spec: str) -> CameraPathSpec:
             raise UsageError(f"camera path value {item!r} is not a number. {CAMERA_PATH_HELP}") from None
         if not math.isfinite(params[key]):
             raise UsageError(f"camera path value {item!r} is not a finite number.")
+        if key == "period" and params[key] <= 0:
+            raise UsageError(f"the orbit period must be positive, not {item!r}.")
     return CameraPathSpec(kind=kind, params=params, period_in_frames=in_frames)
 
 

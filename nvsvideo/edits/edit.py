@@ -39,10 +39,15 @@ from nvsvideo.edits.mapper import LatentMapper, mapper_from_checkpoint
 from nvsvideo.edits.ramp import Ramp, parse_ramp
 from nvsvideo.edits.wplus import check_wplus
 from nvsvideo.errors import UsageError, WeightsError
-from nvsvideo.weights.registry import EDIT_FOLDERS, IN_N_OUT_CHECKPOINT, edit_name
+from nvsvideo.weights.registry import (
+    EDIT_FOLDERS,
+    EDIT_SUFFIXES,
+    IN_N_OUT_CHECKPOINT,
+    available_edits,
+    edit_name,
+)
 
 #: File suffixes an edit can have.
-EDIT_SUFFIXES = (".pt", ".pth", ".npy")
 
 T = TypeVar("T")
 
@@ -131,18 +136,22 @@ def parse_edit_specs(
     targets: Sequence[str],
     strengths: Sequence[float] = (),
     ramps: Sequence[str] = (),
+    offsets: str = "keep",
 ) -> list[EditSpec]:
     """Pair repeated `--direction`, `--strength` and `--strength-ramp` options into edits.
 
     Each of `strengths` and `ramps` may be empty (strength 1, no ramp), hold one value shared by
-    every edit, or hold one value per target, paired in order.
+    every edit, or hold one value per target, paired in order. `offsets` is `--edit-offsets`.
 
     Raises:
-        UsageError: counts that do not pair up, strengths or ramps without a target, a non-finite
-            strength, or a malformed ramp.
+        UsageError: counts that do not pair up, strengths, ramps or `--edit-offsets drop` without a target,
+            a non-finite strength, or a malformed ramp.
     """
     if not targets and (strengths or ramps):
         raise UsageError("--strength and --strength-ramp need a --direction to apply to")
+    if not targets and offsets == OffsetPolicy.DROP.value:
+        raise UsageError("--edit-offsets drop fades the tri-plane offsets where an edit is on, and there is no "
+                         "--direction; add one, or leave --edit-offsets out")
     if not all(math.isfinite(strength) for strength in strengths):
         raise UsageError(f"--strength must be a finite number, got {list(strengths)}")
     count = len(targets)
@@ -153,27 +162,6 @@ def parse_edit_specs(
             targets, _one_per_edit("--strength", list(strengths), count, default=1.0), ramp_specs, strict=True
         )
     ]
-
-
-def available_edits(weights_dir: Path) -> dict[str, list[Path]]:
-    """Edit files in the weights folder, by registry name (`direction-smiling`, `mapper-eyeglasses`).
-
-    The layout is the one `nvsvideo weights` lists (`EDIT_FOLDERS`): linear directions in `directions/`,
-    StyleCLIP mappers in `mappers/`, each as `<name>.pt`, `.pth` or `.npy`, or as an In-N-Out result
-    folder `<name>/checkpoints/best_model.pt` (so `mapper_results.zip` unzips into `mappers/` as it is).
-    A name with more than one file is listed with all of them.
-    """
-    found: dict[str, list[Path]] = {}
-    for kind, subdir in EDIT_FOLDERS.items():
-        folder = weights_dir / subdir
-        if not folder.is_dir():
-            continue
-        for entry in sorted(folder.iterdir()):
-            if entry.is_file() and entry.suffix.lower() in EDIT_SUFFIXES:
-                found.setdefault(edit_name(kind, entry.stem), []).append(entry)
-            elif entry.is_dir() and (entry / IN_N_OUT_CHECKPOINT).is_file():
-                found.setdefault(edit_name(kind, entry.name), []).append(entry / IN_N_OUT_CHECKPOINT)
-    return found
 
 
 def edit_name_matches(typed: str, known: Sequence[str]) -> list[str]:

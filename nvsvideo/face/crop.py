@@ -21,16 +21,21 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from PIL import Image
+
+from nvsvideo.compose.resample import cpu_threads, image_tensor, resample, to_uint8
 
 #: Deep3DFaceRecon's five standard 3D landmarks (BFM units, y up, +z towards the camera), in the order
 #: left eye, right eye, nose tip, left mouth corner, right mouth corner ("left" = smaller image x).
+#: Full float32 precision, as its `load_lm3d` returns them: rounded to 4 decimals they move the official
+#: fit's origin by up to 0.01 px.
 STANDARD_POINTS_3D = np.array([
-    [-0.3115, 0.2904, 0.1338],
-    [0.3098, 0.2897, 0.1318],
-    [0.0033, -0.0462, 0.5524],
-    [-0.2522, -0.3813, 0.2241],
-    [0.2485, -0.3813, 0.2224],
+    [-0.3114865720272064, 0.29036077857017517, 0.13377952575683594],
+    [0.30979886651039124, 0.289720356464386, 0.1317952573299408],
+    [0.003253498813137412, -0.04617932438850403, 0.5524424314498901],
+    [-0.25216928124427795, -0.3813391625881195, 0.22405731678009033],
+    [0.24846619367599487, -0.38128235936164856, 0.22235769033432007],
 ])
 ALIGN_WINDOW = 1024
 """Side of the official intermediate window (`target_size`)."""
@@ -96,6 +101,12 @@ def five_points(landmarks: np.ndarray) -> np.ndarray:
     return np.stack([lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]])
 
 
+def crop_five_points(landmarks: np.ndarray, crop_points: np.ndarray | None) -> np.ndarray:
+    """The five points a face's crop is fitted to: `crop_points` where the backend gave them (`Face.crop_points`),
+    else `five_points(landmarks)`."""
+    return five_points(landmarks) if crop_points is None else np.asarray(crop_points, np.float64)
+
+
 def fit_weak_perspective(points: np.ndarray, model: np.ndarray = STANDARD_POINTS_3D) -> tuple[np.ndarray, float]:
     """Least-squares weak-perspective (affine) projection of 3D model points onto image points (POS).
 
@@ -121,28 +132,86 @@ def fit_weak_perspective(points: np.ndarray, model: np.ndarray = STANDARD_POINTS
     return np.array([solution[3], solution[7]]), float(scale)
 
 
-def _pose_fit(landmarks: np.ndarray, image_height: int) -> tuple[np.ndarray, float]:
-    """The official fit: five points with y flipped up (y' = H - 1 - y), then POS. Returns (t y-up, s)."""
-    points = five_points(landmarks)
-    points[:, 1] = image_height - 1 - points[:, 1]
-    t, s = fit_weak_perspective(points)
+def fit_five_points(points: np.ndarray, image_height: int) -> tuple[np.ndarray, float]:
+    """The official fit: five points with y flipped up (y' = H - 1 - y), then POS.
+
+    Args:
+        points: float [5, 2] frame pixels (y down) in the order of `STANDARD_POINTS_3D`.
+        image_height: frame height H.
+
+    Returns:
+        (t float64 [2] in the y-up frame, s pixels per model unit).
+    """
+    flipped = np.array(points, dtype=np.float64)
+    flipped[:, 1] = image_height - 1 - flipped[:, 1]
+    t, s = fit_weak_perspective(flipped)
     if not s > 0:
         raise ValueError(f"degenerate landmarks: the face fit has scale {s}")
     return t, s
 
 
-def crop_square_from_landmarks(landmarks: np.ndarray, image_height: int) -> CropSquare:
-    """The official crop square without the integer truncations of its resize-then-cut implementation.
+@dataclass(frozen=True)
+class AlignWindow:
+    """Where the official `align_img` cuts its window: the whole frame resized, then a square cut from it."""
+
+    resized: tuple[int, int]
+    """(w, h) the whole frame is resized to (bicubic), truncated toward zero."""
+    left: int
+    """Column of the window's left edge in the resized frame (may be negative)."""
+    top: int
+    """Row of the window's top edge in the resized frame (may be negative)."""
+    size: int
+    """Side of the window."""
+
+
+def align_window(t: np.ndarray, s: float, image_hw: tuple[int, int], size: int, rescale: float) -> AlignWindow:
+    """The official window geometry for a POS fit (t y-up, s): resize by rescale / s, cut `size` around t.
+
+    Sizes and offsets are truncated toward zero (not floored), as the official `astype(int32)` does.
+    """
+    h, w = image_hw
+    k = rescale / s
+    resized_w, resized_h = int(w * k), int(h * k)
+    left = int(resized_w / 2 - size / 2 + (t[0] - w / 2) * k)
+    top = int(resized_h / 2 - size / 2 + (h / 2 - t[1]) * k)
+    return AlignWindow((resized_w, resized_h), left, top, size)
+
+
+def cut_window(image: np.ndarray, window: AlignWindow) -> np.ndarray:
+    """The official pixels of `window`: Pillow bicubic resize of the whole frame, then the cut (black outside).
+
+    Two resamplings cost more than `apply_crop`'s one, but this is what networks trained on the official
+    crops saw, level for level.
+
+    Args:
+        image: uint8 [H, W, 3] RGB.
+        window: from `align_window`.
+
+    Returns:
+        uint8 [size, size, 3].
+    """
+    resized = Image.fromarray(image).resize(window.resized, Image.Resampling.BICUBIC)
+    box = (window.left, window.top, window.left + window.size, window.top + window.size)
+    return np.asarray(resized.crop(box))
+
+
+def crop_square_from_points(points: np.ndarray, image_height: int) -> CropSquare:
+    """The official crop square of five points, without the integer truncations of its resize-then-cut code.
 
     The official crop spans `CENTER_CROP / k` = (7/3)·s pixels; its centre is at pixel x = t_x - 1/2,
     y = H - t_y - 1/2 (the official code mixes pixel-centre and pixel-corner conventions there).
 
     Args:
-        landmarks: float [68, 2] frame pixels.
+        points: float [5, 2] frame pixels, in the order of `STANDARD_POINTS_3D`.
         image_height: frame height H (the official fit flips y about it).
     """
-    t, s = _pose_fit(landmarks, image_height)
+    t, s = fit_five_points(points, image_height)
     return CropSquare(cx=float(t[0] - 0.5), cy=float(image_height - t[1] - 0.5), side=CENTER_CROP * s / ALIGN_RESCALE)
+
+
+def crop_square_from_landmarks(landmarks: np.ndarray, image_height: int) -> CropSquare:
+    """`crop_square_from_points` of the five points of 68 landmarks [68, 2]."""
+    return crop_square_from_points(five_points(landmarks), image_height)
 
 
 def _transform_from_corner_map(sx: float, sy: float, bx: float, by: float, output_size: int) -> CropTransform:
@@ -172,24 +241,28 @@ def crop_transform_from_square(square: CropSquare, output_size: int = OUTPUT_SIZ
 
 def crop_transform_from_landmarks(landmarks: np.ndarray, image_hw: tuple[int, int],
                                   output_size: int = OUTPUT_SIZE) -> CropTransform:
+    """`crop_transform_from_points` of the five points of 68 landmarks [68, 2]."""
+    return crop_transform_from_points(five_points(landmarks), image_hw, output_size)
+
+
+def crop_transform_from_points(points: np.ndarray, image_hw: tuple[int, int],
+                               output_size: int = OUTPUT_SIZE) -> CropTransform:
     """The exact official crop of one image, integer truncations included.
 
     The official resized image size and window offset are truncated to integers, which moves points
     of the frame by less than 1.5 pixels of the 1024 window, i.e. under 1.1 output pixels, against
-    `crop_transform_from_square(crop_square_from_landmarks(...))`; videos use that continuous form,
+    `crop_transform_from_square(crop_square_from_points(...))`; videos use that continuous form,
     whose square can be smoothed over time.
 
     Args:
-        landmarks: float [68, 2] frame pixels.
+        points: float [5, 2] frame pixels, in the order of `STANDARD_POINTS_3D`.
         image_hw: (H, W) of the frame.
         output_size: side of the output crop (official: 512).
     """
     h, w = image_hw
-    t, s = _pose_fit(landmarks, h)
-    k = ALIGN_RESCALE / s
-    resized_w, resized_h = int(w * k), int(h * k)
-    left = int(resized_w / 2 - ALIGN_WINDOW / 2 + (t[0] - w / 2) * k)
-    top = int(resized_h / 2 - ALIGN_WINDOW / 2 + (h / 2 - t[1]) * k)
+    t, s = fit_five_points(points, h)
+    window = align_window(t, s, image_hw, ALIGN_WINDOW, ALIGN_RESCALE)
+    (resized_w, resized_h), left, top = window.resized, window.left, window.top
     inner = int(ALIGN_WINDOW / 2 - CENTER_CROP / 2)
     zoom = output_size / CENTER_CROP
     return _transform_from_corner_map(resized_w / w * zoom, resized_h / h * zoom,
@@ -207,53 +280,53 @@ def points_from_crop(points: np.ndarray, tf: CropTransform) -> np.ndarray:
     return points @ inverse[:2, :2].T + inverse[:2, 2]
 
 
-def _lanczos_margin(scale: float) -> int:
-    """Source pixels Lanczos-3 reads beyond a resampled rectangle, at output/source `scale`."""
-    return math.ceil(3.0 * max(1.0, 1.0 / scale)) + 1
+def offset_from_identity(tf: CropTransform, image_hw: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """How far `tf` is from the identity, for an image that is an official crop already.
 
-
-def _resample(image: np.ndarray, box: tuple[float, float, float, float], size: tuple[int, int]) -> np.ndarray:
-    """Lanczos-resample the corner-coordinate rectangle `box` of `image` to `size` (w, h).
-
-    The rectangle may leave the image: the outside is black, as in the official crop. Only the
-    rectangle plus the filter's reach is copied, so the cost does not depend on the frame size.
+    Re-cropping an official crop with its own five points gives the identity (up to the official
+    integer truncations: under 0.75 output pixels of offset, scale in steps of 1/700 at 512), so this is
+    how far a landmark backend's crop is from the official one.
 
     Args:
-        image: uint8 [H, W, C].
-        box: (x0, y0, x1, y1) in pixel-corner coordinates.
-        size: output (width, height).
+        tf: the crop found in the image.
+        image_hw: (H, W) of the image.
 
     Returns:
-        uint8 [size[1], size[0], C], a new writable array.
+        (offset float64 [2]: where the image's centre lands in the crop, relative to the crop's centre,
+        in crop pixels (x right, y down); scale error: the crop's magnification over the identity's, minus 1).
     """
-    x0, y0, x1, y1 = box
-    margin = _lanczos_margin(min(size[0] / (x1 - x0), size[1] / (y1 - y0)))
-    left, top = math.floor(x0) - margin, math.floor(y0) - margin
-    right, bottom = math.ceil(x1) + margin, math.ceil(y1) + margin
-    window = np.zeros((bottom - top, right - left, image.shape[2]), np.uint8)
-    h, w = image.shape[:2]
-    sx0, sy0, sx1, sy1 = max(left, 0), max(top, 0), min(right, w), min(bottom, h)
-    if sx0 < sx1 and sy0 < sy1:
-        window[sy0 - top:sy1 - top, sx0 - left:sx1 - left] = image[sy0:sy1, sx0:sx1]
-    resized = Image.fromarray(window).resize(size, Image.Resampling.LANCZOS,
-                                             box=(x0 - left, y0 - top, x1 - left, y1 - top))
-    return np.array(resized)
+    h, w = image_hw
+    centre = points_to_crop(np.array([[(w - 1) / 2, (h - 1) / 2]]), tf)[0]
+    return centre - (tf.output_size - 1) / 2, float(tf.matrix[0, 0] * w / tf.output_size - 1)
 
 
-def apply_crop(image: np.ndarray, tf: CropTransform) -> np.ndarray:
-    """Cut the crop out of a frame (Lanczos, black outside the frame).
+def crop_box(tf: CropTransform) -> tuple[float, float, float, float]:
+    """The crop's square in the frame, (x0, y0, x1, y1) in pixel-corner coordinates."""
+    sx, sy, bx, by = _corner_map(tf)
+    size = tf.output_size
+    return -bx / sx, -by / sy, (size - bx) / sx, (size - by) / sy
+
+
+def crop_face(frame: torch.Tensor, tf: CropTransform) -> torch.Tensor:
+    """Cut the crop out of a frame (Lanczos, black outside the frame), on the frame's device.
 
     Args:
-        image: uint8 [H, W, 3] RGB frame.
+        frame: uint8 [H, W, 3] RGB frame.
         tf: frame -> crop transform.
 
     Returns:
         uint8 [S, S, 3] with S = tf.output_size.
     """
-    assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8, (image.shape, image.dtype)
-    sx, sy, bx, by = _corner_map(tf)
+    assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == torch.uint8, (frame.shape, frame.dtype)
     size = tf.output_size
-    return _resample(image, (-bx / sx, -by / sy, (size - bx) / sx, (size - by) / sy), (size, size))
+    with cpu_threads(frame.device):
+        return to_uint8(resample(frame, crop_box(tf), (size, size)))
+
+
+def apply_crop(image: np.ndarray, tf: CropTransform) -> np.ndarray:
+    """`crop_face` of a numpy frame: uint8 [H, W, 3] -> uint8 [S, S, 3] (a new array)."""
+    assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8, (image.shape, image.dtype)
+    return crop_face(image_tensor(image), tf).numpy()
 
 
 def feather_weights(coords: np.ndarray, size: int, feather: float) -> np.ndarray:
@@ -274,34 +347,48 @@ def feather_weights(coords: np.ndarray, size: int, feather: float) -> np.ndarray
     return (ramp * ramp * (3.0 - 2.0 * ramp)).astype(np.float32)
 
 
-def paste_back(frame: np.ndarray, crop_image: np.ndarray, tf: CropTransform, mask_feather: float = 0.1) -> np.ndarray:
-    """Put a (re-rendered) crop back where it came from in the frame, through the exact inverse map.
+def paste_face_(frame: torch.Tensor, crop_image: torch.Tensor, tf: CropTransform,
+                mask_feather: float = 0.1) -> torch.Tensor:
+    """Put a (re-rendered) crop back where it came from in the frame, in place, through the exact inverse map.
+
+    Only the crop's footprint in the frame is read and written; the feather mask is the outer product
+    of one weight per row and one per column, never a full-frame image.
 
     Args:
-        frame: uint8 [H, W, 3] original frame.
-        crop_image: uint8 [S, S, 3] crop in the geometry of `tf`.
+        frame: uint8 [H, W, 3] frame, changed in place.
+        crop_image: uint8 [S, S, 3] crop in the geometry of `tf`, on the frame's device.
         tf: the frame -> crop transform the crop was made with.
         mask_feather: width of the soft blend at the crop's border, as a fraction of the crop side.
 
     Returns:
-        uint8 [H, W, 3]: a new frame; pixels outside the crop's footprint are unchanged.
+        `frame`; pixels outside the crop's footprint are unchanged.
     """
     size = tf.output_size
-    assert crop_image.shape == (size, size, 3) and crop_image.dtype == np.uint8, crop_image.shape
+    assert crop_image.shape == (size, size, 3) and crop_image.dtype == torch.uint8, crop_image.shape
+    assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == torch.uint8, (frame.shape, frame.dtype)
     sx, sy, bx, by = _corner_map(tf)
     h, w = frame.shape[:2]
     # Whole frame pixels inside the crop's footprint (corner coordinates), clipped to the frame.
     x0, x1 = max(math.ceil(-bx / sx), 0), min(math.floor((size - bx) / sx), w)
     y0, y1 = max(math.ceil(-by / sy), 0), min(math.floor((size - by) / sy), h)
-    out = frame.copy()
     if x0 >= x1 or y0 >= y1:
-        return out
+        return frame
     box = (sx * x0 + bx, sy * y0 + by, sx * x1 + bx, sy * y1 + by)
-    patch = _resample(crop_image, box, (x1 - x0, y1 - y0)).astype(np.float32)
     # Weights at the frame pixel centres (corner coordinate + 1/2), mapped into the crop.
-    wx = feather_weights(sx * (np.arange(x0, x1) + 0.5) + bx, size, mask_feather)
-    wy = feather_weights(sy * (np.arange(y0, y1) + 0.5) + by, size, mask_feather)
-    weight = (wy[:, None] * wx[None, :])[..., None]
-    region = out[y0:y1, x0:x1].astype(np.float32)
-    out[y0:y1, x0:x1] = np.rint(region + weight * (patch - region)).clip(0, 255).astype(np.uint8)
+    wx = torch.from_numpy(feather_weights(sx * (np.arange(x0, x1) + 0.5) + bx, size, mask_feather))
+    wy = torch.from_numpy(feather_weights(sy * (np.arange(y0, y1) + 0.5) + by, size, mask_feather))
+    with cpu_threads(frame.device):
+        patch = resample(crop_image, box, (x1 - x0, y1 - y0))
+        weight = wy.to(frame.device)[:, None, None] * wx.to(frame.device)[None, :, None]
+        region = frame[y0:y1, x0:x1]
+        # Between two images of whole levels in [0, 255]: only rounding (half up) is left to do; the
+        # float -> uint8 copy truncates.
+        region.copy_(region.to(torch.float32).lerp_(patch, weight).add_(0.5))
+    return frame
+
+
+def paste_back(frame: np.ndarray, crop_image: np.ndarray, tf: CropTransform, mask_feather: float = 0.1) -> np.ndarray:
+    """`paste_face_` of numpy images into a copy of the frame: uint8 [H, W, 3] and [S, S, 3] -> a new frame."""
+    out = frame.copy()
+    paste_face_(torch.from_numpy(out), image_tensor(np.ascontiguousarray(crop_image)), tf, mask_feather)
     return out

@@ -4,12 +4,14 @@ A backend turns a batch of RGB frames into, per frame, the faces it found: a box
 68 landmarks in the iBUG 300-W order (0-based: 0-16 jaw, 17-26 brows, 27-35 nose, 36-41 and 42-47
 eyes, 48-67 mouth), in the pixel coordinates of the frame (x right, y down, pixel centres at integers).
 dlib's predictor and face-alignment's FAN share this layout, so everything downstream (crop, pose)
-has a single code path. The shared types live in `nvsvideo.face.types`, which the backends import;
+has a single code path; the `mesh` backend maps MediaPipe's 468 points onto it and also hands over the
+3D mesh itself (`Face.mesh`), from which the head pose is fitted. The shared types live in `nvsvideo.face.types`, which the backends import;
 this module imports the backends (lazily), so the imports run one way.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -19,8 +21,9 @@ import torch
 
 from nvsvideo.errors import UsageError
 from nvsvideo.face.types import Face
+from nvsvideo.weights.registry import resolve_weights_dir
 
-BACKEND_NAMES = ("auto", "fan", "dlib", "file")
+BACKEND_NAMES = ("auto", "mesh", "fan", "dlib", "file")
 
 
 class LandmarkBackend(Protocol):
@@ -48,7 +51,10 @@ class LandmarkConfig:
     """How to find landmarks (the `--landmarks` family of options)."""
 
     backend: str = "auto"
-    """One of `BACKEND_NAMES`: `auto` takes `fan` when it is installed and its weights are present, else `dlib`."""
+    """One of `BACKEND_NAMES`: `auto` takes `mesh` when its files are in the weights folder, else `fan` when it is
+    installed with its weights, else `dlib`."""
+    weights_dir: Path | None = None
+    """Weights folder of the `mesh` backend's files; None: `$NVSVIDEO_HOME`, else `~/.cache/nvsvideo`."""
     fan_detector: str = "sfd"
     """Face detector used by the `fan` backend (see `fan_backend.FAN_DETECTORS`)."""
     fan_flip: bool = False
@@ -68,21 +74,27 @@ def create_backend(config: LandmarkConfig, device: torch.device) -> LandmarkBack
 
     Args:
         config: backend choice and its options.
-        device: where the `fan` backend runs (dlib and file backends run on the CPU).
+        device: where the `mesh` and `fan` backends run (dlib and file backends run on the CPU).
 
     Raises:
         UsageError: unknown backend name, or `file` without a landmarks file.
-        WeightsError: `fan` was asked for explicitly but its weights are missing.
+        WeightsError: `mesh` or `fan` was asked for explicitly but its weights are missing or wrong.
         InputError: the landmarks file cannot be read.
     """
     # Backends import their heavy optional dependencies lazily, so a missing extra fails only when chosen.
-    from nvsvideo.face.backends import dlib_backend, fan_backend, file_backend
+    from nvsvideo.face.backends import dlib_backend, fan_backend, file_backend, mesh_backend
 
     name = config.backend
     if name not in BACKEND_NAMES:
         raise UsageError(f"unknown landmark backend '{name}': choose one of {', '.join(BACKEND_NAMES)}")
+    weights_dir = resolve_weights_dir(config.weights_dir, os.environ)
     if name == "auto":
-        name = "fan" if fan_backend.fan_ready(config.fan_detector) else "dlib"
+        if mesh_backend.mesh_ready(weights_dir):
+            name = "mesh"
+        else:
+            name = "fan" if fan_backend.fan_ready(config.fan_detector) else "dlib"
+    if name == "mesh":
+        return mesh_backend.MeshBackend(weights_dir, device)
     if name == "fan":
         return fan_backend.FanBackend(device=device, face_detector=config.fan_detector, flip_input=config.fan_flip)
     if name == "dlib":

@@ -97,7 +97,7 @@ def solve_head_pose(
     assert landmarks.shape == (68, 2), landmarks.shape
     model = (mean_face() if points is None else points)[POSE_POINTS]
     target = np.asarray(landmarks, dtype=np.float64)[POSE_POINTS]
-    start_rotation, start_translation = _weak_perspective_start(model, target, crop_size)
+    start_rotation, start_translation = weak_perspective_start(model, target, crop_size)
 
     def residuals(x: np.ndarray) -> np.ndarray:
         rotation = Rotation.from_rotvec(x[:3]).as_matrix() @ start_rotation
@@ -136,7 +136,7 @@ def estimate_label(
     return label, pose
 
 
-def _weak_perspective_start(
+def weak_perspective_start(
     model: np.ndarray, target: np.ndarray, crop_size: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Closed-form start: an affine camera fitted by least squares, made a rotation and a depth.

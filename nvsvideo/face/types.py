@@ -24,10 +24,19 @@ class Face:
     """Detector confidence; its scale depends on the backend (dlib HOG margin, S3FD probability, 1 for files)."""
     landmarks: np.ndarray
     """float64 [68, 2]: iBUG 68-point layout, (x, y) in frame pixels."""
+    mesh: np.ndarray | None = None
+    """float64 [468, 3] from the mesh backend: MediaPipe's face mesh, x, y in frame pixels, z on the x
+    scale (smaller = nearer the camera); None from 2D backends."""
+    crop_points: np.ndarray | None = None
+    """float64 [5, 2] the official crop's five points (eye centres, nose tip, mouth corners, image order) where
+    the backend reads them as the official preprocessing does (the mesh backend: MTCNN's); None: the crop takes
+    them from `landmarks`."""
 
     def __post_init__(self) -> None:
         assert self.box.shape == (4,), self.box.shape
         assert self.landmarks.shape == (NUM_LANDMARKS, 2), self.landmarks.shape
+        assert self.mesh is None or self.mesh.shape == (468, 3), self.mesh.shape
+        assert self.crop_points is None or self.crop_points.shape == (5, 2), self.crop_points.shape
 
     @property
     def area(self) -> float:

@@ -1,4 +1,4 @@
-"""Which implementation of each model operation runs on which device (issue 12).
+"""Which implementation of each model and compositing operation runs on which device (issues 12, 19).
 
 Every operation has one definition (`modulated_conv2d`, `fir_filter2d`, `upsample2d`, `sample_triplane`,
 `render_chunked`, the encoders' forward) that asks `kernels_for(device)` which variant to run. The CPU keeps
@@ -23,6 +23,7 @@ FirKernel = Literal["depthwise", "folded"]
 TriplaneKernel = Literal["embedding_bag", "grid_sample"]
 RenderKernel = Literal["per_item", "whole_batch"]
 NetworkKernel = Literal["per_item", "batched"]
+ResampleKernel = Literal["block_views", "gathered"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,10 @@ class Kernels:
     networks: NetworkKernel
     """'per_item': encoders and style affines run each batch item alone, so a frame's result is bitwise
     independent of its batch (oneDNN and MKL pick batch-dependent kernels); 'batched': whole batch at once."""
+    resample: ResampleKernel = "block_views"
+    """The compositing's banded matrix products (`nvsvideo.compose.resample`): 'block_views': one matrix product
+    per block of outputs on a view of its source rows (no copy; a few dozen small calls); 'gathered': the
+    blocks' source rows gathered into one tensor and one batched product (two launches)."""
 
 
 #: Measured fastest on a 2-core CPU, and batch-invariant.
@@ -49,7 +54,7 @@ CPU_KERNELS = Kernels(modconv="per_sample", fir="depthwise", triplane="embedding
                       networks="per_item")
 #: Few large launches for GPUs (CUDA, MPS).
 GPU_KERNELS = Kernels(modconv="dense", fir="folded", triplane="grid_sample", render="whole_batch",
-                      networks="batched")
+                      networks="batched", resample="gathered")
 
 _forced: ContextVar[Kernels | None] = ContextVar("nvsvideo_kernels", default=None)
 

@@ -7,6 +7,7 @@ Two ways, with the same result:
   frame's crop with its smoothed transform, batch by batch.
 - streaming (`StreamAligner`, the stage inside `rerender`'s one pass): each frame is final once the
   smoothing kernel's look-ahead has arrived, so frames wait only for that window, not for the video.
+Deep3D head poses (`--pose deep3d`, `HeadPoses`) are estimated in the same batches of frames either way.
 """
 
 from __future__ import annotations
@@ -30,14 +31,17 @@ from nvsvideo.face.crop import (
     CropSquare,
     CropTransform,
     apply_crop,
-    crop_square_from_landmarks,
-    crop_transform_from_landmarks,
+    crop_five_points,
+    crop_square_from_points,
+    crop_transform_from_points,
     crop_transform_from_square,
     points_from_crop,
     points_to_crop,
 )
+from nvsvideo.face.deep3d import Deep3DCameras, label_from_coeffs, recon_crop, translation_in_square
 from nvsvideo.face.landmarks import LandmarkBackend
-from nvsvideo.face.pose import estimate_label, project, solve_head_pose
+from nvsvideo.face.mesh_pose import estimate_label_from_mesh, mesh_in_crop
+from nvsvideo.face.pose import HeadPose, estimate_label, project
 from nvsvideo.face.types import Face
 from nvsvideo.files import atomic_directory, atomic_output
 from nvsvideo.temporal.smoothing import (
@@ -52,7 +56,14 @@ from nvsvideo.temporal.smoothing import (
     smooth_crop,
     smooth_labels,
 )
-from nvsvideo.temporal.tracking import FaceTracker, TrackerConfig, TrackStatus, select_face, track_stream
+from nvsvideo.temporal.tracking import (
+    FaceTracker,
+    TrackerConfig,
+    TrackRecord,
+    TrackStatus,
+    select_face,
+    track_stream,
+)
 from nvsvideo.video import FrameBatch, FrameSpan, VideoInfo, VideoReader, VideoWriter, probe
 
 #: Image suffixes `align` accepts as stills.
@@ -74,6 +85,14 @@ class AlignConfig:
     """Frames per landmark batch."""
     crop_size: int = 512
     """Side of the aligned crops."""
+    deep3d: Deep3DCameras | None = None
+    """Cameras from Deep3DFaceRecon's network on each frame's recon crop (`--pose deep3d`); None: from the
+    landmarks (perspective-n-point on the mean face)."""
+
+    @property
+    def pose(self) -> str:
+        """Where the cameras come from: `deep3d` or `landmarks` (recorded in the settings and cache keys)."""
+        return "landmarks" if self.deep3d is None else self.deep3d.name
 
 
 @dataclass(eq=False)
@@ -96,7 +115,15 @@ class FrameAlignment:
     label: np.ndarray | None = None
     """[25] camera actually used (smoothed over time for videos)."""
     residual: float | None = None
-    """RMS pose-fit residual, crop pixels."""
+    """RMS pose-fit residual, crop pixels (None for Deep3D cameras, which fit nothing)."""
+    head_pose: np.ndarray | None = None
+    """[6] Deep3D angles (radians) and translation in this frame's own recon crop (`--pose deep3d`)."""
+    score: float | None = None
+    """The backend's confidence in this frame's face (mesh: face presence, 0-1); None unless detected."""
+    mesh: np.ndarray | None = None
+    """[468, 3] frame pixels, from the mesh backend (kept in memory for the pose, not written out)."""
+    crop_points: np.ndarray | None = None
+    """[5, 2] frame pixels: the crop's five points where the backend gave them (`Face.crop_points`; in memory)."""
 
     @property
     def has_face(self) -> bool:
@@ -117,7 +144,7 @@ class FrameAlignment:
             "raw_label": arr(self.raw_label), "label": arr(self.label),
             "raw_pose": None if self.raw_label is None else _angles(self.raw_label),
             "pose": None if self.label is None else _angles(self.label),
-            "pose_residual_px": self.residual,
+            "pose_residual_px": self.residual, "face_score": self.score,
         }
 
     @classmethod
@@ -132,6 +159,7 @@ class FrameAlignment:
             raw_square=None if raw is None else CropSquare(raw["cx"], raw["cy"], raw["side"]),
             transform=None if d["crop_transform"] is None else CropTransform.from_json(d["crop_transform"]),
             raw_label=arr(d["raw_label"]), label=arr(d["label"]), residual=d.get("pose_residual_px"),
+            score=d.get("face_score"),
         )
 
 
@@ -165,8 +193,11 @@ class VideoAlignment:
 
     def summary(self) -> dict[str, Any]:
         counts = {s.value: sum(f.status is s for f in self.frames) for s in TrackStatus}
+        # Per frame, how far to trust it: the backend's face score and the pose fit's residual.
+        per_frame = [{"index": f.index, "status": f.status.value, "face_score": f.score,
+                      "pose_residual_px": f.residual} for f in self.frames]
         return {"source": self.source, "frames": len(self.frames), **counts,
-                "faces_found": int(self.valid().sum()), "metrics": self.metrics}
+                "faces_found": int(self.valid().sum()), "metrics": self.metrics, "per_frame": per_frame}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -200,6 +231,13 @@ def _angles(label: np.ndarray) -> dict[str, float]:
     return {"yaw": round(float(yaw), 4), "pitch": round(float(pitch), 4), "roll": round(float(roll), 4)}
 
 
+def estimate_camera(landmarks: np.ndarray, mesh: np.ndarray | None, tf: CropTransform) -> tuple[np.ndarray, HeadPose]:
+    """The camera label of the crop `tf` cuts: from the 3D mesh where there is one, else from the 68 points."""
+    if mesh is not None:
+        return estimate_label_from_mesh(mesh_in_crop(mesh, tf), tf.output_size)
+    return estimate_label(points_to_crop(landmarks, tf), tf.output_size)
+
+
 #: A decoded frame as the tracker carries it: (index, pts, seconds, RGB pixels [H, W, 3]).
 DecodedFrame = tuple[int, int, float, np.ndarray]
 
@@ -213,24 +251,67 @@ def detect_stream(backend: LandmarkBackend, batches: Iterable[FrameBatch]) -> It
             yield (int(batch.indices[i]), int(batch.pts[i]), float(seconds[i]), batch.frames[i]), faces[i]
 
 
+def tracked_frame(index: int, pts: int, seconds: float, record: TrackRecord) -> FrameAlignment:
+    """A frame as the tracker leaves it: the subject's landmarks and what the backend gave besides (a crop
+    and a camera come with smoothing)."""
+    return FrameAlignment(index, pts, seconds, record.status, record.landmarks, record.box, score=record.score,
+                          mesh=record.mesh, crop_points=record.crop_points)
+
+
+class HeadPoses:
+    """Deep3D head poses of tracked frames (`--pose deep3d`), estimated in batches of `batch_size` recon crops:
+    frames wait, in order and without their pixels, until their batch is estimated. Without Deep3D each frame
+    passes straight through. The whole-track and the streaming aligners both use it, so they make the same
+    batches, and so the same poses.
+    """
+
+    def __init__(self, model: Deep3DCameras | None, batch_size: int) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self._waiting: list[FrameAlignment] = []
+        self._crops: list[tuple[FrameAlignment, np.ndarray]] = []
+
+    def push(self, frame: FrameAlignment, image: np.ndarray) -> list[FrameAlignment]:
+        """Take the next tracked frame and its pixels; return the frames now posed, in order."""
+        if self.model is None:
+            return [frame]
+        self._waiting.append(frame)
+        if frame.landmarks is not None:
+            self._crops.append((frame, recon_crop(image, crop_five_points(frame.landmarks, frame.crop_points))))
+        return self.finish() if len(self._crops) == self.batch_size else []
+
+    def finish(self) -> list[FrameAlignment]:
+        """Every frame still waiting, posed (at the end of the video, or of a batch)."""
+        if self._crops:
+            assert self.model is not None
+            poses = self.model.predict(np.stack([crop for _, crop in self._crops]))
+            for (frame, _), pose in zip(self._crops, poses, strict=True):
+                frame.head_pose = pose
+        done, self._waiting, self._crops = self._waiting, [], []
+        return done
+
+
 def track_video(video: Path, backend: LandmarkBackend, config: AlignConfig, reporter: Reporter,
-                info: VideoInfo | None = None) -> VideoAlignment:
+                info: VideoInfo | None = None, *, require_face: bool = True) -> VideoAlignment:
     """Pass 1 and smoothing: the subject's landmarks, crops and cameras in every frame of `video`.
 
     Raises:
-        NoFaceError: the subject appears in no frame.
+        NoFaceError: the subject appears in no frame (unless `require_face` is False).
     """
     info = info or probe(video)
     tracker = FaceTracker(config.tracker)
     reader = VideoReader(video, batch_size=config.batch_size, info=info)
     frames: list[FrameAlignment] = []
+    poses = HeadPoses(config.deep3d, config.batch_size)  # Deep3D needs the pixels, a batch at a time
     with reporter.progress("landmarks", info.frame_count) as advance:
-        for (index, pts, seconds, _), record in track_stream(detect_stream(backend, reader), tracker):
-            frames.append(FrameAlignment(index, pts, seconds, record.status, record.landmarks, record.box))
+        for (index, pts, seconds, image), record in track_stream(detect_stream(backend, reader), tracker):
+            frames.extend(poses.push(tracked_frame(index, pts, seconds, record), image))
             advance(1)
+    frames.extend(poses.finish())
     if reader.warning:
         reporter.warn(reader.warning)
-    tracker.check_found(str(video))
+    if require_face:
+        tracker.check_found(str(video))
     alignment = VideoAlignment(source=str(video), width=info.width, height=info.height, fps=info.fps,
                                time_base=info.time_base, frames=frames)
     smooth_alignment(alignment, config)
@@ -240,14 +321,15 @@ def track_video(video: Path, backend: LandmarkBackend, config: AlignConfig, repo
 def smooth_alignment(alignment: VideoAlignment, config: AlignConfig) -> None:
     """Fill crops and cameras: smooth the crop squares, estimate poses in the smoothed crops, smooth the poses.
 
-    The pose is estimated in the crop actually used so that the camera describes that crop exactly.
+    The pose is estimated in the crop actually used so that the camera describes that crop exactly; a Deep3D
+    pose, estimated in the frame's own crop, has its translation moved to the crop used.
     Records jitter (RMS second difference) of raw vs smoothed series and, for zero-phase smoothing, the lag.
     """
     frames = [f for f in alignment.frames if f.landmarks is not None]
     if not frames:
         return
     for f in frames:
-        f.raw_square = crop_square_from_landmarks(f.landmarks, alignment.height)
+        f.raw_square = own_square(f, alignment.height)
     centers = np.array([[f.raw_square.cx, f.raw_square.cy] for f in frames])
     sides = np.array([f.raw_square.side for f in frames])
     fps = float(alignment.fps)
@@ -275,17 +357,28 @@ def smooth_alignment(alignment: VideoAlignment, config: AlignConfig) -> None:
     record_settings(alignment, config)
 
 
+def own_square(frame: FrameAlignment, height: int) -> CropSquare:
+    """The crop square of a tracked frame's own five points (before smoothing)."""
+    return crop_square_from_points(crop_five_points(frame.landmarks, frame.crop_points), height)
+
+
 def place_crop(frame: FrameAlignment, center: np.ndarray, side: float, crop_size: int) -> None:
-    """Give `frame` its (smoothed) crop square, and the camera estimated from its landmarks in that crop."""
-    frame.transform = crop_transform_from_square(CropSquare(float(center[0]), float(center[1]), float(side)),
-                                                 crop_size)
-    frame.raw_label, pose = estimate_label(points_to_crop(frame.landmarks, frame.transform), crop_size)
-    frame.residual = round(pose.residual, 3)
+    """Give `frame` its (smoothed) crop square, and its camera in that crop: estimated from its mesh or
+    landmarks there, or its Deep3D pose (estimated in the frame's own crop) with the translation moved to it."""
+    used = CropSquare(float(center[0]), float(center[1]), float(side))
+    frame.transform = crop_transform_from_square(used, crop_size)
+    if frame.head_pose is None:
+        frame.raw_label, pose = estimate_camera(frame.landmarks, frame.mesh, frame.transform)
+        frame.residual = round(pose.residual, 3)
+    else:
+        assert frame.raw_square is not None
+        translation = translation_in_square(frame.head_pose[3:], frame.raw_square, used)
+        frame.raw_label = label_from_coeffs(np.concatenate([frame.head_pose[:3], translation]))
 
 
 def record_settings(alignment: VideoAlignment, config: AlignConfig) -> None:
     """Note in the alignment the settings it was made with."""
-    alignment.settings.update(smooth=config.smooth, causal=config.causal, crop_size=config.crop_size,
+    alignment.settings.update(smooth=config.smooth, causal=config.causal, crop_size=config.crop_size, pose=config.pose,
                               face_index=config.tracker.face_index, max_gap=config.tracker.max_gap)
 
 
@@ -336,7 +429,7 @@ class StreamAligner:
         """Take the next frame (landmarks set by the tracker, or None); return the frames now final."""
         self._pending.append(frame)
         if frame.landmarks is not None:
-            frame.raw_square = crop_square_from_landmarks(frame.landmarks, self.height)
+            frame.raw_square = own_square(frame, self.height)
             self._centers.append(np.array([frame.raw_square.cx, frame.raw_square.cy]))
             self._sides.append(frame.raw_square.side)
             self._open.append(frame)
@@ -458,31 +551,49 @@ def iter_crops(video: Path, alignment: VideoAlignment, batch_size: int = 16, onl
         yield batch, crops
 
 
-def align_images(paths: list[Path], backend: LandmarkBackend, config: AlignConfig) -> list[tuple[Path, FrameAlignment, np.ndarray | None]]:
+def align_images(paths: list[Path], backend: LandmarkBackend, config: AlignConfig
+                 ) -> tuple[list[tuple[Path, FrameAlignment, np.ndarray | None]], list[str]]:
     """Align stills one by one with the exact official crop (no smoothing across items).
 
     Returns:
-        (path, alignment, crop or None) per image; an image without a face has status missing.
+        (path, alignment, crop or None) per image, an image without a face or that cannot be read having
+        status missing; and one line per image that could not be read (skipped, as a face-less one is).
+
+    Raises:
+        InputError: the one image given, or every image of a folder, cannot be read.
     """
     results = []
+    unreadable = []
     most_faces = 0
     for i, path in enumerate(paths):
         try:
             with Image.open(path) as im:
                 image = np.asarray(im.convert("RGB"))
         except OSError as err:
-            raise InputError(f"cannot read image {path}: {err}") from None
+            unreadable.append(f"skipped {path.name}: cannot read it as an image ({err})")
+            results.append((path, FrameAlignment(i, i, 0.0, TrackStatus.MISSING), None))
+            continue
         faces = backend.detect(image[None])[0]
         most_faces = max(most_faces, len(faces))
         face = select_face(faces, config.tracker.face_index)
         if face is None:
             results.append((path, FrameAlignment(i, i, 0.0, TrackStatus.MISSING), None))
             continue
-        tf = crop_transform_from_landmarks(face.landmarks, image.shape[:2], config.crop_size)
-        label, pose = estimate_label(points_to_crop(face.landmarks, tf), config.crop_size)
+        points = crop_five_points(face.landmarks, face.crop_points)
+        tf = crop_transform_from_points(points, image.shape[:2], config.crop_size)
+        if config.deep3d is None:
+            label, pose = estimate_camera(face.landmarks, face.mesh, tf)
+            residual: float | None = round(pose.residual, 3)
+        else:
+            # A still's crop is the official one, so the official label applies unchanged.
+            pose6 = config.deep3d.predict(recon_crop(image, points)[None])[0]
+            label, residual = label_from_coeffs(pose6), None
         record = FrameAlignment(i, i, 0.0, TrackStatus.DETECTED, face.landmarks, face.box, transform=tf,
-                                raw_label=label, label=label, residual=round(pose.residual, 3))
+                                raw_label=label, label=label, residual=residual, score=face.score)
         results.append((path, record, apply_crop(image, tf)))
+    if len(unreadable) == len(paths):
+        raise InputError(unreadable[0].removeprefix("skipped ") if len(paths) == 1
+                         else f"none of the {len(paths)} images could be read ({unreadable[0]})")
     if not any(r[2] is not None for r in results):
         if most_faces:
             # Faces were there: the index asked for more than any image shows.
@@ -490,7 +601,7 @@ def align_images(paths: list[Path], backend: LandmarkBackend, config: AlignConfi
                               f"{config.tracker.face_index + 1}, but no image shows more than {most_faces}; "
                               f"use --face-index 0 to {most_faces - 1}")
         raise NoFaceError(f"no face was found in any of the {len(paths)} image(s)")
-    return results
+    return results, unreadable
 
 
 def image_inputs(path: Path) -> list[Path] | None:
@@ -544,8 +655,11 @@ def run_align(source: Path, out_dir: Path, backend: LandmarkBackend, config: Ali
     official = read_official_cameras(cameras) if cameras is not None else None
     with atomic_directory(out_dir) as tmp:
         crops_written: list[tuple[str, FrameAlignment]] = []
+        unreadable: list[str] = []
         if stills is not None:
-            results = align_images(stills, backend, config)
+            results, unreadable = align_images(stills, backend, config)
+            for line in unreadable:
+                reporter.warn(line)
             if official is not None:
                 apply_official_cameras_by_name(results, official)
             for path, record, crop in results:
@@ -553,7 +667,7 @@ def run_align(source: Path, out_dir: Path, backend: LandmarkBackend, config: Ali
                     Image.fromarray(crop).save(tmp / f"{path.stem}.png")
                     crops_written.append((f"{path.stem}.png", record))
             alignment = VideoAlignment(source=str(source), width=0, height=0, fps=Fraction(1), time_base=Fraction(1),
-                                       frames=[r for _, r, _ in results], settings={"stills": True})
+                                       frames=[r for _, r, _ in results], settings={"stills": True, "pose": config.pose})
         else:
             alignment = track_video(source, backend, config, reporter)
             if official is not None:
@@ -572,7 +686,8 @@ def run_align(source: Path, out_dir: Path, backend: LandmarkBackend, config: Ali
         (tmp / "dataset.json").write_text(json.dumps(dataset))
         (tmp / "tracks.json").write_text(json.dumps(alignment.to_json()))
     summary = alignment.summary()
-    summary.update(output=str(out_dir), crops=len(crops_written), seconds=round(time.perf_counter() - started, 3))
+    summary.update(output=str(out_dir), crops=len(crops_written), unreadable=unreadable,
+                   seconds=round(time.perf_counter() - started, 3))
     return summary
 
 
@@ -593,9 +708,10 @@ def write_preview(video: Path, alignment: VideoAlignment, output: Path, batch_si
     by_index = {f.index: f for f in alignment.frames}
     axes = np.array([[0, 0, 0], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5]], dtype=np.float64)
 
+    reader = VideoReader(video, batch_size=batch_size)
     with VideoWriter(output, width=alignment.width, height=alignment.height, fps=alignment.fps,
-                     time_base=alignment.time_base, audio_from=video) as writer:
-        for batch in VideoReader(video, batch_size=batch_size):
+                     time_base=alignment.time_base, audio_from=video, colour=reader.info.colour) as writer:
+        for batch in reader:
             drawn = []
             for index, frame in zip(batch.indices.tolist(), batch.frames, strict=True):
                 image = Image.fromarray(frame)
@@ -607,9 +723,8 @@ def write_preview(video: Path, alignment: VideoAlignment, output: Path, batch_si
                     corners = points_from_crop(np.array([[0, 0], [record.transform.output_size - 1] * 2], float),
                                                record.transform)
                     draw.rectangle([*corners[0], *corners[1]], outline=(255, 255, 0))
-                    crop_lm = points_to_crop(record.landmarks, record.transform)
-                    rotation, translation, _ = solve_head_pose(crop_lm, record.transform.output_size)
-                    tips = points_from_crop(project(axes, rotation, translation, record.transform.output_size),
+                    _, pose = estimate_camera(record.landmarks, record.mesh, record.transform)
+                    tips = points_from_crop(project(axes, pose.rotation, pose.translation, record.transform.output_size),
                                             record.transform)
                     for tip, colour in zip(tips[1:], [(255, 0, 0), (0, 255, 0), (0, 128, 255)], strict=True):
                         draw.line([*tips[0], *tip], fill=colour, width=3)

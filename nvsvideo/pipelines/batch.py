@@ -28,7 +28,7 @@ import torch
 from nvsvideo.batch.jobs import JobSpec, WorkerContext
 from nvsvideo.batch.runner import Chunking
 from nvsvideo.cache import parse_store
-from nvsvideo.cache.space import folder_bytes, format_bytes
+from nvsvideo.cache.space import folder_bytes
 from nvsvideo.cameras.paths import parse_camera_path
 from nvsvideo.compose.layout import OutputMode
 from nvsvideo.compose.ood import KeepOodOptions
@@ -36,7 +36,9 @@ from nvsvideo.console import Reporter
 from nvsvideo.device import resolve_device
 from nvsvideo.edits import Edit, EditSpec, OffsetPolicy, load_edit, parse_edit_specs
 from nvsvideo.errors import InputError, UsageError
+from nvsvideo.face.deep3d import POSE_CHOICES, Deep3DCameras, load_pose_model
 from nvsvideo.face.landmarks import LandmarkBackend, LandmarkConfig, create_backend
+from nvsvideo.limits import check_range, check_render_memory, format_bytes
 from nvsvideo.models.triplanenet.model import TriPlaneNet
 from nvsvideo.pipelines.align import AlignConfig, VideoAlignment
 from nvsvideo.pipelines.common import fingerprint_memo, load_inverter
@@ -55,7 +57,15 @@ from nvsvideo.render import RenderOptions
 from nvsvideo.runtime.compile import CompileState, compile_hot_path
 from nvsvideo.runtime.precision import parse_precision, set_precision, sr_force_fp32
 from nvsvideo.temporal.tracking import TrackerConfig
-from nvsvideo.validate import check_render_job, parse_batch_size
+from nvsvideo.validate import (
+    check_cache_writable,
+    check_finite,
+    check_look_values,
+    check_pose_weights,
+    check_preset,
+    check_render_job,
+    parse_batch_size,
+)
 from nvsvideo.video import FrameSpan, VideoInfo, join_videos
 from nvsvideo.weights import resolve_weights_dir
 
@@ -95,6 +105,8 @@ class BatchJobOptions:
     """What edits do to the tri-plane offsets: keep | drop."""
     crf: int = 18
     """libx264 quality."""
+    preset: str = "medium"
+    """libx264 speed preset."""
     model: str | None = None
     """TriPlaneNet version: v1 | v2; None: the --triplanenet file's version, else v2."""
     triplanenet: str | None = None
@@ -129,6 +141,8 @@ class BatchJobOptions:
     """Temporal smoothing sigma in seconds."""
     causal: bool = False
     """Causal (one-euro) smoothing."""
+    pose: str = "auto"
+    """Where cameras come from: auto | landmarks | deep3d (`nvsvideo.face.deep3d`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The options as JSON values (tuples as lists): the batch-wide defaults of `run_batch`."""
@@ -148,17 +162,24 @@ class BatchJobOptions:
         """Fail now, before any video runs, on values that would fail every video the same way.
 
         Raises:
-            UsageError: a bad layout, offset policy, store mode, camera path or edit pairing.
+            UsageError: a bad encoder preset, layout, offset policy, store mode, camera path or edit pairing.
         """
+        check_preset(self.preset)
+        check_look_values(size=self.size, samples=self.samples, render_resolution=self.render_resolution)
+        check_finite("--strength", self.strength)
+        check_range("--smooth", self.smooth)
         self.invert_config()
         self.render_config(edits=())
         parse_precision(self.precision)
         self.edit_specs()
         parse_camera_path(self.camera_path or "orbit")
+        if self.pose not in POSE_CHOICES:
+            raise UsageError(f"unknown pose {self.pose!r}: use {', '.join(POSE_CHOICES)}")
+        check_pose_weights(self.pose, Path(self.weights_dir) if self.weights_dir else None)
 
     def edit_specs(self) -> list[EditSpec]:
         """The edits asked for, before any file is read."""
-        return parse_edit_specs(self.direction, self.strength, self.strength_ramp)
+        return parse_edit_specs(self.direction, self.strength, self.strength_ramp, self.edit_offsets)
 
     def render_config(self, edits: tuple[Edit, ...]) -> RerenderConfig:
         """The `RerenderConfig` of these options with the loaded `edits`."""
@@ -175,6 +196,7 @@ class BatchJobOptions:
             offset_policy=_choice(OffsetPolicy, self.edit_offsets, "edit offsets policy (--edit-offsets)"),
             batch_size=parse_batch_size(self.batch_size),
             crf=self.crf,
+            preset=self.preset,
         )
 
     def invert_config(self) -> InvertConfig:
@@ -182,12 +204,13 @@ class BatchJobOptions:
         return InvertConfig(store=parse_store(self.store), batch_size=parse_batch_size(self.batch_size), seed=self.seed,
                             fresh=self.fresh)
 
-    def align_config(self) -> AlignConfig:
-        """The `AlignConfig` of these options."""
+    def align_config(self, deep3d: Deep3DCameras | None) -> AlignConfig:
+        """The `AlignConfig` of these options with the loaded Deep3D network (None: landmark cameras)."""
         return AlignConfig(
             tracker=TrackerConfig(face_index=self.face_index, max_gap=self.max_gap),
             smooth=self.smooth,
             causal=self.causal,
+            deep3d=deep3d,
         )
 
 
@@ -237,6 +260,8 @@ class _Loaded:
     fingerprints: dict[str, str]
     """Of the model files, hashed once per worker (part of every cache's identity)."""
     backend: LandmarkBackend
+    deep3d: Deep3DCameras | None
+    """The Deep3D camera network when the job's `pose` asks for it."""
     edits: tuple[Edit, ...]
     stages: dict[str, float]
     """`{"load": seconds}` when this job loaded models into the worker's cache, else empty."""
@@ -271,10 +296,16 @@ def check_job(spec: JobSpec) -> VideoInfo:
     Returns the probed input (reused by the job: probing reads the whole file).
 
     Raises:
-        UsageError, InputError: a still image, an output that cannot be written, a bad camera path.
+        UsageError, InputError: a still image, an output that cannot be written, a bad camera path or preset.
     """
-    camera_path = BatchJobOptions.from_mapping(spec.options).render_config(()).camera_path
-    return check_render_job(spec.input, spec.output, camera_path)
+    opts = BatchJobOptions.from_mapping(spec.options)
+    opts.check()  # a manifest's columns override the command line's checked values
+    info = check_render_job(spec.input, spec.output, opts.render_config(()).camera_path, preset=opts.preset)
+    check_cache_writable(cache_dir_of(spec), spec.input)
+    check_render_memory(batch_size=parse_batch_size(opts.batch_size), render_resolution=opts.render_resolution,
+                        samples=opts.samples, frame_hw=(info.height, info.width), output=opts.output_mode,
+                        size=opts.size, what=f"rendering {spec.input.name}")
+    return info
 
 
 def _load(spec: JobSpec, ctx: WorkerContext) -> _Loaded:
@@ -306,12 +337,16 @@ def _load(spec: JobSpec, ctx: WorkerContext) -> _Loaded:
         backend=opts.landmarks,
         fan_detector=opts.fan_detector,
         landmarks_file=Path(opts.landmarks_file) if opts.landmarks_file else None,
+        weights_dir=Path(opts.weights_dir) if opts.weights_dir else None,
     )
     backend = _cached(ctx, ("landmarks", landmarks, str(device)), lambda: create_backend(landmarks, device))
-    folder = resolve_weights_dir(Path(opts.weights_dir) if opts.weights_dir else None, os.environ)
+    weights_dir = Path(opts.weights_dir) if opts.weights_dir else None
+    deep3d = _cached(ctx, ("deep3d", opts.pose, opts.weights_dir, str(device)),
+                     lambda: load_pose_model(opts.pose, weights_dir, device))
+    folder = resolve_weights_dir(weights_dir, os.environ)
     edits = tuple(load_edit(edit, folder, device) for edit in opts.edit_specs())
     loaded = {"load": time.perf_counter() - started} if len(ctx.models) > loads_before else {}
-    return _Loaded(opts, device, model, fingerprints, backend, edits, loaded, compiled,
+    return _Loaded(opts, device, model, fingerprints, backend, deep3d, edits, loaded, compiled,
                    compiled.seconds if compiled is not None else 0.0)
 
 
@@ -337,7 +372,7 @@ def rerender_job(spec: JobSpec, ctx: WorkerContext) -> dict[str, Any]:
     opts = loaded.opts
     summary = run_rerender(
         spec.input, spec.output, cache_dir_of(spec), loaded.model, loaded.fingerprints, loaded.backend,
-        opts.align_config(), opts.invert_config(), opts.render_config(loaded.edits),
+        opts.align_config(loaded.deep3d), opts.invert_config(), opts.render_config(loaded.edits),
         device=loaded.device, reporter=Reporter(quiet=True), info=info,
     )
     details = {k: v for k, v in summary.items() if k not in {"video", "output", "seconds", "depth", "mesh"}}
@@ -361,7 +396,7 @@ def prepare_job(spec: JobSpec, ctx: WorkerContext) -> dict[str, Any]:
     started = time.perf_counter()
     # A cache made differently, or a disk too small for it, fails the video here, before any work.
     config, alignment, _ = prepare_inversion(spec.input, cache_dir_of(spec), loaded.model, loaded.fingerprints,
-                                             loaded.backend, opts.align_config(), opts.invert_config(),
+                                             loaded.backend, opts.align_config(loaded.deep3d), opts.invert_config(),
                                              Reporter(quiet=True), info)
     output_cameras(alignment, opts.render_config(()).camera_path)  # fails here, once, if there is no face at all
     prepare_cache(cache_dir_of(spec), alignment, loaded.model, loaded.fingerprints, config, Reporter(quiet=True))
@@ -390,7 +425,7 @@ def _render_chunk(spec: JobSpec, loaded: _Loaded) -> dict[str, Any]:
 
 def _prepared_alignment(spec: JobSpec, loaded: _Loaded) -> VideoAlignment:
     """The alignment `prepare_job` saved for this video and these settings."""
-    alignment = cached_alignment(spec.input, cache_dir_of(spec), loaded.backend, loaded.opts.align_config())
+    alignment = cached_alignment(spec.input, cache_dir_of(spec), loaded.backend, loaded.opts.align_config(loaded.deep3d))
     if alignment is None:
         raise InputError(
             f"{spec.input.name} has no alignment for these settings in {cache_dir_of(spec)} (the video or its "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from fractions import Fraction
 from pathlib import Path
 
 import torch
@@ -52,17 +51,6 @@ def fingerprint_memo(weights_dir: Path | None, env: Mapping[str, str] | None = N
 def load_generator(path: Path, device: torch.device) -> TriPlaneGenerator:
     """Load an EG3D checkpoint (official .pkl, our .safetensors, or a TriPlaneNet .pt) onto `device`."""
     return build_generator(load_eg3d(path), device)
-
-
-def parse_fps(text: str) -> Fraction:
-    """'30', '29.97' or '30000/1001' -> an exact positive frame rate."""
-    try:
-        rate = Fraction(text.strip())
-    except (ValueError, ZeroDivisionError):
-        raise UsageError(f"bad frame rate {text!r}: use e.g. 30, 25 or 30000/1001") from None
-    if rate <= 0:
-        raise UsageError(f"the frame rate must be positive, got {text}")
-    return rate
 
 
 def resolve_triplanenet_file(version: str | None, explicit: Path | None, weights_dir: Path | None,

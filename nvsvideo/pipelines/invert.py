@@ -31,10 +31,11 @@ from nvsvideo.cache import (
     peek_manifest,
 )
 from nvsvideo.cache.plan import compatible_manifest, plan_store
-from nvsvideo.cache.space import folder_bytes, format_bytes
+from nvsvideo.cache.space import folder_bytes
 from nvsvideo.compose.layout import from_uint8_frames
 from nvsvideo.console import Reporter
 from nvsvideo.face.landmarks import LandmarkBackend
+from nvsvideo.limits import format_bytes
 from nvsvideo.models.eg3d.generator import PLANE_RESOLUTION
 from nvsvideo.models.eg3d.renderer import NUM_PLANES, PLANE_CHANNELS
 from nvsvideo.models.triplanenet.model import InversionResult, TriPlaneNet
@@ -43,6 +44,7 @@ from nvsvideo.pipelines.stream import run_stages
 from nvsvideo.render import DRAW_SCHEME, DrawKeys
 from nvsvideo.runtime.batching import Batcher, BatchSpec
 from nvsvideo.runtime.precision import effective_precision
+from nvsvideo.temporal.tracking import no_subject_error
 from nvsvideo.video import FrameSpan, VideoInfo, probe
 
 TRACKS_FILE = "tracks.json"
@@ -71,11 +73,6 @@ class InvertConfig:
     """Discard an existing cache whose settings differ instead of refusing."""
 
 
-def default_cache_dir(video: Path) -> Path:
-    """`clip.mp4` -> `clip.mp4.nvs/` beside it."""
-    return video.with_name(video.name + ".nvs")
-
-
 def source_fingerprint(video: Path) -> str:
     """Identity of the input by its content (`content_key`): a changed video must not reuse old tracks,
     a copied or touched one keeps them."""
@@ -83,27 +80,31 @@ def source_fingerprint(video: Path) -> str:
 
 
 def load_or_align(video: Path, cache_dir: Path, backend: LandmarkBackend, config: AlignConfig,
-                  reporter: Reporter, info: VideoInfo | None = None, *, key: dict[str, Any] | None = None
-                  ) -> tuple[VideoAlignment, bool]:
+                  reporter: Reporter, info: VideoInfo | None = None, *, key: dict[str, Any] | None = None,
+                  require_face: bool = True) -> tuple[VideoAlignment, bool]:
     """The video's alignment from `cache_dir/tracks.json` if it matches, else computed and saved.
 
     `info`: the video's probe, when the caller has it (probing reads the whole file); `key`: its
-    `align_settings`, when the caller has them (the video's content key reads up to 16 MiB).
+    `align_settings`, when the caller has them (the video's content key reads up to 16 MiB). An alignment
+    without a face is saved too (`metrics` measures such a video on whole frames), and refused when
+    `require_face`, cached or not.
 
     Returns:
         the alignment and whether it came from the cache.
     """
     key = key if key is not None else align_settings(video, backend, config)
-    cached = cached_alignment(video, cache_dir, backend, config, key=key)
-    if cached is not None:
-        return cached, True
-    if (cache_dir / TRACKS_FILE).is_file():
-        reporter.info("the video or the align settings changed: aligning again")
-    alignment = track_video(video, backend, config, reporter, info)
-    alignment.settings["key"] = key
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    alignment.save(cache_dir / TRACKS_FILE)
-    return alignment, False
+    alignment = cached_alignment(video, cache_dir, backend, config, key=key)
+    cached = alignment is not None
+    if alignment is None:
+        if (cache_dir / TRACKS_FILE).is_file():
+            reporter.info("the video or the align settings changed: aligning again")
+        alignment = track_video(video, backend, config, reporter, info, require_face=False)
+        alignment.settings["key"] = key
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        alignment.save(cache_dir / TRACKS_FILE)
+    if require_face and not alignment.valid().any():
+        raise no_subject_error(len(alignment.frames), config.tracker.face_index, str(video))
+    return alignment, cached
 
 
 def cached_alignment(video: Path, cache_dir: Path, backend: LandmarkBackend, config: AlignConfig, *,
@@ -122,9 +123,11 @@ def cached_alignment(video: Path, cache_dir: Path, backend: LandmarkBackend, con
 
 def align_settings(video: Path, backend: LandmarkBackend, config: AlignConfig) -> dict[str, Any]:
     """What an alignment is keyed by: the video's content key and the settings; compute it once per run."""
+    # Landmark cameras add nothing, so caches made before Deep3D cameras existed stay valid.
+    pose = {} if config.deep3d is None else {"pose": config.pose}
     return {"source": source_fingerprint(video), "backend": backend.name, "smooth": config.smooth,
             "causal": config.causal, "face_index": config.tracker.face_index, "max_gap": config.tracker.max_gap,
-            "crop_size": config.crop_size}
+            "crop_size": config.crop_size, **pose}
 
 
 def model_settings(model: TriPlaneNet, config: InvertConfig) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import io
 import json
 import math
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,9 @@ from rich.table import Table
 
 from nvsvideo.cache import FrameRecord
 from nvsvideo.compose.layout import from_uint8_frames, resize_square, to_uint8_frames
+from nvsvideo.compose.resample import image_tensor
 from nvsvideo.console import Reporter
-from nvsvideo.errors import InputError, UsageError
+from nvsvideo.errors import InputError, NoFaceError, UsageError
 from nvsvideo.face.crop import apply_crop
 from nvsvideo.face.landmarks import LandmarkBackend
 from nvsvideo.files import atomic_output
@@ -133,7 +134,7 @@ def compare_crops(crops: np.ndarray, recons: np.ndarray, perceptual: PerceptualM
                   device: torch.device) -> list[dict[str, float | None]]:
     """Per frame: PSNR, SSIM, LPIPS and identity of reconstructions against input crops (at the render's size)."""
     side = recons.shape[1]
-    inputs = np.stack([resize_square(crop, side) for crop in crops])
+    inputs = np.stack([resize_square(image_tensor(crop), side).numpy() for crop in crops])
     rows: list[dict[str, float | None]] = [
         {"psnr": psnr(a, b), "ssim": ssim(a, b), "lpips": None, "identity": None}
         for a, b in zip(inputs, recons, strict=True)]
@@ -199,12 +200,21 @@ def run_metrics(video: Path, cache_dir: Path, model: TriPlaneNet | None, fingerp
             raise InputError(f"{config.rendered} has {out_info.frame_count} frames and {video} has "
                              f"{info.frame_count}: the rendered video must be made from this input")
         same_size = (out_info.width, out_info.height) == (info.width, info.height)
-    if config.reconstruction:
-        assert model is not None, "the reconstruction needs the model"
-        alignment, inverted = run_invert(video, cache_dir, model, fingerprints, backend, align_config, invert_config,
-                                         device=device, reporter=reporter, info=info)
-    else:
-        alignment, _ = load_or_align(video, cache_dir, backend, align_config, reporter, info)
+    inverted: dict[str, Any] = {}
+    notes = list(perceptual.notes)
+    try:
+        if config.reconstruction:
+            assert model is not None, "the reconstruction needs the model"
+            alignment, inverted = run_invert(video, cache_dir, model, fingerprints, backend, align_config,
+                                             invert_config, device=device, reporter=reporter, info=info)
+    except NoFaceError:
+        if config.rendered is None:
+            raise
+        # Nothing to reconstruct, but the stability is still measured: on whole frames, as promised.
+        notes = ["no face in any frame: no reconstruction to measure; stability measured on whole frames"]
+        config = replace(config, reconstruction=False)
+    if not config.reconstruction:
+        alignment, _ = load_or_align(video, cache_dir, backend, align_config, reporter, info, require_face=False)
     use_crops = bool(alignment.valid().any())
     rows = [{"frame": f.index, "time": round(f.time, 6), "face": f.has_face} | {c: None for c in COLUMNS[3:]}
             for f in alignment.frames]
@@ -247,7 +257,7 @@ def run_metrics(video: Path, cache_dir: Path, model: TriPlaneNet | None, fingerp
                 previous = (region_in, region_out)
             advance(len(indices))
     summary = summarize(rows, config)
-    summary.update({"video": str(video), "cache": cache_report(cache_dir), "notes": list(perceptual.notes)})
+    summary.update({"video": str(video), "cache": cache_report(cache_dir), "notes": notes})
     if config.reconstruction:
         summary["cache_hits"], summary["inverted"] = inverted["cache_hits"], inverted["inverted"]
     if config.rendered is not None:

@@ -30,23 +30,26 @@ from nvsvideo.compose.layout import (
     compose_frame,
     from_uint8_frames,
     output_shape,
-    to_uint8_frames,
+    to_uint8_images,
 )
 from nvsvideo.compose.mesh import export_mesh
 from nvsvideo.compose.ood import KeepOodOptions, OodKeeper
+from nvsvideo.compose.resample import image_tensor
 from nvsvideo.console import Reporter
 from nvsvideo.edits import Edit, OffsetPolicy, apply_edits, edited_frames, offset_weights
 from nvsvideo.errors import InputError, NoFaceError, UsageError
-from nvsvideo.face.crop import CropTransform, apply_crop
+from nvsvideo.face.crop import CropTransform, crop_face
 from nvsvideo.face.landmarks import LandmarkBackend
 from nvsvideo.models.triplanenet.model import TriPlaneNet
 from nvsvideo.pipelines.align import (
     AlignConfig,
     FrameAlignment,
+    HeadPoses,
     StreamAligner,
     VideoAlignment,
     detect_stream,
     record_settings,
+    tracked_frame,
 )
 from nvsvideo.pipelines.invert import (
     CACHE_FRAMES,
@@ -68,11 +71,12 @@ from nvsvideo.pipelines.invert import (
 from nvsvideo.pipelines.stream import prefer_sequential, run_stages
 from nvsvideo.render import RenderId, RenderOptions, render_views
 from nvsvideo.runtime.batching import Batcher, BatchSpec
-from nvsvideo.temporal.tracking import FaceTracker, track_stream
+from nvsvideo.temporal.tracking import FaceTracker, no_subject_error, track_stream
 from nvsvideo.video import FrameBatch, FrameSpan, VideoInfo, VideoReader, VideoWriter, probe
 
-#: One rendered face: (novel view uint8, input crop, reconstruction at the input view or None, depth rgb).
-RenderedFace = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]
+#: One rendered face: (novel view uint8 [S, S, 3] on the model's device, input crop, reconstruction at the
+#: input view (as the novel view) or None, depth rgb).
+RenderedFace = tuple[torch.Tensor, np.ndarray, torch.Tensor | None, np.ndarray]
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,16 +100,29 @@ class FaceWork:
 
 @dataclass(eq=False)
 class WorkBatch:
-    """One batch through the pass: decoded frames and their faces; the model stage adds the rest."""
+    """One batch into the model stage: decoded frames and their faces."""
 
     batch: FrameBatch
+    pixels: torch.Tensor
+    """The decoded frames on the model's device, uint8 [B, H, W, 3]: uploaded once, cropped and composed there."""
     faces: list[FaceWork]
     aligned: list[FrameAlignment] = field(default_factory=list)
     """The batch's frames as a first pass aligned them (stored with the batch); empty when read from tracks."""
-    rendered: dict[int, RenderedFace] = field(default_factory=dict)
-    """Rendered faces by frame."""
     fresh: list[tuple[int, FrameRecord]] = field(default_factory=list)
     """New inversions to store."""
+
+
+@dataclass(frozen=True, eq=False)
+class ComposedBatch:
+    """One batch for the sink: what it stores and what it encodes."""
+
+    batch: FrameBatch
+    composed: np.ndarray
+    """Output frames, uint8 [B, H', W', 3]."""
+    depth: np.ndarray | None
+    """Depth frames (`--depth`), uint8 [B, R, R, 3]."""
+    fresh: list[tuple[int, FrameRecord]]
+    aligned: list[FrameAlignment]
 
 
 @dataclass(frozen=True)
@@ -130,6 +147,8 @@ class RerenderConfig:
     """Frames rendered at once, or "auto" (`nvsvideo.runtime.batching`)."""
     crf: int = 18
     """libx264 quality."""
+    preset: str = "medium"
+    """libx264 speed preset (`nvsvideo.video.writer.X264_PRESETS`)."""
     depth: Path | None = None
     """Also write the rendered depth as a colour video."""
     mesh: Path | None = None
@@ -263,6 +282,9 @@ def run_rerender(
             alignment, reader = finished
             stack.enter_context(reader)
         align_seconds = time.perf_counter() - started
+        if alignment is not None and not alignment.valid().any():
+            # Tracks without the subject (`metrics` keeps them too): nothing to render, as a first pass finds.
+            raise no_subject_error(len(alignment.frames), align_config.tracker.face_index, str(video))
         if alignment is None:
             if (cache_dir / TRACKS_FILE).is_file():
                 reporter.info("the video or the align settings changed: aligning again")
@@ -303,7 +325,7 @@ def render_video(
 ) -> dict[str, Any]:
     """Render the frames of an aligned video along the camera path and write `output`, in one pass over the video.
 
-    Decoding with the face crops and cache reads, the models, and composing with encoding run as
+    Decoding with the face crops and cache reads, the models with composing, and encoding run as
     overlapped stages (`nvsvideo.pipelines.stream`).
 
     Args:
@@ -334,6 +356,7 @@ def render_video(
     frames = range(len(alignment.frames)) if span is None else range(span.start, span.stop)
     cameras = PathCameras(parse_camera_path(config.camera_path), float(alignment.fps), alignment.frames[0].time,
                           alignment.frames[-1].time)
+    mesh = MeshFrame(resolve_mesh_frame(alignment, config.mesh_frame)) if config.mesh is not None else None
     with contextlib.ExitStack() as stack:
         # A damaged chunk: a writer verifies every chunk on opening and inverts the frames of a damaged one
         # again; a reader finds it when reading and inverts those frames in memory only.
@@ -349,15 +372,12 @@ def render_video(
                 aligned = [alignment.frames[i] for i in batch.indices.tolist()]
                 with cache_lock:
                     stored = [next(records)[1] for _ in aligned]
-                yield WorkBatch(batch, face_work(aligned, batch.frames, stored, cameras))
+                yield work_batch(batch, aligned, stored, cameras, device)
 
-        result = render_pass(video, output, cache, source, len(frames), model, invert_config, config, device=device,
-                             reporter=reporter, info=info, span=span, invert=invert)
-        if result["frames"] != len(frames):
-            raise InputError(f"{video} now decodes to {result['frames']} frames where its alignment has "
-                             f"{len(frames)}; the file changed or is damaged")
-        if config.mesh is not None:
-            export_frame_mesh(model, cache, alignment, config, device)
+        result = render_pass(video, output, cache, source, model, invert_config, config, device=device,
+                             reporter=reporter, info=info, span=span, invert=invert, expected=len(frames), mesh=mesh)
+        if mesh is not None:
+            mesh.export(model, config, device)
     return result
 
 
@@ -406,23 +426,25 @@ def render_first_pass(
         stack.callback(log.close)
         align = FirstPassAlign(backend, align_config, info, log)
         cameras = PathCameras(parse_camera_path(config.camera_path), float(info.fps), info.start_time, info.end_time)
+        # The requested frame's face is known only once it is aligned: the pass refuses it then.
+        mesh = MeshFrame(config.mesh_frame) if config.mesh is not None else None
 
         def source(reader: VideoReader, records: Iterator[tuple[int, FrameRecord | None]],
                    cache_lock: threading.Lock) -> Iterator[WorkBatch]:
-            return align.batches(reader, records, cache_lock, cameras)
+            return align.batches(reader, records, cache_lock, cameras, device)
 
-        result = render_pass(video, output, cache, source, info.frame_count, model, invert_config, config,
-                             device=device, reporter=reporter, info=info, invert=True, log=log)
+        result = render_pass(video, output, cache, source, model, invert_config, config, device=device,
+                             reporter=reporter, info=info, invert=True, expected=None, log=log, mesh=mesh)
         alignment = align.alignment(video, {"key": align_key})
         if len(alignment.frames) < info.frame_count:
             # The file ended early or broke: the frames it does not decode have no face to invert.
             alignment.settings[CACHE_FRAMES] = info.frame_count
             for index in range(len(alignment.frames), info.frame_count):
                 cache.mark(index, FrameStatus.NO_FACE)
-        if config.mesh is not None:
-            export_frame_mesh(model, cache, alignment, config, device)
         alignment.save(cache_dir / TRACKS_FILE)
         log.discard()
+    if mesh is not None:
+        mesh.export(model, config, device)  # after the videos and the tracks are kept
     result["seconds"]["align"] = align.seconds
     return alignment, result
 
@@ -432,7 +454,6 @@ def render_pass(
     output: Path,
     cache: InversionCache,
     source: Callable[[VideoReader, Iterator[tuple[int, FrameRecord | None]], threading.Lock], Iterator[WorkBatch]],
-    n_frames: int,
     model: TriPlaneNet,
     invert_config: InvertConfig,
     config: RerenderConfig,
@@ -442,18 +463,22 @@ def render_pass(
     info: VideoInfo,
     span: FrameSpan | None = None,
     invert: bool,
+    expected: int | None,
     log: TrackLog | None = None,
+    mesh: MeshFrame | None = None,
 ) -> dict[str, Any]:
     """The pass shared by `render_video` and `render_first_pass`: `source` decodes (and aligns) into work
-    batches on one thread, the calling thread inverts what the cache lacks and renders, a third stores,
-    composes and encodes.
+    batches on one thread, the calling thread inverts what the cache lacks, renders and composes on the
+    model's device, a third stores and encodes. The videos are committed when the pass ends, one by one.
 
     Args:
         source: (reader, the cache's records in frame order, the lock that guards the cache) -> work batches.
-        n_frames: frames expected (the progress bar's total).
         invert: faces without a cache record are inverted and stored (else rendered from an inversion in
             memory: a damaged chunk a reader cannot fix).
+        expected: the frames the video must decode to (a stored alignment's, of `span`), else nothing is
+            committed; None: a first pass, which takes the frames the file decodes.
         log: where a first pass stores the frames it aligned, before their inversions.
+        mesh: the `--mesh` frame, whose tri-planes the pass keeps.
 
     Returns:
         as `render_video`; "frames" counts the frames written.
@@ -470,23 +495,32 @@ def render_pass(
         cache_lock = threading.Lock()
         frames = range(cache.n_frames) if span is None else range(span.start, span.stop)
         records = cache.iter_frames(frames)
-        writer = stack.enter_context(VideoWriter(output, width=out_w, height=out_h, fps=info.fps,
-                                                 time_base=info.time_base, crf=config.crf,
-                                                 audio_from=video if span is None else None, protect=(video,)))
+        total = len(frames) if expected is None else expected
+        # The videos are committed (renamed into place) when this inner stack closes, before the mesh.
+        outputs = stack.enter_context(contextlib.ExitStack())
+        writer = outputs.enter_context(VideoWriter(output, width=out_w, height=out_h, fps=info.fps,
+                                                   time_base=info.time_base, crf=config.crf, preset=config.preset,
+                                                   colour=info.colour, audio_from=video if span is None else None,
+                                                   protect=(video,), frames_expected=total))
+        for note in writer.audio_notes:
+            reporter.info(note)
         depth_writer = None
         if config.depth is not None:
             res = int(config.render.neural_rendering_resolution or model.decoder.neural_rendering_resolution)
-            depth_writer = stack.enter_context(VideoWriter(config.depth, width=res, height=res, fps=info.fps,
+            depth_writer = outputs.enter_context(VideoWriter(config.depth, width=res, height=res, fps=info.fps,
                                                            time_base=info.time_base, crf=config.crf,
-                                                           protect=(video,)))
-        advance = stack.enter_context(reporter.progress("rendering", n_frames))
+                                                           preset=config.preset,
+                                                           protect=(video,), frames_expected=total))
+        advance = stack.enter_context(reporter.progress("rendering", total))
         batcher = Batcher(config.batch_size, device, warn=reporter.warn)
         invert_batcher = Batcher(invert_config.batch_size, device, warn=reporter.warn)
         reader = VideoReader(video, batch_size=batcher.gather, info=info, span=span)
 
-        def render(work: WorkBatch) -> WorkBatch:
-            """Invert what the cache lacks, then render (the calling thread)."""
+        def render(work: WorkBatch) -> ComposedBatch:
+            """Invert what the cache lacks, render, compose on the model's device (the calling thread)."""
             nonlocal invert_seconds
+            if mesh is not None:
+                mesh.check(work.aligned)
             counts["faces"] += len(work.faces)
             if invert and any(face.record is None for face in work.faces):
                 inverting = time.perf_counter()
@@ -494,15 +528,39 @@ def render_pass(
                                                         cache.precision, device)
                 counts["inverted"] += len(work.fresh)
                 invert_seconds += time.perf_counter() - inverting
+            rendered: dict[int, RenderedFace] = {}
             if work.faces:
-                work.rendered = dict(batcher.run(lambda part: list(render_faces(
+                rendered = dict(batcher.run(lambda part: list(render_faces(
                     model, part, config, invert_config, keeper, device, fps).items()), work.faces))
             if keeper is not None and len(work.faces) < len(work.batch):
                 keeper.reset()  # a faceless frame breaks the mask's smoothing over time
-            return work
+            if mesh is not None:
+                mesh.keep(model, work.faces, config, invert_config, device, fps)
+            return ComposedBatch(work.batch, *compose(work, rendered), work.fresh, work.aligned)
 
-        def write(work: WorkBatch) -> None:
-            """Store the new tracks and inversions, compose and encode (the sink thread)."""
+        def compose(work: WorkBatch, rendered: dict[int, RenderedFace]) -> tuple[np.ndarray, np.ndarray | None]:
+            """The output frames and depth frames of a batch. On the model's stage: where the renders are, and
+            off the encoder's thread, which is the host's slowest stage."""
+            transforms = {face.index: face.transform for face in work.faces}
+            frames_out, depth_out = [], []
+            for i, frame in zip(work.batch.indices.tolist(), work.pixels, strict=True):
+                got = rendered.get(i)
+                if got is None:
+                    frames_out.append(compose_frame(config.output, frame, None, None, size=config.size))
+                    if depth_writer is not None:
+                        depth_out.append(np.zeros((depth_writer.height, depth_writer.width, 3), np.uint8))
+                    continue
+                novel, crop, recon, depth = got
+                frames_out.append(compose_frame(config.output, frame, transforms[i], novel,
+                                                size=config.size, input_crop=image_tensor(crop), reconstruction=recon))
+                depth_out.append(depth)
+                counts["rendered"] += 1
+            # The composed frames come back from the device once; paste composes into the frames in place.
+            composed = work.pixels if config.output is OutputMode.PASTE else torch.stack(frames_out)
+            return composed.cpu().numpy(), np.stack(depth_out) if depth_writer is not None else None
+
+        def write(work: ComposedBatch) -> None:
+            """Store the new tracks and inversions, and encode (the sink thread)."""
             if log is not None:
                 log.append(work.aligned)
                 with cache_lock:
@@ -512,23 +570,9 @@ def render_pass(
             for index, record in work.fresh:
                 with cache_lock:
                     cache.put(index, record)  # durable once its chunk is complete (`InversionCache.put`)
-            faces = {face.index: face for face in work.faces}
-            frames_out, depth_out = [], []
-            for i, frame in zip(work.batch.indices.tolist(), work.batch.frames, strict=True):
-                got = work.rendered.get(i)
-                if got is None:
-                    frames_out.append(compose_frame(config.output, frame, None, None, size=config.size))
-                    if depth_writer is not None:
-                        depth_out.append(np.zeros((depth_writer.height, depth_writer.width, 3), np.uint8))
-                    continue
-                novel, crop, recon, depth = got
-                frames_out.append(compose_frame(config.output, frame, faces[i].transform, novel,
-                                                size=config.size, input_crop=crop, reconstruction=recon))
-                depth_out.append(depth)
-                counts["rendered"] += 1
-            writer.write(np.stack(frames_out), work.batch.pts)
+            writer.write(work.composed, work.batch.pts)
             if depth_writer is not None:
-                depth_writer.write(np.stack(depth_out), work.batch.pts)
+                depth_writer.write(work.depth, work.batch.pts)
             advance(len(work.batch))
 
         stages = run_stages(source(reader, records, cache_lock), render, write, names=("decode", "render", "encode"),
@@ -536,6 +580,10 @@ def render_pass(
         if reader.warning:
             reporter.warn(reader.warning)
         written = writer.frames_written
+        if expected is not None and written != expected:
+            raise InputError(f"{video} now decodes to {written} frames where its alignment has "
+                             f"{expected}; the file changed or is damaged")
+        outputs.close()
     seconds = time.perf_counter() - started
     return {"frames": written, "rendered": counts["rendered"], "faces_found": counts["faces"],
             "inverted": counts["inverted"], "cache_hits": counts["faces"] - counts["inverted"],
@@ -568,16 +616,25 @@ class PathCameras:
         return evaluate_camera_path(self.spec, times, self.fps, input_labels=labels)[1:-1]
 
 
-def face_work(aligned: Sequence[FrameAlignment], frames: Sequence[np.ndarray], records: Sequence[FrameRecord | None],
+def work_batch(batch: FrameBatch, aligned: Sequence[FrameAlignment], records: Sequence[FrameRecord | None],
+               cameras: PathCameras, device: torch.device, *, first_pass: bool = False) -> WorkBatch:
+    """A decoded batch of aligned frames (with their cache records) for the model stage: the frames go to the
+    model's device once, and the faces are cut there."""
+    pixels = image_tensor(batch.frames, device)
+    return WorkBatch(batch, pixels, face_work(aligned, pixels, records, cameras),
+                     list(aligned) if first_pass else [])
+
+
+def face_work(aligned: Sequence[FrameAlignment], frames: torch.Tensor, records: Sequence[FrameRecord | None],
               cameras: PathCameras) -> list[FaceWork]:
-    """The faces of a batch of aligned frames (with their pixels and cache records) to render."""
+    """The faces of a batch of aligned frames (uint8 [B, H, W, 3] on the model's device) to render."""
     chosen = [j for j, frame in enumerate(aligned) if frame.has_face]
     if not chosen:
         return []
     labels = np.stack([aligned[j].label for j in chosen])
     novel = cameras(np.array([aligned[j].time for j in chosen]), labels)
-    return [FaceWork(aligned[j].index, apply_crop(frames[j], aligned[j].transform), records[j], aligned[j].label,
-                     novel[k], aligned[j].time, aligned[j].transform) for k, j in enumerate(chosen)]
+    return [FaceWork(aligned[j].index, crop_face(frames[j], aligned[j].transform).cpu().numpy(), records[j],
+                     aligned[j].label, novel[k], aligned[j].time, aligned[j].transform) for k, j in enumerate(chosen)]
 
 
 #: Decoded frames the align stage keeps in memory while they wait for their alignment; more wait on disk.
@@ -641,7 +698,7 @@ class FirstPassAlign:
         """Busy seconds of landmarks, tracking and smoothing (the source thread's time less decoding and crops)."""
 
     def batches(self, reader: VideoReader, records: Iterator[tuple[int, FrameRecord | None]],
-                cache_lock: threading.Lock, cameras: PathCameras) -> Iterator[WorkBatch]:
+                cache_lock: threading.Lock, cameras: PathCameras, device: torch.device) -> Iterator[WorkBatch]:
         """Work batches of `reader.batch_size` frames, in order, each as soon as its frames are aligned."""
         pixels = HeldFrames(HELD_IN_MEMORY)
         decode = [0.0]
@@ -657,11 +714,14 @@ class FirstPassAlign:
                 yield batch
 
         def final() -> Iterator[FrameAlignment]:
-            for (index, pts, seconds, frame), track in track_stream(detect_stream(self.backend, decoded()),
+            poses = HeadPoses(self.config.deep3d, self.config.batch_size)
+            for (index, pts, seconds, image), track in track_stream(detect_stream(self.backend, decoded()),
                                                                     self.tracker):
-                pixels.put(index, pts, frame)
-                yield from self.aligner.push(FrameAlignment(index, pts, seconds, track.status, track.landmarks,
-                                                            track.box))
+                pixels.put(index, pts, image)
+                for frame in poses.push(tracked_frame(index, pts, seconds, track), image):
+                    yield from self.aligner.push(frame)
+            for frame in poses.finish():
+                yield from self.aligner.push(frame)
             yield from self.aligner.finish()
             self.tracker.check_found(str(reader.path))
 
@@ -676,7 +736,7 @@ class FirstPassAlign:
                     self.frames.append(frame)
                     ready.append(frame)
                 if ready and (frame is None or len(ready) == reader.batch_size):
-                    yield self._work(ready, pixels, records, cache_lock, cameras)
+                    yield self._work(ready, pixels, records, cache_lock, cameras, device)
                     ready = []
                 if frame is None:
                     break
@@ -687,7 +747,7 @@ class FirstPassAlign:
 
     def _work(self, aligned: list[FrameAlignment], pixels: HeldFrames,
               records: Iterator[tuple[int, FrameRecord | None]], cache_lock: threading.Lock,
-              cameras: PathCameras) -> WorkBatch:
+              cameras: PathCameras, device: torch.device) -> WorkBatch:
         held = [pixels.pop(frame.index) for frame in aligned]
         batch = FrameBatch(np.stack([image for _, image in held]), np.array([f.index for f in aligned], np.int64),
                            np.array([pts for pts, _ in held], np.int64), self.info.time_base)
@@ -695,7 +755,7 @@ class FirstPassAlign:
             stored = [next(records)[1] for _ in aligned]
         # An inversion stored by an interrupted run is reused only if made from this very crop and camera.
         stored = [record if self.log.matches(frame) else None for frame, record in zip(aligned, stored, strict=True)]
-        return WorkBatch(batch, face_work(aligned, batch.frames, stored, cameras), aligned)
+        return work_batch(batch, aligned, stored, cameras, device, first_pass=True)
 
     def alignment(self, video: Path, settings: dict[str, Any]) -> VideoAlignment:
         """The whole track (call after the pass), as `track_video` would have made it."""
@@ -753,26 +813,81 @@ def render_faces(model: TriPlaneNet, faces: Sequence[FaceWork], config: Rerender
         inputs = F.interpolate(from_uint8_frames(crops, device=novel.device), size=novel.shape[-2:], mode="area")
         novel, _ = keeper(novel, inputs, recon, weights)
     depth = depth_to_rgb(result["image_depth"], model.decoder.rendering_kwargs)
-    novel_u8 = to_uint8_frames(novel)
-    recon_u8 = to_uint8_frames(recon) if recon is not None else None
+    novel_u8 = to_uint8_images(novel)
+    recon_u8 = to_uint8_images(recon) if recon is not None else None
     return {i: (novel_u8[j], crops[j], None if recon_u8 is None else recon_u8[j], depth[j])
             for j, i in enumerate(indices)}
 
 
-def export_frame_mesh(model: TriPlaneNet, cache: InversionCache, alignment: VideoAlignment,
-                      config: RerenderConfig, device: torch.device) -> None:
-    """Marching cubes on the density of one frame's (edited) tri-planes."""
+def resolve_mesh_frame(alignment: VideoAlignment, requested: int | None) -> int:
+    """The frame `--mesh` exports: `requested`, or the first frame with a face.
+
+    Raises:
+        UsageError: the frame is past the end of the video or has no face.
+        NoFaceError: no frame has a face.
+    """
+    valid = alignment.valid()
+    if requested is None:
+        if not valid.any():
+            raise NoFaceError("--mesh needs a frame with a face, and no frame has one")
+        return int(np.flatnonzero(valid)[0])
+    if requested >= len(valid):
+        raise UsageError(f"--mesh-frame {requested} is past the end of the video ({len(valid)} frames, "
+                         f"0 to {len(valid) - 1})")
+    if not valid[requested]:
+        raise no_face_to_mesh(requested)
+    return requested
+
+
+def no_face_to_mesh(frame: int) -> UsageError:
+    """The refusal of a `--mesh-frame` without a face."""
+    return UsageError(f"--mesh-frame {frame} has no face; choose one of the frames with a face")
+
+
+@dataclass
+class MeshFrame:
+    """The frame `--mesh` exports, and its tri-planes kept from the render pass: the mesh is exported after
+    the videos are committed, so its failure never takes them away, and any store mode (recompute too) can
+    give it."""
+
+    index: int | None
+    """The frame; None: the first with a face (a first pass learns which as it aligns)."""
+    planes: torch.Tensor | None = None
+
+    def check(self, aligned: Sequence[FrameAlignment]) -> None:
+        """Refuse the frame as soon as a first pass aligns it without a face (before its output is kept)."""
+        for frame in aligned:
+            if frame.index == self.index and not frame.has_face:
+                raise no_face_to_mesh(frame.index)
+
+    def keep(self, model: TriPlaneNet, faces: Sequence[FaceWork], config: RerenderConfig,
+             invert_config: InvertConfig, device: torch.device, fps: float) -> None:
+        """Keep the frame's tri-planes if it is among these rendered faces."""
+        for face in faces:
+            if self.planes is None and (self.index is None or face.index == self.index):
+                self.planes = frame_mesh_planes(model, face, config, invert_config, device, fps)
+
+    def export(self, model: TriPlaneNet, config: RerenderConfig, device: torch.device) -> None:
+        """Write the mesh (call after the pass)."""
+        if self.planes is None:
+            # Only a first pass over a file that decodes fewer frames than it claims gets here.
+            assert self.index is not None
+            raise no_face_to_mesh(self.index)
+        export_frame_mesh(model, self.planes, config, device)
+
+
+def frame_mesh_planes(model: TriPlaneNet, face: FaceWork, config: RerenderConfig, invert_config: InvertConfig,
+                      device: torch.device, fps: float) -> torch.Tensor:
+    """[1, 96, H, W] (edited) tri-planes of the mesh frame, from its cache record or its crop inverted again."""
+    ws, planes, offsets = face_tensors(model, [face.record], face.crop[None], face.label[None], [face.index],
+                                       invert_config.seed, device)
+    _, planes, _ = frame_planes(model, ws, planes, offsets, np.array([face.time]), config, fps, need_unedited=False)
+    return planes
+
+
+def export_frame_mesh(model: TriPlaneNet, planes: torch.Tensor, config: RerenderConfig, device: torch.device) -> None:
+    """Marching cubes on the density of one frame's tri-planes."""
     assert config.mesh is not None
-    valid = np.flatnonzero(alignment.valid())
-    frame = int(valid[0]) if config.mesh_frame is None else config.mesh_frame
-    record = cache.get(frame)
-    if record is None or record.ws is None:
-        raise UsageError(f"--mesh-frame {frame} has no face; choose one of the frames with a face")
-    if record.planes is None and record.offsets is None:
-        raise UsageError("--mesh needs planes or offsets in the cache; invert with --store planes or offsets")
-    ws, planes, offsets = stored_tensors([record], device)
-    _, planes, _ = frame_planes(model, ws, planes, offsets, alignment.times()[[frame]], config, float(alignment.fps),
-                                need_unedited=False)
 
     def density(points: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

@@ -51,6 +51,10 @@ class TrackRecord:
     """float64 [4] x1, y1, x2, y2, None when missing."""
     score: float | None = None
     """Detector confidence, only for detected frames."""
+    mesh: np.ndarray | None = None
+    """float64 [468, 3] face mesh where the backend gives one (see `Face.mesh`)."""
+    crop_points: np.ndarray | None = None
+    """float64 [5, 2] the crop's five points where the backend gives them (see `Face.crop_points`)."""
 
     def __post_init__(self) -> None:
         assert (self.landmarks is None) == (self.status is TrackStatus.MISSING), self.status
@@ -134,6 +138,15 @@ def match_face(faces: Sequence[Face], last: Face, frames_since: int, config: Tra
     return best
 
 
+def no_subject_error(frames: int, face_index: int, source: str) -> NoFaceError:
+    """The error for a video in none of whose `frames` frames the subject (`--face-index`) appears."""
+    if face_index == 0:
+        return NoFaceError(f"no face was found in any of the {frames} frame(s) of {source}; "
+                           "use footage where a face is visible, roughly frontal and at least ~40 px wide")
+    return NoFaceError(f"no frame of {source} shows {face_index + 1} faces, so --face-index "
+                       f"{face_index} selects nothing; use a smaller --face-index")
+
+
 class FaceTracker:
     """Feed it each frame's faces in order; it returns finished `TrackRecord`s, in order, as soon as they are known.
 
@@ -169,7 +182,8 @@ class FaceTracker:
         if subject is None:
             return self._gap(position)
         records = self._interpolate(subject, position) if self._last is not None else []
-        records.append(TrackRecord(position, TrackStatus.DETECTED, subject.landmarks, subject.box, subject.score))
+        records.append(TrackRecord(position, TrackStatus.DETECTED, subject.landmarks, subject.box, subject.score,
+                                   subject.mesh, subject.crop_points))
         self._last, self._last_position, self._pending = subject, position, []
         return self._counted(records)
 
@@ -181,13 +195,8 @@ class FaceTracker:
 
     def check_found(self, source: str) -> None:
         """Raise `NoFaceError` when no frame had the subject (call after `finish`)."""
-        if self.summary.detected:
-            return
-        if self.config.face_index == 0:
-            raise NoFaceError(f"no face was found in any of the {self.summary.frames} frame(s) of {source}; "
-                              "use footage where a face is visible, roughly frontal and at least ~40 px wide")
-        raise NoFaceError(f"no frame of {source} shows {self.config.face_index + 1} faces, so --face-index "
-                          f"{self.config.face_index} selects nothing; use a smaller --face-index")
+        if not self.summary.detected:
+            raise no_subject_error(self.summary.frames, self.config.face_index, source)
 
     def _gap(self, position: int) -> list[TrackRecord]:
         if self._last is None:
@@ -209,6 +218,9 @@ class FaceTracker:
                 p, TrackStatus.INTERPOLATED,
                 landmarks=(1 - w) * last.landmarks + w * subject.landmarks,
                 box=(1 - w) * last.box + w * subject.box,
+                mesh=None if last.mesh is None or subject.mesh is None else (1 - w) * last.mesh + w * subject.mesh,
+                crop_points=None if last.crop_points is None or subject.crop_points is None
+                else (1 - w) * last.crop_points + w * subject.crop_points,
             ))
         return records
 

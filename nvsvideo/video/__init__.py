@@ -5,7 +5,7 @@ Typical pipeline use:
     info = probe(src)
     reader = VideoReader(src, batch_size=16, info=info)
     with VideoWriter(dst, width=info.width, height=info.height, fps=info.fps,
-                     time_base=info.time_base, audio_from=src) as writer:
+                     time_base=info.time_base, colour=info.colour, audio_from=src) as writer:
         for batch in reader:
             writer.write(process(batch.frames), batch.pts)
     if reader.warning:

@@ -2,7 +2,7 @@
 
 Both `VideoWriter` (frames we encode) and `join_videos` (packets of already encoded parts) keep the
 source's audio this way: packet for packet, never re-encoded unless the output container cannot hold
-the codec (then it becomes AAC).
+the codec, or holds it where players cannot play it (PCM and Vorbis in MP4): then it becomes AAC.
 """
 
 from __future__ import annotations
@@ -18,6 +18,11 @@ from nvsvideo.errors import InputError
 from nvsvideo.video.probe import av_error_reason, open_video
 
 _DEFAULT_LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
+def _players_refuse(format_name: str, codec: str) -> bool:
+    """Codecs FFmpeg's MP4 muxer stores but most players (browsers, phones, QuickTime) cannot play from an MP4."""
+    return format_name == "mp4" and (codec.startswith("pcm_") or codec == "vorbis")
 
 
 def _container_takes(format_name: str, template: av.audio.stream.AudioStream) -> bool:
@@ -36,10 +41,16 @@ class _AudioTrack:
 
     def __init__(self, output: av.container.OutputContainer, source: av.audio.stream.AudioStream) -> None:
         self.source = source
-        self.copied = _container_takes(output.format.name, source)
+        self.note: str | None = None
+        """Set when the stream is re-encoded: which stream, and why."""
+        codec = source.codec_context.codec.name if source.codec_context is not None else "unknown"
+        refused = _players_refuse(output.format.name, codec)
+        self.copied = not refused and _container_takes(output.format.name, source)
         if self.copied:
             self.stream = output.add_stream_from_template(source)
             return
+        why = "most players cannot play it from an MP4" if refused else f"{output.format.name} cannot hold it"
+        self.note = f"audio stream #{source.index} ({codec}) re-encoded to AAC: {why}"
         ctx = source.codec_context
         if ctx is None:
             raise InputError(
@@ -80,6 +91,8 @@ class AudioCopier:
         source_file = stack.enter_context(open_video(source))[0]
         self._output = output
         self._tracks = [_AudioTrack(output, s) for s in source_file.streams.audio]
+        self.notes = [t.note for t in self._tracks if t.note is not None]
+        """One line per re-encoded stream, for the user."""
         by_index = {t.source.index: t for t in self._tracks}
         # Packets without a dts are demux flush markers, not audio.
         self._packets = (

@@ -74,7 +74,8 @@ def extract_frames(
     info: VideoInfo | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> ExtractResult:
-    """Write the selected frames of `video` as `000000.png`, ... and a `frames.json` index into `out_dir`.
+    """Write the selected frames of `video` as `<frame index>.png` (`000005.png` for frame 5) and a `frames.json`
+    index into `out_dir`.
 
     Args:
         video: source file.
@@ -102,7 +103,7 @@ def extract_frames(
             for image, index, pts, seconds in zip(
                 batch.frames, batch.indices.tolist(), batch.pts.tolist(), batch.pts_seconds.tolist(), strict=True
             ):
-                name = f"{len(entries):06d}.png"
+                name = f"{index:06d}.png"  # by frame index, so "frame 5" is 000005.png whatever was skipped
                 Image.fromarray(image).save(temp / name, compress_level=PNG_COMPRESS_LEVEL)
                 entries.append({"index": index, "pts": pts, "time_seconds": seconds, "file": name})
             if on_progress is not None:

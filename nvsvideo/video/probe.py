@@ -20,6 +20,7 @@ import numpy as np
 from av.stream import Disposition
 
 from nvsvideo.errors import InputError
+from nvsvideo.video.colour import Colour, resolve_colour
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,8 @@ class VideoInfo:
     """True when the gaps between timestamps are not all the same."""
     audio: tuple[AudioStreamInfo, ...]
     """Audio streams, in container order."""
+    colour: Colour
+    """Matrix and range the frames are converted to RGB with (untagged values filled in), primaries, transfer."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary; the frame rate and time base are kept exact as "num/den" strings."""
@@ -104,6 +107,7 @@ class VideoInfo:
             f"  frames      {self.frame_count}" + (f" of ~{self.expected_frame_count}" if self.truncated else ""),
             f"  duration    {self.duration:.3f} s (time base {self.time_base})",
         ]
+        lines.append(f"  colour      {self.colour.describe()}")
         if self.rotation:
             lines.append(f"  rotation    {self.rotation} degrees (stored as {self.coded_width}x{self.coded_height})")
         if self.truncated:
@@ -166,9 +170,12 @@ def _rate_from_gaps(gaps: np.ndarray, time_base: Fraction, stream: av.video.stre
     if gaps.size and gaps.min() == gaps.max() and gaps[0] > 0:
         return 1 / (int(gaps[0]) * time_base)
     constant = not gaps.size or gaps.max() - gaps.min() <= 1
-    header = stream.guessed_rate if constant else stream.average_rate
-    if header:
-        return Fraction(header)
+    if not constant:
+        # The mean over the timestamps themselves: the header's average rate differs between muxers (an
+        # exact copy of a file's timestamps read 72000/4171 against its source's 18000/1001).
+        return Fraction(int(gaps.size), int(gaps.sum())) / time_base
+    if stream.guessed_rate:
+        return Fraction(stream.guessed_rate)
     if gaps.size and gaps.sum() > 0:
         return Fraction(int(gaps.size), int(gaps.sum())) / time_base
     raise InputError(f"{stream.container.name} has no timestamps and no frame rate; remux it into .mp4 first")
@@ -188,6 +195,8 @@ class _PacketScan:
     """Duration in ticks of the shown packet with the latest timestamp (0 when unknown)."""
     rotation: int | None = None
     """Display rotation of the first decoded frame (None: nothing decoded)."""
+    colour_tags: tuple[int, int, int, int] = (2, 0, 2, 2)
+    """(matrix, range, primaries, transfer) of the first decoded frame, as tagged."""
 
 
 def _scan_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> _PacketScan:
@@ -199,6 +208,9 @@ def _scan_packets(container: av.container.InputContainer, stream: av.video.strea
             if scan.rotation is None:
                 frames = packet.decode()  # the empty final packet flushes the decoder here too
                 scan.rotation = normalize_rotation(frames[0].rotation) if frames else None
+                if frames:
+                    f = frames[0]
+                    scan.colour_tags = (int(f.colorspace), int(f.color_range), int(f.color_primaries), int(f.color_trc))
             # A packet cut off by the end of the file (an interrupted download) is flagged corrupt and
             # never decodes to a frame: it is missing, not present.
             if packet.size == 0 or packet.is_corrupt:
@@ -268,6 +280,7 @@ def probe(path: str | Path) -> VideoInfo:
             expected_frame_count=scan.shown + missing,
             variable_frame_rate=bool(gaps.size and gaps.max() - gaps.min() > 1),
             audio=tuple(_audio_info(s) for s in container.streams.audio),
+            colour=resolve_colour(*scan.colour_tags, pix_fmt=ctx.pix_fmt or "", width=ctx.width, height=ctx.height),
         )
 
 

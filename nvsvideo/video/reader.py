@@ -26,6 +26,7 @@ import av.error
 import numpy as np
 
 from nvsvideo.errors import InputError, UsageError
+from nvsvideo.video.colour import DECODE_FLAGS, Colour
 from nvsvideo.video.probe import VideoInfo, av_error_reason, open_video, probe
 
 #: Threads converting between YUV and RGB beside the codec (here for decoding, in the writer for
@@ -194,7 +195,7 @@ class VideoReader:
                         break
                     if verdict is _Pick.SKIP:
                         continue
-                    window.append((pool.submit(_upright_rgb, frame, rotation), index, pts))
+                    window.append((pool.submit(_upright_rgb, frame, rotation, self.info.colour), index, pts))
                     if len(window) == 2 * self.batch_size:
                         yield _take_batch(window, self.batch_size, time_base)
             except _DecodeStopped as stop:
@@ -288,9 +289,11 @@ def _decode(container: av.container.InputContainer, stream: av.video.stream.Vide
         raise _DecodeStopped(av_error_reason(err)) from err
 
 
-def _upright_rgb(frame: av.VideoFrame, rotation: int) -> np.ndarray:
-    """[H, W, 3] uint8 RGB of a decoded frame, turned upright (runs in a worker thread)."""
-    return upright(frame.to_ndarray(format="rgb24"), rotation)
+def _upright_rgb(frame: av.VideoFrame, rotation: int, colour: Colour) -> np.ndarray:
+    """[H, W, 3] uint8 RGB of a decoded frame by the source's matrix and range, turned upright (in a worker thread)."""
+    rgb = frame.to_ndarray(format="rgb24", src_colorspace=colour.matrix, src_color_range=colour.range,
+                           interpolation=DECODE_FLAGS)
+    return upright(rgb, rotation)
 
 
 def _take_batch(window: deque[tuple[Future[np.ndarray], int, int]], size: int, time_base: Fraction) -> FrameBatch:

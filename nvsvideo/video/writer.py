@@ -9,7 +9,9 @@ appears under its final name only when the writer closes without error.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import types
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
@@ -17,11 +19,11 @@ from pathlib import Path
 import av
 import av.error
 import numpy as np
-from av.video.reformatter import ColorRange, Colorspace
 
 from nvsvideo.errors import UsageError
-from nvsvideo.files import atomic_output
+from nvsvideo.files import atomic_output, output_error
 from nvsvideo.video.audio import AudioCopier
+from nvsvideo.video.colour import BT709, ENCODE_FLAGS, FULL, Colour, rgb_to_yuv420
 from nvsvideo.video.reader import RGB_WORKERS, codec_threads
 
 #: Output containers by suffix. Matroska is left out on purpose: it rounds timestamps to 1 ms and
@@ -32,8 +34,6 @@ CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
 #: libx264's speed presets, fastest first (it checks them only when the encoder opens, too late for a clear error).
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
 
-#: The H.264 code for BT.709 matrix, primaries and transfer (ISO/IEC 23091-2 numbers them alike).
-_BT709 = 1
 
 def pad_to_even(frames: np.ndarray) -> np.ndarray:
     """Pad [B, H, W, 3] frames to even H and W by repeating the last row/column (4:2:0 needs even sizes).
@@ -58,10 +58,17 @@ def open_output(path: Path, suffix: str, time_base: Fraction) -> av.container.Ou
     return av.open(str(path), mode="w", format=CONTAINERS[suffix.lower()], options=options)
 
 
-def _to_yuv(image: np.ndarray) -> av.VideoFrame:
-    """[H, W, 3] uint8 RGB (even H and W) -> a BT.709 limited-range yuv420p frame (runs in a worker thread)."""
+def _to_yuv(image: np.ndarray, colour: Colour) -> av.VideoFrame:
+    """[H, W, 3] uint8 RGB (even H and W) -> a yuv420p frame in `colour`'s matrix and range (in a worker thread)."""
+    if colour.range == FULL:
+        planes = rgb_to_yuv420(image, colour)
+        frame = av.VideoFrame.from_ndarray(np.concatenate([p.ravel() for p in planes]).reshape(-1, image.shape[1]),
+                                           format="yuv420p")
+        frame.colorspace, frame.color_range = colour.matrix, colour.range
+        return frame
     rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-    return rgb.reformat(format="yuv420p", dst_colorspace=Colorspace.ITU709, dst_color_range=ColorRange.MPEG)
+    return rgb.reformat(format="yuv420p", dst_colorspace=colour.matrix, dst_color_range=colour.range,
+                        interpolation=ENCODE_FLAGS)
 
 
 class VideoWriter:
@@ -73,7 +80,7 @@ class VideoWriter:
     Example:
         info = probe(src)
         with VideoWriter(dst, width=info.width, height=info.height, fps=info.fps,
-                         time_base=info.time_base, audio_from=src) as writer:
+                         time_base=info.time_base, colour=info.colour, audio_from=src) as writer:
             for batch in VideoReader(src, info=info):
                 writer.write(render(batch.frames), batch.pts)
 
@@ -92,6 +99,8 @@ class VideoWriter:
         preset: str = "medium",  # libx264 speed/size trade-off, ultrafast .. veryslow
         audio_from: str | Path | None = None,  # copy this file's audio streams
         protect: tuple[Path, ...] = (),  # inputs that must never be overwritten (audio_from is added)
+        colour: Colour = BT709,  # matrix, range and tags: the source's (`VideoInfo.colour`) keeps its pixels
+        frames_expected: int | None = None,  # frames the caller will write (sizes the space a full disk lacked)
     ) -> None:
         path = Path(path)
         if path.suffix.lower() not in CONTAINERS:
@@ -108,13 +117,16 @@ class VideoWriter:
         """(width, height) actually encoded: odd sizes grow by one padded pixel."""
         self.fps = Fraction(fps)
         self.time_base = Fraction(time_base) if time_base is not None else 1 / self.fps
+        self.colour = colour
         self.frames_written = 0
+        self._frames_expected = frames_expected
+        self._temp: Path | None = None
         self._last_pts: int | None = None
         self._audio: AudioCopier | None = None
         self._stack = contextlib.ExitStack()
         protected = tuple(Path(p) for p in protect) + ((Path(audio_from),) if audio_from is not None else ())
         try:
-            temp = self._stack.enter_context(atomic_output(path, protect=protected))
+            temp = self._temp = self._stack.enter_context(atomic_output(path, protect=protected))
             self._pool = self._stack.enter_context(ThreadPoolExecutor(RGB_WORKERS))
             self._out = self._stack.enter_context(open_output(temp, path.suffix, self.time_base))
             self._video = self._add_video(crf, preset)
@@ -136,11 +148,15 @@ class VideoWriter:
         # As many as the usable CPUs: libx264's own count ignores a container's CPU quota.
         ctx.thread_type = "SLICE"
         ctx.thread_count = codec_threads()
-        # Tagged BT.709 (limited range): players honour the tags, and untagged HD would be guessed as 709
-        # while FFmpeg's default RGB conversion is 601, a visible colour shift.
-        ctx.colorspace = ctx.color_primaries = ctx.color_trc = _BT709
-        ctx.color_range = ColorRange.MPEG
+        # Always tagged: players honour the tags, and an untagged file leaves them guessing the matrix.
+        ctx.colorspace, ctx.color_range = self.colour.matrix, self.colour.range
+        ctx.color_primaries, ctx.color_trc = self.colour.primaries, self.colour.transfer
         return stream
+
+    @property
+    def audio_notes(self) -> list[str]:
+        """One line per source audio stream that is re-encoded to AAC rather than copied, saying why."""
+        return self._audio.notes if self._audio is not None else []
 
     @property
     def audio_warning(self) -> str | None:
@@ -165,24 +181,43 @@ class VideoWriter:
         for before, stamp in zip([self._last_pts, *stamps[:-1]], stamps, strict=True):
             if before is not None and stamp <= before:
                 raise ValueError(f"timestamps must increase: {stamp} after {before}")
-        # The RGB -> YUV conversions run in the pool while libx264 encodes on its own threads.
-        for frame, stamp in zip(self._pool.map(_to_yuv, pad_to_even(frames)), stamps, strict=True):
-            frame.pts = stamp
-            frame.time_base = self.time_base
-            self._out.mux(self._video.encode(frame))
-            self.frames_written += 1
-        self._last_pts = stamps[-1]
-        if self._audio is not None:
-            self._audio.until(float((self._last_pts + 1) * self.time_base))
+        with self._space_errors():
+            # The RGB -> YUV conversions run in the pool while libx264 encodes on its own threads.
+            yuv = self._pool.map(_to_yuv, pad_to_even(frames), itertools.repeat(self.colour))
+            for frame, stamp in zip(yuv, stamps, strict=True):
+                frame.pts = stamp
+                frame.time_base = self.time_base
+                self._out.mux(self._video.encode(frame))
+                self.frames_written += 1
+            self._last_pts = stamps[-1]
+            if self._audio is not None:
+                self._audio.until(float((self._last_pts + 1) * self.time_base))
+
+    @contextlib.contextmanager
+    def _space_errors(self) -> Iterator[None]:
+        """A full disk (or a folder made read-only meanwhile) becomes `OutputError`, naming the output and,
+        from the bytes per frame so far, about how much space the whole video needs."""
+        try:
+            yield
+        except OSError as err:
+            needed = None
+            if self._frames_expected and self.frames_written and self._temp is not None:
+                with contextlib.suppress(OSError):
+                    needed = self._temp.stat().st_size * self._frames_expected // self.frames_written
+            mapped = output_error(err, self.path, needed)
+            if mapped is None:
+                raise
+            raise mapped from err
 
     def close(self) -> None:
         """Flush the encoder, copy the remaining audio, and move the file into place."""
         if self.frames_written == 0:
             raise ValueError("no frames were written; refusing to create an empty video")
-        self._out.mux(self._video.encode(None))
-        if self._audio is not None:
-            self._audio.finish()
-        self._stack.close()
+        with self._space_errors():
+            self._out.mux(self._video.encode(None))
+            if self._audio is not None:
+                self._audio.finish()
+            self._stack.close()
 
     def __enter__(self) -> VideoWriter:
         return self

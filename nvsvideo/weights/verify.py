@@ -26,11 +26,15 @@ from nvsvideo.weights.registry import (
     KIND_EG3D,
     KIND_LANDMARKS,
     KIND_MAPPER,
+    KIND_POSE,
     KIND_TRIPLANENET,
     KNOWN_WEIGHTS,
     WeightFile,
+    available_edits,
     expected_path,
+    file_sha256,
     locate,
+    user_edit,
 )
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -191,6 +195,15 @@ def verify_direction(obj: Any) -> Verification:
     return Verification(True, f"w+ direction of shape {list(obj.shape)}")
 
 
+def verify_deep3d(obj: Any) -> Verification:
+    """A Deep3DFaceRecon checkpoint: `net_recon` with the official ResNet-50 names and shapes, float16 or float32."""
+    from nvsvideo.models.deep3d import layout_problems
+
+    problems = layout_problems(obj)
+    count = len(obj["net_recon"]) if not problems else 0
+    return _verdict(problems, "Deep3DFaceRecon network", count)
+
+
 def verify_state_dict(obj: Any) -> Verification:
     """A plain state dict (no manifest known, e.g. face-alignment's FAN): non-empty and tensors only."""
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
@@ -220,6 +233,8 @@ def detect_kind(obj: Any) -> str:
         return KIND_DIRECTION
     if isinstance(obj, dict) and "G_ema" in obj:
         return KIND_EG3D
+    if isinstance(obj, dict) and "net_recon" in obj:
+        return KIND_POSE
     return KIND_LANDMARKS
 
 
@@ -249,6 +264,8 @@ def verify_file(path: str | Path, kind: str | None = None, variant: str = "") ->
             return verify_mapper(obj)
         if kind == KIND_DIRECTION:
             return verify_direction(obj)
+        if kind == KIND_POSE:
+            return verify_deep3d(obj)
         return verify_state_dict(obj)
     except WeightsError as err:
         return Verification(False, str(err))
@@ -286,14 +303,27 @@ class WeightStatus:
 
 
 def weights_status(weights_dir: Path, env: Mapping[str, str], *, deep: bool = False) -> list[WeightStatus]:
-    """Status of every known file: a cheap header check, or a full `verify_file` when `deep`."""
+    """Status of every known file, then of edit files found that the registry does not know.
+
+    Edit files are found as `edit --direction` finds them (`available_edits`: any case, `.pt`/`.pth`/`.npy`,
+    In-N-Out folders), so the listing and the command always agree. Each is a cheap header check, or a full
+    `verify_file` when `deep`.
+    """
+    edits = available_edits(weights_dir)
+    entries = [(entry, _edit_file(entry, edits) if entry.kind in (KIND_DIRECTION, KIND_MAPPER)
+                else locate(entry, weights_dir, env)) for entry in KNOWN_WEIGHTS]
+    known = {entry.name for entry in KNOWN_WEIGHTS}
+    entries += [(user_edit(name, files[0]), files[0]) for name, files in edits.items() if name not in known]
     rows = []
-    for entry in KNOWN_WEIGHTS:
-        found = locate(entry, weights_dir, env)
+    for entry, found in entries:
         if found is None:
             rows.append(WeightStatus(entry, expected_path(entry, weights_dir, env), "missing", ""))
             continue
-        if deep:
+        if entry.sha256:
+            # One exact file is right (the mesh models): its hash says all, deep or not.
+            problem = None if file_sha256(found) == entry.sha256 else "sha256 differs from the expected file"
+            detail = problem or "sha256 matches"
+        elif deep:
             result = verify_file(found, entry.kind, entry.variant)
             problem = None if result.ok else result.detail
             detail = result.detail
@@ -302,3 +332,9 @@ def weights_status(weights_dir: Path, env: Mapping[str, str], *, deep: bool = Fa
             detail = problem or ""
         rows.append(WeightStatus(entry, found, "invalid" if problem else "present", detail))
     return rows
+
+
+def _edit_file(entry: WeightFile, edits: Mapping[str, list[Path]]) -> Path | None:
+    """The file `edit --direction` would take for a registry edit entry (the first of several)."""
+    files = edits.get(entry.name)
+    return files[0] if files else None

@@ -170,6 +170,10 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
 
     def conv(inputs: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Plain or (up=2) transposed conv; the transposed conv wants [C_in, C_out, k, k] and uses it unflipped."""
+        if up == 1 and kh == kw == 1 and padding == 0:
+            # A 1x1 conv is a matmul. oneDNN splits some 1x1 convs' channel sums across threads (ToRGB: few
+            # outputs, many inputs), so their results changed with torch's thread count; the matmul's do not.
+            return (w.flatten(1) @ inputs.flatten(2)).reshape(inputs.shape[0], out_channels, *inputs.shape[2:])
         if up == 1:
             return F.conv2d(inputs, w, padding=padding)
         return F.conv_transpose2d(inputs, w.transpose(0, 1), stride=2)

@@ -1,0 +1,155 @@
+"""Head pose from MediaPipe's 468 3D mesh points, fitted against its canonical face.
+
+The canonical face (`data/canonical_face_468.csv`, Apache-2.0) is moved into the frame of the
+official crop's reference points by a similarity fitted on five of its points (`canonical_in_bfm`),
+then turned by one calibrated constant, `CANONICAL_TO_BFM_ROTATION` (see its comment). The pose
+(R, t) is fitted under the camera the official crop implies (focal 4.2647 x crop, Deep3D's camera
+at distance 10), to every mesh point's image position and to its depth relative to the others,
+with a Huber loss so a few misplaced points do not pull the fit. The result goes through the
+official conversion (`eg3d.label_from_pose`), like the 68-point pose in `nvsvideo.face.pose`.
+"""
+
+from __future__ import annotations
+
+import functools
+from importlib.resources import files
+
+import numpy as np
+from scipy.optimize import least_squares
+from scipy.spatial.transform import Rotation
+
+from nvsvideo.cameras.eg3d import DEEP3D_CAMERA_DISTANCE, FOCAL, label_from_pose, lookat_angles, split_label
+from nvsvideo.face.crop import STANDARD_POINTS_3D, CropTransform, points_to_crop
+from nvsvideo.face.pose import HeadPose, project, weak_perspective_start
+
+#: Mesh vertices behind the five official points: the eye contours (averaged into eye centres), the
+#: nose tip and the mouth corners; eyes and mouth corners in image order (subject's right first).
+RIGHT_EYE = (33, 160, 158, 133, 153, 144)
+LEFT_EYE = (362, 385, 387, 263, 373, 380)
+NOSE_TIP = 1
+MOUTH_CORNERS = (61, 291)
+
+#: The rotation between the canonical face (after `canonical_in_bfm`) and the frame Deep3DFaceRecon's
+#: poses are in, as a rotation vector in degrees. The similarity fit on five points cannot set it (the
+#: five points are nearly planar, and MediaPipe's face is tilted back relative to BFM's), so it is the
+#: one rotation that best maps our fitted poses onto the official labels of the development set
+#: (`bench/cameras.py --calibrate` prints it; chordal mean over the seven photos).
+CANONICAL_TO_BFM_ROTATION = (2.236, 0.163, 0.667)
+#: Weight of the depth residuals against the image residuals: 1, as both are crop pixels. On the development
+#: set (each weight with its own calibration) image residuals alone give 3.12° mean rotation error, weights
+#: 0.5 to 2 give 2.79-2.81°: the depths help, and their exact weight matters little.
+DEPTH_WEIGHT = 1.0
+#: Huber scale of the residuals, crop pixels: beyond it a point counts linearly, not quadratically.
+HUBER_PX = 2.0
+
+
+def five_points_from_mesh(mesh: np.ndarray) -> np.ndarray:
+    """The official crop's five points from mesh points [468, >=2]: float64 [5, 2] (or [5, 3])."""
+    return np.stack([mesh[list(RIGHT_EYE)].mean(0), mesh[list(LEFT_EYE)].mean(0), mesh[NOSE_TIP],
+                     mesh[MOUTH_CORNERS[0]], mesh[MOUTH_CORNERS[1]]]).astype(np.float64)
+
+
+def umeyama(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares similarity target ~ s R source + t (Umeyama 1991).
+
+    Args:
+        source: [N, 3].
+        target: [N, 3].
+
+    Returns:
+        scale s, rotation R [3, 3], translation t [3].
+    """
+    mu_s, mu_t = source.mean(0), target.mean(0)
+    a, b = source - mu_s, target - mu_t
+    u, d, vt = np.linalg.svd(b.T @ a / len(a))
+    sign = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+    rotation = u @ sign @ vt
+    scale = float(np.trace(np.diag(d) @ sign) / (a**2).sum(1).mean())
+    return scale, rotation, mu_t - scale * rotation @ mu_s
+
+
+@functools.cache
+def canonical_face() -> np.ndarray:
+    """MediaPipe's canonical face, [468, 3] centimetres (x = subject's left, y up, z out); read-only."""
+    text = files("nvsvideo.face").joinpath("data/canonical_face_468.csv").read_text()
+    points = np.loadtxt(text.splitlines(), delimiter=",", comments="#")
+    assert points.shape == (468, 3), points.shape
+    points.setflags(write=False)
+    return points
+
+
+@functools.cache
+def mirror_vertices() -> np.ndarray:
+    """Each mesh vertex's mirror partner (itself on the midline): int [468], read-only.
+
+    The canonical face is exactly left-right symmetric, so the partner of a vertex is the vertex at its
+    position with x negated; a mesh of a mirrored image, re-indexed by this and mirrored back, is comparable
+    vertex by vertex with the mesh of the image.
+    """
+    points = canonical_face()
+    distance = np.linalg.norm(points[None, :, :] - (points * [-1.0, 1.0, 1.0])[:, None, :], axis=2)
+    partner = distance.argmin(1)
+    assert distance[np.arange(len(points)), partner].max() < 1e-6, "the canonical face is not symmetric"
+    partner.setflags(write=False)
+    return partner
+
+
+@functools.cache
+def canonical_in_bfm() -> np.ndarray:
+    """The canonical face in the official crop's reference frame and units, calibration included.
+
+    Returns:
+        [468, 3] read-only.
+    """
+    points = canonical_face()
+    scale, rotation, shift = umeyama(five_points_from_mesh(points), STANDARD_POINTS_3D)
+    calibration = Rotation.from_rotvec(np.radians(CANONICAL_TO_BFM_ROTATION)).as_matrix()
+    moved = (scale * points @ rotation.T + shift) @ calibration.T
+    moved.setflags(write=False)
+    return moved
+
+
+def solve_mesh_pose(mesh: np.ndarray, crop_size: int = 512,
+                    model: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Fit (R, t) so that the model face, seen through the official camera, matches the mesh.
+
+    Args:
+        mesh: [468, 3] crop pixels: x right, y down, z on the x scale (smaller = nearer).
+        crop_size: crop side in pixels.
+        model: [468, 3] face points; `canonical_in_bfm()` if None.
+
+    Returns:
+        rotation [3, 3], translation [3], RMS image residual in crop pixels over all points.
+    """
+    model = canonical_in_bfm() if model is None else model
+    target = np.asarray(mesh, np.float64)
+    start_rotation, start_translation = weak_perspective_start(model, target[:, :2], crop_size)
+    depth = -(target[:, 2] - target[:, 2].mean())  # nearer = larger, as the camera frame's z
+    focal = FOCAL * crop_size
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        rotation = Rotation.from_rotvec(x[:3]).as_matrix() @ start_rotation
+        image = project(model, rotation, x[3:], crop_size) - target[:, :2]
+        camera_z = model @ rotation[2] + x[5]
+        pixels_per_unit = focal / (DEEP3D_CAMERA_DISTANCE - camera_z.mean())
+        relief = pixels_per_unit * (camera_z - camera_z.mean()) - depth
+        return np.concatenate([image.ravel(), DEPTH_WEIGHT * relief])
+
+    fit = least_squares(residuals, np.concatenate([np.zeros(3), start_translation]), loss="huber", f_scale=HUBER_PX)
+    rotation = Rotation.from_rotvec(fit.x[:3]).as_matrix() @ start_rotation
+    image = fit.fun[: 2 * len(model)].reshape(-1, 2)
+    return rotation, fit.x[3:], float(np.sqrt((image**2).sum(1).mean()))
+
+
+def mesh_in_crop(mesh: np.ndarray, tf: CropTransform) -> np.ndarray:
+    """Frame mesh [468, 3] -> crop pixels: x, y through the crop map, z scaled like x."""
+    return np.column_stack([points_to_crop(mesh[:, :2], tf), mesh[:, 2] * tf.matrix[0, 0]])
+
+
+def estimate_label_from_mesh(mesh: np.ndarray, crop_size: int = 512) -> tuple[np.ndarray, HeadPose]:
+    """EG3D camera label of an aligned crop from its mesh (crop pixels); see `pose.estimate_label`."""
+    rotation, translation, rms = solve_mesh_pose(mesh, crop_size)
+    label = label_from_pose(rotation, translation)
+    yaw, pitch, roll = lookat_angles(split_label(label)[0])
+    return label, HeadPose(rotation=rotation, translation=translation, yaw=float(yaw), pitch=float(pitch),
+                           roll=float(roll), residual=rms)

@@ -1,0 +1,151 @@
+"""Lanczos resampling as banded matrix products (issue 19): hand-checked taps, Pillow's results within one
+level, the torch crop and paste-back against the Pillow-based ones they replace, on CPU and GPU.
+
+Float32 sums round an intermediate pixel the other way from Pillow's fixed point at near-ties now and
+then; the second pass can carry that one level to two, at a few pixels per million (`within_one`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nvsvideo.compose.resample import (
+    BLOCK,
+    apply_banded,
+    axis_band,
+    axis_taps,
+    image_tensor,
+    lanczos,
+    resample,
+    to_uint8,
+)
+from nvsvideo.face.crop import CropSquare, apply_crop, crop_box, crop_transform_from_square, paste_back
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pil_compose import pil_crop, pil_paste_back, pil_resample  # noqa: E402
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def within_one(got: np.ndarray, want: np.ndarray) -> None:
+    """Every pixel within 2 levels, all but a few per million within 1, nearly all equal."""
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert diff.max() <= 2
+    assert (diff > 1).mean() < 1e-5
+    assert (diff == 0).mean() > 0.99
+
+
+def test_lanczos_kernel_values():
+    x = np.array([0.0, 0.5, 1.0, 2.0, -3.0, 3.0])
+    # sinc(1/2)·sinc(1/6) = (2/pi)·(6/pi)·sin(pi/6) = 6/pi²; zero at the other integers; [-3, 3).
+    np.testing.assert_allclose(lanczos(x), [1.0, 6 / np.pi**2, 0.0, 0.0, 0.0, 0.0], atol=1e-15)
+
+
+def test_taps_of_an_aligned_copy_pick_one_pixel():
+    taps, weights = axis_taps(2.0, 7.0, 5, 10)
+    picked = taps[np.arange(5), weights.argmax(1)]
+    np.testing.assert_array_equal(picked, [2, 3, 4, 5, 6])
+    np.testing.assert_allclose(weights.max(1), 1.0)
+    np.testing.assert_allclose(np.abs(weights).sum(1), 1.0, atol=1e-12)
+
+
+def test_halving_reads_twelve_taps_centred_between_two_pixels():
+    taps, weights = axis_taps(0.0, 20.0, 10, 20, black_outside=False)
+    # Output 5 is centred on 11.0 (corner coordinates); reach 3·2 = 6: pixels floor(5.5) = 5 to 16, at
+    # (i - 11 + 1/2) / 2 = -2.75 .. 2.75 filter units, symmetric about pixel 10.5.
+    row = weights[5]
+    np.testing.assert_array_equal(taps[5][row != 0], np.arange(5, 17))
+    np.testing.assert_allclose(row[row != 0], row[row != 0][::-1], atol=1e-15)
+    assert row.sum() == pytest.approx(1.0)
+
+
+def test_black_outside_drops_weights_without_renormalising():
+    _, black = axis_taps(-2.0, 3.0, 5, 10)
+    _, cut = axis_taps(-2.0, 3.0, 5, 10, black_outside=False)
+    assert black[0].sum() < 0.5 and cut[0].sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("start", "stop", "n_out"), [(3.3, 250.7, 37), (-20.0, 140.5, 300), (0.0, 64.0, 64)])
+def test_banded_product_equals_the_dense_one(start, stop, n_out):
+    n_in = 200
+    taps, weights = axis_taps(start, stop, n_out, n_in)
+    dense = np.zeros((n_out, n_in))
+    for k in range(n_out):
+        inside = (taps[k] >= 0) & (taps[k] < n_in)
+        dense[k, taps[k][inside]] += weights[k][inside]
+    x = np.random.default_rng(0).normal(size=(n_in, 7))
+    band = axis_band(start, stop, n_out, n_in, torch.device("cpu"))
+    assert band.weights.shape[1] == BLOCK
+    got = apply_banded(band, torch.from_numpy(x[band.first:band.first + band.n_read]).float())
+    np.testing.assert_allclose(got.numpy(), dense @ x, atol=1e-5)
+
+
+def test_both_kernels_compute_the_same_products():
+    import dataclasses
+
+    from nvsvideo.models.kernels import CPU_KERNELS, use_kernels
+
+    band = axis_band(-7.3, 401.9, 150, 300, torch.device("cpu"))
+    x = torch.randn(band.n_read, 11)
+    views = apply_banded(band, x)
+    with use_kernels(dataclasses.replace(CPU_KERNELS, resample="gathered")):
+        gathered = apply_banded(band, x)
+    torch.testing.assert_close(views, gathered, rtol=1e-5, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def frame_1080p(fixtures_dir) -> np.ndarray:
+    """A real face frame upscaled to 1080p."""
+    from nvsvideo.video import VideoReader
+
+    frame = next(iter(VideoReader(fixtures_dir / "single_face.mp4", batch_size=1))).frames[0]
+    return np.asarray(Image.fromarray(frame).resize((1920, 1080), Image.Resampling.BICUBIC))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_resample_matches_pillow_within_one_level(seed):
+    # A smooth random image: on noise, intermediates overshoot [0, 255] everywhere, and where they do the
+    # pass order matters; Pillow 13's own choice of order is only approximated by `y_first`.
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray(rng.integers(0, 256, (15, 20, 3), dtype=np.uint8))
+    image = np.asarray(small.resize((120, 90), Image.Resampling.BICUBIC))
+    x0, y0 = rng.uniform(-30, 80, 2)
+    side = rng.uniform(10, 150)
+    size = tuple(int(v) for v in rng.integers(8, 100, 2))
+    box = (x0, y0, x0 + side * rng.uniform(0.7, 1.3), y0 + side)
+    got = to_uint8(resample(image_tensor(image), box, size)).numpy().astype(int)
+    want = pil_resample(image, box, size)
+    assert np.abs(got - want).max() <= 1
+    assert (got == want).mean() > 0.95  # the same maths: only float vs fixed-point ties differ
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("side", [150.0, 640.0, 1300.0])  # upsampled, downsampled, leaving the frame
+def test_crop_and_paste_match_the_pillow_versions_within_one_level(frame_1080p, device, side):
+    tf = crop_transform_from_square(CropSquare(cx=1010.3, cy=420.8, side=side))
+    frame = torch.from_numpy(frame_1080p.copy()).to(device)
+    from nvsvideo.face.crop import crop_face, paste_face_
+
+    crop = crop_face(frame, tf)
+    assert crop.device.type == device and crop.dtype == torch.uint8
+    want = pil_crop(frame_1080p, tf)
+    within_one(crop.cpu().numpy(), want)
+    render = np.ascontiguousarray(want[:, ::-1])  # any other image as the "render"
+    pasted = paste_face_(frame, torch.from_numpy(render).to(device), tf).cpu().numpy()
+    within_one(pasted, pil_paste_back(frame_1080p, render, tf))
+
+
+def test_numpy_wrappers_leave_their_inputs_alone(frame_1080p):
+    tf = crop_transform_from_square(CropSquare(cx=899.5, cy=499.5, side=600.0))
+    before = frame_1080p.copy()
+    crop = apply_crop(frame_1080p, tf)
+    out = paste_back(frame_1080p, crop[::-1], tf)
+    np.testing.assert_array_equal(frame_1080p, before)
+    assert out is not frame_1080p and not np.array_equal(out, before)
+    # Centre 899.5 (pixel centres) = corner 900: the square spans corners 600 .. 1200.
+    assert crop_box(tf) == pytest.approx((600.0, 200.0, 1200.0, 800.0))
