@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from nvsvideo.cameras.eg3d import lookat_angles, split_label
+from nvsvideo.cameras.eg3d import lookat_angles, pose_from_label, split_label
 from nvsvideo.console import Reporter
 from nvsvideo.errors import InputError, NoFaceError, UsageError
 from nvsvideo.face.crop import (
@@ -121,7 +121,7 @@ class FrameAlignment:
     score: float | None = None
     """The backend's confidence in this frame's face (mesh: face presence, 0-1); None unless detected."""
     mesh: np.ndarray | None = None
-    """[468, 3] frame pixels, from the mesh backend (kept in memory for the pose, not written out)."""
+    """[468, 3] frame pixels, from the mesh backend (kept only until its camera is made; not written out)."""
     crop_points: np.ndarray | None = None
     """[5, 2] frame pixels: the crop's five points where the backend gave them (`Face.crop_points`; in memory)."""
 
@@ -370,6 +370,7 @@ def place_crop(frame: FrameAlignment, center: np.ndarray, side: float, crop_size
     if frame.head_pose is None:
         frame.raw_label, pose = estimate_camera(frame.landmarks, frame.mesh, frame.transform)
         frame.residual = round(pose.residual, 3)
+        frame.mesh = None  # its camera is made: 11 KB a frame need not stay for the rest of the video
     else:
         assert frame.raw_square is not None
         translation = translation_in_square(frame.head_pose[3:], frame.raw_square, used)
@@ -723,8 +724,9 @@ def write_preview(video: Path, alignment: VideoAlignment, output: Path, batch_si
                     corners = points_from_crop(np.array([[0, 0], [record.transform.output_size - 1] * 2], float),
                                                record.transform)
                     draw.rectangle([*corners[0], *corners[1]], outline=(255, 255, 0))
-                    _, pose = estimate_camera(record.landmarks, record.mesh, record.transform)
-                    tips = points_from_crop(project(axes, pose.rotation, pose.translation, record.transform.output_size),
+                    # The head as the camera actually used sees it (smoothed; mesh, landmarks or Deep3D alike).
+                    rotation, translation = pose_from_label(record.label)
+                    tips = points_from_crop(project(axes, rotation, translation, record.transform.output_size),
                                             record.transform)
                     for tip, colour in zip(tips[1:], [(255, 0, 0), (0, 255, 0), (0, 128, 255)], strict=True):
                         draw.line([*tips[0], *tip], fill=colour, width=3)
