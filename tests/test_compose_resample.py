@@ -149,3 +149,25 @@ def test_numpy_wrappers_leave_their_inputs_alone(frame_1080p):
     assert out is not frame_1080p and not np.array_equal(out, before)
     # Centre 899.5 (pixel centres) = corner 900: the square spans corners 600 .. 1200.
     assert crop_box(tf) == pytest.approx((600.0, 200.0, 1200.0, 800.0))
+
+
+@pytest.mark.parametrize("centre", [(960.0, 540.0), (60.0, 40.0)])  # inside the frame; leaving it at a corner
+def test_paste_copies_the_unfeathered_interior_and_blends_only_the_band(centre):
+    """The paste-back equals one feathered blend of the whole footprint, level for level: the interior, where
+    the weight is 1, is the render itself, so it is copied rather than blended."""
+    from nvsvideo.face.crop import _corner_map, feather_weights, paste_face_
+
+    gen = torch.Generator().manual_seed(3)
+    frame = torch.randint(0, 256, (1080, 1920, 3), generator=gen, dtype=torch.uint8)
+    render = torch.randint(0, 256, (512, 512, 3), generator=gen, dtype=torch.uint8)
+    tf = crop_transform_from_square(CropSquare(*centre, 500.0), 512)
+    sx, sy, bx, by = _corner_map(tf)
+    x0, x1 = max(int(np.ceil(-bx / sx)), 0), min(int(np.floor((512 - bx) / sx)), 1920)
+    y0, y1 = max(int(np.ceil(-by / sy)), 0), min(int(np.floor((512 - by) / sy)), 1080)
+    patch = resample(render, (sx * x0 + bx, sy * y0 + by, sx * x1 + bx, sy * y1 + by), (x1 - x0, y1 - y0))
+    wx = torch.from_numpy(feather_weights(sx * (np.arange(x0, x1) + 0.5) + bx, 512, 0.1))
+    wy = torch.from_numpy(feather_weights(sy * (np.arange(y0, y1) + 0.5) + by, 512, 0.1))
+    expected = frame.clone()
+    region = expected[y0:y1, x0:x1]
+    region.copy_(region.to(torch.float32).lerp_(patch, wy[:, None, None] * wx[None, :, None]).add_(0.5))
+    assert torch.equal(paste_face_(frame, render, tf), expected)

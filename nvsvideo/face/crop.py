@@ -375,15 +375,28 @@ def paste_face_(frame: torch.Tensor, crop_image: torch.Tensor, tf: CropTransform
         return frame
     box = (sx * x0 + bx, sy * y0 + by, sx * x1 + bx, sy * y1 + by)
     # Weights at the frame pixel centres (corner coordinate + 1/2), mapped into the crop.
-    wx = torch.from_numpy(feather_weights(sx * (np.arange(x0, x1) + 0.5) + bx, size, mask_feather))
-    wy = torch.from_numpy(feather_weights(sy * (np.arange(y0, y1) + 0.5) + by, size, mask_feather))
+    wx_np = feather_weights(sx * (np.arange(x0, x1) + 0.5) + bx, size, mask_feather)
+    wy_np = feather_weights(sy * (np.arange(y0, y1) + 0.5) + by, size, mask_feather)
+    wx, wy = torch.from_numpy(wx_np).to(frame.device), torch.from_numpy(wy_np).to(frame.device)
     with cpu_threads(frame.device):
         patch = resample(crop_image, box, (x1 - x0, y1 - y0))
-        weight = wy.to(frame.device)[:, None, None] * wx.to(frame.device)[None, :, None]
         region = frame[y0:y1, x0:x1]
-        # Between two images of whole levels in [0, 255]: only rounding (half up) is left to do; the
-        # float -> uint8 copy truncates.
-        region.copy_(region.to(torch.float32).lerp_(patch, weight).add_(0.5))
+        # Where the weight is 1 the blend is the patch itself (lerp returns its end exactly there, and the
+        # patch holds whole levels): copying it skips most of the face's area. The feathered band blends.
+        full_x, full_y = np.flatnonzero(wx_np == 1.0), np.flatnonzero(wy_np == 1.0)
+        if len(full_x) and len(full_y):
+            ix0, ix1, iy0, iy1 = int(full_x[0]), int(full_x[-1]) + 1, int(full_y[0]), int(full_y[-1]) + 1
+            region[iy0:iy1, ix0:ix1].copy_(patch[iy0:iy1, ix0:ix1])
+            bands = [(slice(0, iy0), slice(None)), (slice(iy1, None), slice(None)),
+                     (slice(iy0, iy1), slice(0, ix0)), (slice(iy0, iy1), slice(ix1, None))]
+        else:
+            bands = [(slice(None), slice(None))]
+        for rows, columns in bands:
+            # Between two images of whole levels in [0, 255]: only rounding (half up) is left to do; the
+            # float -> uint8 copy truncates.
+            part = region[rows, columns]
+            weight = wy[rows, None, None] * wx[None, columns, None]
+            part.copy_(part.to(torch.float32).lerp_(patch[rows, columns], weight).add_(0.5))
     return frame
 
 
