@@ -529,20 +529,23 @@ def sample(
         Reporter.emit_json(summary)
 
 
-def _align_setup(device: str, face: Any, weights_dir: Path | None = None,
+def _align_setup(device: str, face: Any, weights_dir: Path | None, reporter: Reporter,
                  batch_size: int = 16) -> tuple[Any, Any, Any]:
     """(torch device, landmark backend, AlignConfig) from the face options group."""
     from nvsvideo.device import resolve_device
     from nvsvideo.face.deep3d import load_pose_model
-    from nvsvideo.face.landmarks import LandmarkConfig, create_backend
+    from nvsvideo.face.landmarks import LandmarkConfig, auto_fallback_note, create_backend
     from nvsvideo.pipelines.align import AlignConfig
     from nvsvideo.temporal.tracking import TrackerConfig
 
     torch_device = resolve_device(device)
     deep3d = load_pose_model(face.pose, weights_dir, torch_device)
-    backend = create_backend(LandmarkConfig(backend=face.landmarks, fan_detector=face.fan_detector,
-                                            landmarks_file=face.landmarks_file, weights_dir=weights_dir),
-                             torch_device)
+    landmarks = LandmarkConfig(backend=face.landmarks, fan_detector=face.fan_detector,
+                               landmarks_file=face.landmarks_file, weights_dir=weights_dir)
+    note = auto_fallback_note(landmarks)
+    if note is not None:
+        reporter.warn(note)
+    backend = create_backend(landmarks, torch_device)
     config = AlignConfig(tracker=TrackerConfig(face_index=face.face_index, max_gap=face.max_gap), smooth=face.smooth,
                          causal=face.causal, batch_size=batch_size, deep3d=deep3d)
     return torch_device, backend, config
@@ -584,7 +587,7 @@ def align(
     from nvsvideo.pipelines.align import run_align
 
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    _, backend, config = _align_setup(device, face, weights_dir)
+    _, backend, config = _align_setup(device, face, weights_dir, reporter)
     summary = run_align(source, out, backend, config, reporter, preview=preview, cameras=cameras)
     reporter.info(f"wrote {plural(summary['crops'], 'crop')} of {plural(summary['frames'], 'frame')} to {out}")
     if json_out:
@@ -683,7 +686,7 @@ def invert(
     from nvsvideo.pipelines.invert import describe_cache, run_invert
 
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    torch_device, backend, align_config = _align_setup(device, face, weights_dir)
+    torch_device, backend, align_config = _align_setup(device, face, weights_dir, reporter)
     cache_dir, inverter, fingerprints, config = _invert_setup(video, out, inv, weights_dir, torch_device)
     compiled = _compile_models(inverter, inv, torch_device, reporter)
     _, summary = run_invert(video, cache_dir, inverter, fingerprints, backend, align_config, config,
@@ -773,7 +776,7 @@ def rerender(
     # The parser already restricts both options to their choices.
     mode, policy = OutputMode(look.output), OffsetPolicy(look.edit_offsets)
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    torch_device, backend, align_config = _align_setup(device, face, weights_dir)
+    torch_device, backend, align_config = _align_setup(device, face, weights_dir, reporter)
     specs = parse_edit_specs(look.direction or [], look.strength or [], look.strength_ramp or [], look.edit_offsets)
     folder = resolve_weights_dir(weights_dir, os.environ)
     edits = tuple(load_edit(spec, folder, torch_device) for spec in specs)
@@ -884,7 +887,7 @@ def metrics(
     if per_frame is not None:
         per_frame_format(per_frame)
     reporter = Reporter(quiet=quiet, verbose=verbose)
-    torch_device, backend, align_config = _align_setup(device, face, weights_dir)
+    torch_device, backend, align_config = _align_setup(device, face, weights_dir, reporter)
     if skip_reconstruction:
         from nvsvideo.pipelines.invert import InvertConfig
 

@@ -385,3 +385,16 @@ def test_weights_listing_folds_the_mesh_files_and_names_a_bad_one(tmp_path):
     bare = tmp_path / "bare"
     text = "\n".join(format_weights(weights_status(bare, {"TORCH_HOME": str(bare)}), str(bare)))
     assert "missing  mesh (6 files" in text and "missing: all 6 files" in text
+
+
+def test_auto_says_when_it_falls_back_for_want_of_the_mesh_files(fixtures_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from nvsvideo.cli import app
+    from nvsvideo.face.landmarks import LandmarkConfig, auto_fallback_note
+
+    assert auto_fallback_note(LandmarkConfig(backend="dlib", weights_dir=tmp_path)) is None
+    result = CliRunner().invoke(app, ["align", str(fixtures_dir / "single_face.jpg"), "-o", str(tmp_path / "a"),
+                                      "--landmarks", "auto", "--weights", str(tmp_path / "empty")])
+    assert result.exit_code == 0, result.output
+    assert "falls back" in result.output and "nvsvideo weights fetch mesh" in result.output

@@ -69,6 +69,16 @@ class LandmarkConfig:
     their previous landmarks and checked by the detector near them (1 = detect on every frame)."""
 
 
+def auto_fallback_note(config: LandmarkConfig) -> str | None:
+    """What `auto` gives up when the mesh backend's files are missing (it then uses fan or dlib), or None."""
+    from nvsvideo.face.backends import mesh_backend
+
+    if config.backend != "auto" or mesh_backend.mesh_ready(resolve_weights_dir(config.weights_dir, os.environ)):
+        return None
+    return ("the mesh landmark files are missing, so --landmarks auto falls back to fan or dlib (less accurate "
+            "cameras and crops; dlib's model excludes commercial use): run `nvsvideo weights fetch mesh`")
+
+
 def create_backend(config: LandmarkConfig, device: torch.device) -> LandmarkBackend:
     """Build the backend `config` asks for.
 
