@@ -40,7 +40,7 @@ def nothing_to_invert(model: Any, faces: list, *args: Any) -> tuple[list, list]:
 
 def pillow_functions(pil: ModuleType) -> dict[str, Callable[..., Any]]:
     """`crop_face` and the paste layout of `compose_frame` as they were before issue 19 (tests/pil_compose.py),
-    in the pipeline's tensor interface."""
+    in the pipeline's tensor interface, composing RGB frames."""
 
     def crop_face(frame: torch.Tensor, tf: Any) -> torch.Tensor:
         return torch.from_numpy(pil.pil_crop(frame.numpy(), tf))
@@ -51,7 +51,10 @@ def pillow_functions(pil: ModuleType) -> dict[str, Callable[..., Any]]:
             frame.copy_(torch.from_numpy(pil.pil_paste_back(frame.numpy(), novel.numpy(), transform)))
         return frame
 
-    return {"crop_face": crop_face, "compose_frame": compose_frame}
+    def paste_in_pictures(config: Any, info: Any) -> bool:
+        return False  # it composed RGB frames, which the writer converted to 4:2:0
+
+    return {"crop_face": crop_face, "compose_frame": compose_frame, "paste_in_pictures": paste_in_pictures}
 
 
 @contextlib.contextmanager

@@ -185,13 +185,14 @@ def test_frames_held_beyond_the_memory_limit_wait_on_disk() -> None:
     held = rerender_module.HeldFrames(limit=2)
     images = {i: np.full((4, 6, 3), i, np.uint8) for i in range(5)}
     for i, image in images.items():
-        held.put(i, 10 * i, image)
+        held.put(i, 10 * i, (image, image[::2]))
     folder = Path(held._folder.name)
     assert len(list(folder.iterdir())) == 3
     for i, image in images.items():
-        pts, back = held.pop(i)
+        pts, (back, half) = held.pop(i)
         assert pts == 10 * i
         np.testing.assert_array_equal(back, image)
+        np.testing.assert_array_equal(half, image[::2])
     held.close()
     assert not folder.exists()
 

@@ -24,7 +24,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from nvsvideo.compose.resample import image_tensor, resample, to_uint8
-from nvsvideo.face.crop import CropTransform, paste_face_
+from nvsvideo.compose.yuv import YuvPlanes
+from nvsvideo.face.crop import CropTransform, paste_face_, paste_face_yuv_
 from nvsvideo.limits import output_hw
 
 #: Panel captions of the `compare` layout, left to right.
@@ -164,7 +165,7 @@ def side_by_side(panels: Sequence[torch.Tensor], labels: Sequence[str] | None = 
 
 def compose_frame(
     mode: OutputMode,
-    frame: torch.Tensor,
+    frame: torch.Tensor | YuvPlanes,
     transform: CropTransform | None,
     novel: torch.Tensor | None,
     *,
@@ -173,12 +174,13 @@ def compose_frame(
     reconstruction: torch.Tensor | None = None,
     labels: bool = True,
     mask_feather: float = 0.1,
-) -> torch.Tensor:
+) -> torch.Tensor | YuvPlanes:
     """One output frame of the chosen layout, on the frame's device.
 
     Args:
         mode: crop, paste or compare.
-        frame: uint8 [H, W, 3] the original frame; in `paste` mode the render is pasted into it in place.
+        frame: uint8 [H, W, 3] the original frame; in `paste` mode the render is pasted into it in place,
+            or into its decoded 4:2:0 picture (`paste_face_yuv_`) when that is given instead.
         transform: its frame -> crop transform; None when the frame has no face.
         novel: uint8 [S, S, 3] the render at the output camera (after OOD blending); None without a face.
         size: side of the crop in `crop`/`compare` outputs; renders of another size are resized.
@@ -190,9 +192,16 @@ def compose_frame(
     Returns:
         uint8 [*output_shape(mode, frame.shape[:2], size), 3]; in `paste` mode, `frame` itself.
     """
-    assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == torch.uint8, (frame.shape, frame.dtype)
     if (transform is None) != (novel is None):
         raise ValueError("transform and novel must both be given (a face) or both be None (no face)")
+    if isinstance(frame, YuvPlanes):
+        if mode is not OutputMode.PASTE:
+            raise ValueError(f"only the paste layout composes into a decoded picture, not {mode.value}")
+        if transform is not None:
+            paste_face_yuv_(frame, resize_square(novel.to(frame.y.device), transform.output_size), transform,
+                            mask_feather)
+        return frame
+    assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == torch.uint8, (frame.shape, frame.dtype)
     if mode is OutputMode.PASTE:
         if transform is None:
             return frame

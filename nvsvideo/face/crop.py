@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from nvsvideo.compose.resample import cpu_threads, image_tensor, resample, to_uint8
+from nvsvideo.compose.yuv import YuvPlanes, rgb_to_ycbcr420
 
 #: Deep3DFaceRecon's five standard 3D landmarks (BFM units, y up, +z towards the camera), in the order
 #: left eye, right eye, nose tip, left mouth corner, right mouth corner ("left" = smaller image x).
@@ -363,41 +364,99 @@ def paste_face_(frame: torch.Tensor, crop_image: torch.Tensor, tf: CropTransform
     Returns:
         `frame`; pixels outside the crop's footprint are unchanged.
     """
+    assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == torch.uint8, (frame.shape, frame.dtype)
+    footprint = _footprint(tf, crop_image, frame.shape[:2])
+    if footprint is None:
+        return frame
+    (x0, x1, y0, y1), weights = footprint, _feather_axes(tf, footprint, mask_feather, frame.device)
+    with cpu_threads(frame.device):
+        patch = resample(crop_image, _frame_box(tf, footprint), (x1 - x0, y1 - y0))
+        _blend_(frame[y0:y1, x0:x1], patch, *weights)
+    return frame
+
+
+def paste_face_yuv_(planes: YuvPlanes, crop_image: torch.Tensor, tf: CropTransform,
+                    mask_feather: float = 0.1) -> None:
+    """`paste_face_` into a decoded 4:2:0 picture, in place: the blend of the same patch and mask in YCbCr.
+
+    The footprint is widened to whole 2x2 chroma blocks (the added pixels weigh 0). A luma sample takes its
+    pixel's weight, a chroma sample its block's mean weight, so samples where the mask is 0 keep their
+    decoded values exactly; elsewhere the result equals converting `paste_face_`'s frame to 4:2:0 within
+    rounding (one level).
+
+    Args:
+        planes: the picture (`i420_planes`), changed in place.
+        crop_image: uint8 [S, S, 3] RGB crop in the geometry of `tf`, on the planes' device.
+        tf: the frame -> crop transform the crop was made with.
+        mask_feather: as `paste_face_`'s.
+    """
+    height, width = planes.y.shape
+    footprint = _footprint(tf, crop_image, (height, width))
+    if footprint is None:
+        return
+    x0, x1, y0, y1 = footprint
+    footprint = (x0 - x0 % 2, x1 + x1 % 2, y0 - y0 % 2, y1 + y1 % 2)
+    x0, x1, y0, y1 = footprint
+    wy, wx = _feather_axes(tf, footprint, mask_feather, planes.y.device)
+    with cpu_threads(planes.y.device):
+        patch = resample(crop_image, _frame_box(tf, footprint), (x1 - x0, y1 - y0))
+        luma, cb, cr = rgb_to_ycbcr420(patch, planes.colour)
+        _blend_(planes.y[y0:y1, x0:x1], luma, wy, wx)
+        wy2, wx2 = wy.view(-1, 2).mean(1), wx.view(-1, 2).mean(1)
+        for plane, values in ((planes.u, cb), (planes.v, cr)):
+            _blend_(plane[y0 // 2:y1 // 2, x0 // 2:x1 // 2], values, wy2, wx2)
+
+
+def _footprint(tf: CropTransform, crop_image: torch.Tensor, frame_hw: tuple[int, int]
+               ) -> tuple[int, int, int, int] | None:
+    """(x0, x1, y0, y1): the whole frame pixels inside the crop's footprint, clipped to the frame; None if none."""
     size = tf.output_size
     assert crop_image.shape == (size, size, 3) and crop_image.dtype == torch.uint8, crop_image.shape
-    assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == torch.uint8, (frame.shape, frame.dtype)
     sx, sy, bx, by = _corner_map(tf)
-    h, w = frame.shape[:2]
-    # Whole frame pixels inside the crop's footprint (corner coordinates), clipped to the frame.
+    h, w = frame_hw
     x0, x1 = max(math.ceil(-bx / sx), 0), min(math.floor((size - bx) / sx), w)
     y0, y1 = max(math.ceil(-by / sy), 0), min(math.floor((size - by) / sy), h)
-    if x0 >= x1 or y0 >= y1:
-        return frame
-    box = (sx * x0 + bx, sy * y0 + by, sx * x1 + bx, sy * y1 + by)
-    # Weights at the frame pixel centres (corner coordinate + 1/2), mapped into the crop.
-    wx_np = feather_weights(sx * (np.arange(x0, x1) + 0.5) + bx, size, mask_feather)
-    wy_np = feather_weights(sy * (np.arange(y0, y1) + 0.5) + by, size, mask_feather)
-    wx, wy = torch.from_numpy(wx_np).to(frame.device), torch.from_numpy(wy_np).to(frame.device)
-    with cpu_threads(frame.device):
-        patch = resample(crop_image, box, (x1 - x0, y1 - y0))
-        region = frame[y0:y1, x0:x1]
-        # Where the weight is 1 the blend is the patch itself (lerp returns its end exactly there, and the
-        # patch holds whole levels): copying it skips most of the face's area. The feathered band blends.
-        full_x, full_y = np.flatnonzero(wx_np == 1.0), np.flatnonzero(wy_np == 1.0)
-        if len(full_x) and len(full_y):
-            ix0, ix1, iy0, iy1 = int(full_x[0]), int(full_x[-1]) + 1, int(full_y[0]), int(full_y[-1]) + 1
-            region[iy0:iy1, ix0:ix1].copy_(patch[iy0:iy1, ix0:ix1])
-            bands = [(slice(0, iy0), slice(None)), (slice(iy1, None), slice(None)),
-                     (slice(iy0, iy1), slice(0, ix0)), (slice(iy0, iy1), slice(ix1, None))]
-        else:
-            bands = [(slice(None), slice(None))]
-        for rows, columns in bands:
-            # Between two images of whole levels in [0, 255]: only rounding (half up) is left to do; the
-            # float -> uint8 copy truncates.
-            part = region[rows, columns]
-            weight = wy[rows, None, None] * wx[None, columns, None]
-            part.copy_(part.to(torch.float32).lerp_(patch[rows, columns], weight).add_(0.5))
-    return frame
+    return None if x0 >= x1 or y0 >= y1 else (x0, x1, y0, y1)
+
+
+def _frame_box(tf: CropTransform, footprint: tuple[int, int, int, int]) -> tuple[float, float, float, float]:
+    """The crop-pixel rectangle (corner coordinates) that frame pixels [x0, x1) x [y0, y1) cover."""
+    sx, sy, bx, by = _corner_map(tf)
+    x0, x1, y0, y1 = footprint
+    return sx * x0 + bx, sy * y0 + by, sx * x1 + bx, sy * y1 + by
+
+
+def _feather_axes(tf: CropTransform, footprint: tuple[int, int, int, int], mask_feather: float,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row weights, column weights) of the feather mask at the footprint's frame pixel centres."""
+    sx, sy, bx, by = _corner_map(tf)
+    x0, x1, y0, y1 = footprint
+    # Pixel centres (corner coordinate + 1/2), mapped into the crop.
+    wx = feather_weights(sx * (np.arange(x0, x1) + 0.5) + bx, tf.output_size, mask_feather)
+    wy = feather_weights(sy * (np.arange(y0, y1) + 0.5) + by, tf.output_size, mask_feather)
+    return torch.from_numpy(wy).to(device), torch.from_numpy(wx).to(device)
+
+
+def _blend_(region: torch.Tensor, patch: torch.Tensor, wy: torch.Tensor, wx: torch.Tensor) -> None:
+    """region <- round(lerp(region, patch, wy ⊗ wx)) in place: uint8 [h, w(, c)], float levels, weights [h], [w].
+
+    Where the weight is 1 the result is the rounded patch (lerp returns its end exactly there): copying it
+    skips most of a face's area, and only the feathered band blends. Where it is 0, the region is unchanged.
+    """
+    extra = (None,) * (region.ndim - 2)
+    full_y, full_x = torch.nonzero(wy == 1.0).flatten(), torch.nonzero(wx == 1.0).flatten()
+    if len(full_x) and len(full_y):
+        iy0, iy1, ix0, ix1 = int(full_y[0]), int(full_y[-1]) + 1, int(full_x[0]), int(full_x[-1]) + 1
+        region[iy0:iy1, ix0:ix1].copy_(patch[iy0:iy1, ix0:ix1].add(0.5).clamp_(0.0, 255.0))
+        bands = [(slice(0, iy0), slice(None)), (slice(iy1, None), slice(None)),
+                 (slice(iy0, iy1), slice(0, ix0)), (slice(iy0, iy1), slice(ix1, None))]
+    else:
+        bands = [(slice(None), slice(None))]
+    for rows, columns in bands:
+        # Rounding half up: the float -> uint8 copy truncates.
+        part = region[rows, columns]
+        weight = wy[(rows, None, *extra)] * wx[(None, columns, *extra)]
+        part.copy_(part.to(torch.float32).lerp_(patch[rows, columns], weight).add_(0.5).clamp_(0.0, 255.0))
 
 
 def paste_back(frame: np.ndarray, crop_image: np.ndarray, tf: CropTransform, mask_feather: float = 0.1) -> np.ndarray:

@@ -35,6 +35,7 @@ from nvsvideo.compose.layout import (
 from nvsvideo.compose.mesh import export_mesh
 from nvsvideo.compose.ood import KeepOodOptions, OodKeeper
 from nvsvideo.compose.resample import image_tensor
+from nvsvideo.compose.yuv import YuvPlanes, i420_planes
 from nvsvideo.console import Reporter
 from nvsvideo.edits import Edit, OffsetPolicy, apply_edits, edited_frames, offset_weights
 from nvsvideo.errors import InputError, NoFaceError, UsageError
@@ -73,6 +74,7 @@ from nvsvideo.render import RenderId, RenderOptions, render_views
 from nvsvideo.runtime.batching import Batcher, BatchSpec
 from nvsvideo.temporal.tracking import FaceTracker, no_subject_error, track_stream
 from nvsvideo.video import FrameBatch, FrameSpan, VideoInfo, VideoReader, VideoWriter, probe
+from nvsvideo.video.reader import yuv_kept
 
 #: One rendered face: (novel view uint8 [S, S, 3] on the model's device, input crop, reconstruction at the
 #: input view (as the novel view) or None, depth rgb).
@@ -110,6 +112,8 @@ class WorkBatch:
     """The batch's frames as a first pass aligned them (stored with the batch); empty when read from tracks."""
     fresh: list[tuple[int, FrameRecord]] = field(default_factory=list)
     """New inversions to store."""
+    pictures: torch.Tensor | None = None
+    """The decoded 4:2:0 pictures on the model's device (`FrameBatch.yuv`) when the renders are pasted into them."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,11 +122,13 @@ class ComposedBatch:
 
     batch: FrameBatch
     composed: np.ndarray
-    """Output frames, uint8 [B, H', W', 3]."""
+    """Output frames, uint8 [B, H', W', 3], or the pictures pasted into, uint8 [B, H·3/2, W] (`pictures`)."""
     depth: np.ndarray | None
     """Depth frames (`--depth`), uint8 [B, R, R, 3]."""
     fresh: list[tuple[int, FrameRecord]]
     aligned: list[FrameAlignment]
+    pictures: bool = False
+    """`composed` holds 4:2:0 pictures (`VideoWriter.write_yuv`) rather than RGB frames."""
 
 
 @dataclass(frozen=True)
@@ -514,7 +520,8 @@ def render_pass(
         advance = stack.enter_context(reporter.progress("rendering", total))
         batcher = Batcher(config.batch_size, device, warn=reporter.warn)
         invert_batcher = Batcher(invert_config.batch_size, device, warn=reporter.warn)
-        reader = VideoReader(video, batch_size=batcher.gather, info=info, span=span)
+        reader = VideoReader(video, batch_size=batcher.gather, info=info, span=span,
+                             keep_yuv=paste_in_pictures(config, info))
 
         def render(work: WorkBatch) -> ComposedBatch:
             """Invert what the cache lacks, render, compose on the model's device (the calling thread)."""
@@ -536,14 +543,18 @@ def render_pass(
                 keeper.reset()  # a faceless frame breaks the mask's smoothing over time
             if mesh is not None:
                 mesh.keep(model, work.faces, config, invert_config, device, fps)
-            return ComposedBatch(work.batch, *compose(work, rendered), work.fresh, work.aligned)
+            return ComposedBatch(work.batch, *compose(work, rendered), work.fresh, work.aligned,
+                                 pictures=work.pictures is not None)
 
         def compose(work: WorkBatch, rendered: dict[int, RenderedFace]) -> tuple[np.ndarray, np.ndarray | None]:
             """The output frames and depth frames of a batch. On the model's stage: where the renders are, and
             off the encoder's thread, which is the host's slowest stage."""
             transforms = {face.index: face.transform for face in work.faces}
             frames_out, depth_out = [], []
-            for i, frame in zip(work.batch.indices.tolist(), work.pixels, strict=True):
+            targets: Sequence[torch.Tensor | YuvPlanes] = work.pixels
+            if work.pictures is not None:
+                targets = [i420_planes(picture, info.colour) for picture in work.pictures]
+            for i, frame in zip(work.batch.indices.tolist(), targets, strict=True):
                 got = rendered.get(i)
                 if got is None:
                     frames_out.append(compose_frame(config.output, frame, None, None, size=config.size))
@@ -557,6 +568,8 @@ def render_pass(
                 counts["rendered"] += 1
             # The composed frames come back from the device once; paste composes into the frames in place.
             composed = work.pixels if config.output is OutputMode.PASTE else torch.stack(frames_out)
+            if work.pictures is not None:
+                composed = work.pictures
             return composed.cpu().numpy(), np.stack(depth_out) if depth_writer is not None else None
 
         def write(work: ComposedBatch) -> None:
@@ -570,7 +583,10 @@ def render_pass(
             for index, record in work.fresh:
                 with cache_lock:
                     cache.put(index, record)  # durable once its chunk is complete (`InversionCache.put`)
-            writer.write(work.composed, work.batch.pts)
+            if work.pictures:
+                writer.write_yuv(work.composed, work.batch.pts)
+            else:
+                writer.write(work.composed, work.batch.pts)
             if depth_writer is not None:
                 depth_writer.write(work.depth, work.batch.pts)
             advance(len(work.batch))
@@ -621,8 +637,16 @@ def work_batch(batch: FrameBatch, aligned: Sequence[FrameAlignment], records: Se
     """A decoded batch of aligned frames (with their cache records) for the model stage: the frames go to the
     model's device once, and the faces are cut there."""
     pixels = image_tensor(batch.frames, device)
+    pictures = image_tensor(batch.yuv, device) if batch.yuv is not None else None
     return WorkBatch(batch, pixels, face_work(aligned, pixels, records, cameras),
-                     list(aligned) if first_pass else [])
+                     list(aligned) if first_pass else [], pictures=pictures)
+
+
+def paste_in_pictures(config: RerenderConfig, info: VideoInfo) -> bool:
+    """Whether the renders are pasted into the decoded 4:2:0 pictures (`paste_face_yuv_`), which then go to the
+    encoder as they are: `--output paste` of an 8-bit 4:2:0 video that is not turned (`yuv_kept`). Other
+    videos and layouts are composed in RGB."""
+    return config.output is OutputMode.PASTE and yuv_kept(info)
 
 
 def face_work(aligned: Sequence[FrameAlignment], frames: torch.Tensor, records: Sequence[FrameRecord | None],
@@ -650,28 +674,30 @@ class HeldFrames:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._memory: dict[int, tuple[int, np.ndarray]] = {}
+        self._memory: dict[int, tuple[int, tuple[np.ndarray, ...]]] = {}
         self._disk: dict[int, int] = {}  # frame -> pts of the frames in the folder
         self._folder: tempfile.TemporaryDirectory[str] | None = None
 
-    def put(self, index: int, pts: int, image: np.ndarray) -> None:
+    def put(self, index: int, pts: int, images: tuple[np.ndarray, ...]) -> None:
+        """Hold a frame's images (its RGB frame, and its 4:2:0 picture where one is kept)."""
         if len(self._memory) < self.limit:
-            self._memory[index] = (pts, image)
+            self._memory[index] = (pts, images)
             return
         if self._folder is None:
             self._folder = tempfile.TemporaryDirectory(prefix="nvsvideo-held-")
-        np.save(Path(self._folder.name) / f"{index}.npy", image)
+        np.savez(Path(self._folder.name) / f"{index}.npz", *images)
         self._disk[index] = pts
 
-    def pop(self, index: int) -> tuple[int, np.ndarray]:
-        """(pts, image) of a held frame, which is no longer held."""
+    def pop(self, index: int) -> tuple[int, tuple[np.ndarray, ...]]:
+        """(pts, images) of a held frame, which is no longer held."""
         if index in self._memory:
             return self._memory.pop(index)
         assert self._folder is not None
-        path = Path(self._folder.name) / f"{index}.npy"
-        image = np.load(path)
+        path = Path(self._folder.name) / f"{index}.npz"
+        with np.load(path) as stored:
+            images = tuple(stored[f"arr_{k}"] for k in range(len(stored.files)))
         path.unlink()
-        return self._disk.pop(index), image
+        return self._disk.pop(index), images
 
     def close(self) -> None:
         if self._folder is not None:
@@ -702,6 +728,7 @@ class FirstPassAlign:
         """Work batches of `reader.batch_size` frames, in order, each as soon as its frames are aligned."""
         pixels = HeldFrames(HELD_IN_MEMORY)
         decode = [0.0]
+        pictures: dict[int, np.ndarray] = {}  # the kept 4:2:0 pictures of decoded frames not yet held
 
         def decoded() -> Iterator[FrameBatch]:
             batches = iter(reader)
@@ -711,13 +738,16 @@ class FirstPassAlign:
                 decode[0] += time.perf_counter() - started
                 if batch is None:
                     return
+                if batch.yuv is not None:
+                    pictures.update(zip(batch.indices.tolist(), batch.yuv, strict=True))
                 yield batch
 
         def final() -> Iterator[FrameAlignment]:
             poses = HeadPoses(self.config.deep3d, self.config.batch_size)
             for (index, pts, seconds, image), track in track_stream(detect_stream(self.backend, decoded()),
                                                                     self.tracker):
-                pixels.put(index, pts, image)
+                picture = pictures.pop(index, None)
+                pixels.put(index, pts, (image,) if picture is None else (image, picture))
                 for frame in poses.push(tracked_frame(index, pts, seconds, track), image):
                     yield from self.aligner.push(frame)
             for frame in poses.finish():
@@ -749,8 +779,9 @@ class FirstPassAlign:
               records: Iterator[tuple[int, FrameRecord | None]], cache_lock: threading.Lock,
               cameras: PathCameras, device: torch.device) -> WorkBatch:
         held = [pixels.pop(frame.index) for frame in aligned]
-        batch = FrameBatch(np.stack([image for _, image in held]), np.array([f.index for f in aligned], np.int64),
-                           np.array([pts for pts, _ in held], np.int64), self.info.time_base)
+        batch = FrameBatch(np.stack([images[0] for _, images in held]), np.array([f.index for f in aligned], np.int64),
+                           np.array([pts for pts, _ in held], np.int64), self.info.time_base,
+                           yuv=np.stack([images[1] for _, images in held]) if len(held[0][1]) > 1 else None)
         with cache_lock:
             stored = [next(records)[1] for _ in aligned]
         # An inversion stored by an interrupted run is reused only if made from this very crop and camera.

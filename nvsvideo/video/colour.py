@@ -21,6 +21,9 @@ UNSPECIFIED = 2
 LIMITED, FULL = 1, 2
 """FFmpeg's range codes: limited ("tv", 16-235) and full ("pc", 0-255)."""
 
+#: Pixel formats whose decoded pictures can be composed and encoded as they are (8-bit 4:2:0, the encoder's own).
+PLANAR_420 = frozenset({"yuv420p", "yuvj420p"})
+
 #: swscale's default YUV <-> RGB paths round with a bias (luma came back 1-3 levels darker after one
 #: round trip) and, decoding, interpolate chroma coarsely; accurate rounding with full horizontal chroma
 #: interpolation makes the round trip exact on luma and within one level on chroma. It costs about 10 ms
@@ -77,21 +80,14 @@ def resolve_colour(matrix: int, colour_range: int, primaries: int, transfer: int
 def rgb_to_yuv420(image: np.ndarray, colour: Colour) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """uint8 RGB [H, W, 3] (even H, W) -> uint8 Y [H, W], Cb and Cr [H/2, W/2] by `colour`'s matrix and range.
 
-    Each chroma sample is that of its 2x2 block's mean colour. The writer uses this for full range only:
-    swscale's RGB -> full-range YUV scales chroma by 224/255 (measured: pure (0, 0, 20) gives Cb 137, not 138),
-    a desaturation its own decoder does not undo; its limited-range path is exact and faster.
+    The conversion is `nvsvideo.compose.yuv.rgb_to_ycbcr420`'s, rounded half up. The writer uses this for full
+    range only: swscale's RGB -> full-range YUV scales chroma by 224/255 (measured: pure (0, 0, 20) gives Cb 137,
+    not 138), a desaturation its own decoder does not undo; its limited-range path is exact and faster.
     """
-    kr, kb = LUMA_WEIGHTS[colour.matrix]
-    rgb = image.astype(np.float32) / 255
-    luma = rgb @ np.array([kr, 1 - kr - kb, kb], np.float32)
-    height, width = luma.shape
-    block = rgb.reshape(height // 2, 2, width // 2, 2, 3).mean(axis=(1, 3))
-    block_luma = block @ np.array([kr, 1 - kr - kb, kb], np.float32)
-    cb = (block[..., 2] - block_luma) / (2 * (1 - kb))
-    cr = (block[..., 0] - block_luma) / (2 * (1 - kr))
-    luma_scale, chroma_scale, black = (255, 255, 0) if colour.range == FULL else (219, 224, 16)
+    import torch  # lazily: colour facts are read before torch loads (the checks before work)
 
-    def level(x: np.ndarray, scale: float, offset: float) -> np.ndarray:
-        return np.clip(np.rint(x * scale + offset), 0, 255).astype(np.uint8)
+    from nvsvideo.compose.yuv import rgb_to_ycbcr420, round_levels
 
-    return level(luma, luma_scale, black), level(cb, chroma_scale, 128), level(cr, chroma_scale, 128)
+    planes = rgb_to_ycbcr420(torch.from_numpy(np.ascontiguousarray(image)).to(torch.float32), colour)
+    y, cb, cr = (round_levels(p).numpy() for p in planes)
+    return y, cb, cr

@@ -26,7 +26,7 @@ import av.error
 import numpy as np
 
 from nvsvideo.errors import InputError, UsageError
-from nvsvideo.video.colour import DECODE_FLAGS, Colour
+from nvsvideo.video.colour import DECODE_FLAGS, PLANAR_420, Colour
 from nvsvideo.video.probe import VideoInfo, av_error_reason, open_video, probe
 
 #: Threads converting between YUV and RGB beside the codec (here for decoding, in the writer for
@@ -101,11 +101,15 @@ class FrameBatch:
     """int64 [B]: source presentation timestamps, in ticks of `time_base`."""
     time_base: Fraction
     """Seconds per tick of `pts`."""
+    yuv: np.ndarray | None = None
+    """uint8 [B, H·3/2, W]: the decoded 4:2:0 pictures in FFmpeg's packed yuv420p layout (`keep_yuv`), else None."""
 
     def __post_init__(self) -> None:
         b = self.frames.shape[0]
         assert self.frames.ndim == 4 and self.frames.shape[3] == 3 and self.frames.dtype == np.uint8, self.frames.shape
         assert self.indices.shape == (b,) and self.pts.shape == (b,), (self.indices.shape, self.pts.shape)
+        if self.yuv is not None:
+            assert self.yuv.shape == (b, self.frames.shape[1] * 3 // 2, self.frames.shape[2]), self.yuv.shape
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
@@ -150,6 +154,7 @@ class VideoReader:
         every: int = 1,  # keep one frame in `every`
         info: VideoInfo | None = None,  # a probe result to reuse (saves a pass over the file)
         span: FrameSpan | None = None,  # frames by index (instead of start/end/every)
+        keep_yuv: bool = False,  # also yield the decoded pictures (`FrameBatch.yuv`); see `yuv_kept`
     ) -> None:
         if batch_size < 1 or every < 1 or threads < 0:
             raise UsageError("batch size and --every must be at least 1, and threads at least 0")
@@ -165,6 +170,9 @@ class VideoReader:
         self.end = end
         self.every = every
         self.span = span
+        if keep_yuv and not yuv_kept(self.info):
+            raise ValueError(f"{self.info.pix_fmt} pictures turned by {self.info.rotation} degrees cannot be kept")
+        self.keep_yuv = keep_yuv
         self._first_kept: int | None = None  # index of the first frame at or after `start`; `every` counts from it
         self._last_index = -1  # index of the last frame decoded in this pass
         self.frames_decoded = 0
@@ -177,7 +185,7 @@ class VideoReader:
         self.warning = None
         rotation = self.info.rotation
         # Frames being converted to RGB, oldest first; at most two batches, so memory stays bounded.
-        window: deque[tuple[Future[np.ndarray], int, int]] = deque()
+        window: deque[tuple[Future[tuple[np.ndarray, np.ndarray | None]], int, int]] = deque()
         reached_end = False
         damage: str | None = None
         with open_video(self.path) as (container, stream), ThreadPoolExecutor(RGB_WORKERS) as pool:
@@ -195,7 +203,7 @@ class VideoReader:
                         break
                     if verdict is _Pick.SKIP:
                         continue
-                    window.append((pool.submit(_upright_rgb, frame, rotation, self.info.colour), index, pts))
+                    window.append((pool.submit(_pixels, frame, rotation, self.info.colour, self.keep_yuv), index, pts))
                     if len(window) == 2 * self.batch_size:
                         yield _take_batch(window, self.batch_size, time_base)
             except _DecodeStopped as stop:
@@ -289,21 +297,38 @@ def _decode(container: av.container.InputContainer, stream: av.video.stream.Vide
         raise _DecodeStopped(av_error_reason(err)) from err
 
 
-def _upright_rgb(frame: av.VideoFrame, rotation: int, colour: Colour) -> np.ndarray:
-    """[H, W, 3] uint8 RGB of a decoded frame by the source's matrix and range, turned upright (in a worker thread)."""
+def yuv_kept(info: VideoInfo) -> bool:
+    """Whether the reader can keep a video's decoded pictures (`keep_yuv`): 8-bit 4:2:0 of even size, not turned.
+
+    Those are the pictures the writer encodes as they are (`VideoWriter.write_yuv`); other formats go through RGB.
+    """
+    return (info.pix_fmt in PLANAR_420 and info.rotation == 0 and info.width % 2 == 0 and info.height % 2 == 0)
+
+
+def _pixels(frame: av.VideoFrame, rotation: int, colour: Colour, keep_yuv: bool
+            ) -> tuple[np.ndarray, np.ndarray | None]:
+    """([H, W, 3] uint8 RGB of a decoded frame by the source's matrix and range, turned upright; with `keep_yuv`
+    its picture in the packed yuv420p layout, else None) (in a worker thread)."""
     rgb = frame.to_ndarray(format="rgb24", src_colorspace=colour.matrix, src_color_range=colour.range,
                            interpolation=DECODE_FLAGS)
-    return upright(rgb, rotation)
+    if not keep_yuv:
+        return upright(rgb, rotation), None
+    # A picture in another format than the stream's first (a mid-stream change) is converted to the kept one.
+    picture = frame if frame.format.name in PLANAR_420 else frame.reformat(format="yuv420p")
+    return rgb, picture.to_ndarray()
 
 
-def _take_batch(window: deque[tuple[Future[np.ndarray], int, int]], size: int, time_base: Fraction) -> FrameBatch:
+def _take_batch(window: deque[tuple[Future[tuple[np.ndarray, np.ndarray | None]], int, int]], size: int,
+                time_base: Fraction) -> FrameBatch:
     """Pop up to `size` frames off the front of `window`, waiting for their conversion."""
     taken = [window.popleft() for _ in range(min(size, len(window)))]
+    pixels = [future.result() for future, _, _ in taken]
     return FrameBatch(
-        frames=np.stack([future.result() for future, _, _ in taken]),
+        frames=np.stack([rgb for rgb, _ in pixels]),
         indices=np.array([index for _, index, _ in taken], dtype=np.int64),
         pts=np.array([pts for _, _, pts in taken], dtype=np.int64),
         time_base=time_base,
+        yuv=None if pixels[0][1] is None else np.stack([yuv for _, yuv in pixels]),
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
@@ -170,21 +170,39 @@ class VideoWriter:
         """
         assert frames.ndim == 4 and frames.shape[1:] == (self.height, self.width, 3), frames.shape
         assert frames.dtype == np.uint8, frames.dtype
+        # The RGB -> YUV conversions run in the pool while libx264 encodes on its own threads.
+        self._encode(lambda: self._pool.map(_to_yuv, pad_to_even(frames), itertools.repeat(self.colour)),
+                     len(frames), pts)
+
+    def write_yuv(self, pictures: np.ndarray, pts: np.ndarray | None = None) -> None:
+        """Encode decoded 4:2:0 pictures as they are: uint8 [B, H·3/2, W] in FFmpeg's packed yuv420p layout
+        (`FrameBatch.yuv`), in this writer's colour, at `pts` as `write`'s. H and W are the writer's (even)."""
+        assert pictures.ndim == 3 and pictures.shape[1:] == (self.height * 3 // 2, self.width), pictures.shape
+        assert pictures.dtype == np.uint8 and self.output_size == (self.width, self.height), pictures.dtype
+
+        def frames() -> Iterator[av.VideoFrame]:
+            for picture in pictures:
+                frame = av.VideoFrame.from_ndarray(picture, format="yuv420p")
+                frame.colorspace, frame.color_range = self.colour.matrix, self.colour.range
+                yield frame
+
+        self._encode(frames, len(pictures), pts)
+
+    def _encode(self, frames: Callable[[], Iterable[av.VideoFrame]], count: int, pts: np.ndarray | None) -> None:
+        """Encode `count` frames made by `frames()` at `pts` (see `write`), then the audio up to the last one."""
         if pts is None:
             first = self.frames_written
             step = 1 / (self.fps * self.time_base)
-            pts = np.array([round((first + i) * step) for i in range(len(frames))], dtype=np.int64)
-        assert pts.shape == (len(frames),), pts.shape
-        if not len(frames):
+            pts = np.array([round((first + i) * step) for i in range(count)], dtype=np.int64)
+        assert pts.shape == (count,), pts.shape
+        if not count:
             return
         stamps = pts.tolist()
         for before, stamp in zip([self._last_pts, *stamps[:-1]], stamps, strict=True):
             if before is not None and stamp <= before:
                 raise ValueError(f"timestamps must increase: {stamp} after {before}")
         with self._space_errors():
-            # The RGB -> YUV conversions run in the pool while libx264 encodes on its own threads.
-            yuv = self._pool.map(_to_yuv, pad_to_even(frames), itertools.repeat(self.colour))
-            for frame, stamp in zip(yuv, stamps, strict=True):
+            for frame, stamp in zip(frames(), stamps, strict=True):
                 frame.pts = stamp
                 frame.time_base = self.time_base
                 self._out.mux(self._video.encode(frame))
