@@ -51,10 +51,10 @@ def pillow_functions(pil: ModuleType) -> dict[str, Callable[..., Any]]:
             frame.copy_(torch.from_numpy(pil.pil_paste_back(frame.numpy(), novel.numpy(), transform)))
         return frame
 
-    def paste_in_pictures(config: Any, info: Any) -> bool:
-        return False  # it composed RGB frames, which the writer converted to 4:2:0
+    def yuv_kept(info: Any) -> bool:
+        return False  # it cut and composed RGB frames, which the writer converted to 4:2:0
 
-    return {"crop_face": crop_face, "compose_frame": compose_frame, "paste_in_pictures": paste_in_pictures}
+    return {"crop_face": crop_face, "compose_frame": compose_frame, "yuv_kept": yuv_kept}
 
 
 @contextlib.contextmanager

@@ -53,8 +53,11 @@ def test_lossless_paste_output_matches_the_pillow_compositing(fixtures_dir: Path
         planes = np.concatenate([outside[::2, ::2].reshape(-1, 640), outside[::2, ::2].reshape(-1, 640)])
         np.testing.assert_array_equal(got[k, chroma][planes], source[k, chroma][planes])
     assert np.mean(got[:, luma] != source[:, luma]) > 0.01  # the faces were pasted
-    # Inside, the same patch and mask blended in YCbCr rather than in RGB: measured 99.99 % of the luma and
-    # 99.9 % of the chroma samples within one level of the Pillow path's, at most four levels apart.
-    for part, share in ((luma, 0.9999), (chroma, 0.999)):
+    # Inside, the faces are cut from the pictures and the renders resampled and blended plane by plane, chroma at
+    # its own sites: measured 99.991 % of the luma and 99.82 % of the chroma samples within one level of the
+    # Pillow path's, at most five apart. With the model a pass-through, a face-less output would be the
+    # source: ours changes 0.08 % of its chroma samples (2.6 % of luma, by a level), the Pillow path 4.3 %.
+    for part, share in ((luma, 0.9998), (chroma, 0.998)):
         diff = np.abs(got[:, part] - want[:, part])
-        assert diff.max() <= 4 and np.mean(diff <= 1) > share
+        assert diff.max() <= 5 and np.mean(diff <= 1) > share
+    assert np.mean(got[:, chroma] != source[:, chroma]) < 0.005

@@ -22,15 +22,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 from nvsvideo.cameras.eg3d import lookat_angles, pose_from_label, split_label
+from nvsvideo.compose.resample import image_tensor
+from nvsvideo.compose.yuv import YuvPlanes, i420_planes
 from nvsvideo.console import Reporter
 from nvsvideo.errors import InputError, NoFaceError, UsageError
 from nvsvideo.face.crop import (
     CropSquare,
     CropTransform,
     apply_crop,
+    crop_face,
     crop_five_points,
     crop_square_from_points,
     crop_transform_from_points,
@@ -65,6 +69,8 @@ from nvsvideo.temporal.tracking import (
     track_stream,
 )
 from nvsvideo.video import FrameBatch, FrameSpan, VideoInfo, VideoReader, VideoWriter, probe
+from nvsvideo.video.colour import Colour
+from nvsvideo.video.reader import yuv_kept
 
 #: Image suffixes `align` accepts as stills.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -243,12 +249,18 @@ DecodedFrame = tuple[int, int, float, np.ndarray]
 
 
 def detect_stream(backend: LandmarkBackend, batches: Iterable[FrameBatch]) -> Iterator[tuple[DecodedFrame, list[Face]]]:
-    """Each decoded frame with its faces, batch by batch."""
+    """Each decoded frame with its faces, batch by batch. A batch without RGB frames (its reader made none,
+    as for a landmark file without boxes: `reads_pixels`) takes its faces by index, and its frames carry
+    no pixels (None)."""
     for batch in batches:
-        faces = backend.detect(batch.frames, start=int(batch.indices[0]))
+        if batch.frames is None:
+            faces = backend.faces_at(batch.indices.tolist())  # type: ignore[attr-defined]
+        else:
+            faces = backend.detect(batch.frames, start=int(batch.indices[0]))
         seconds = batch.pts_seconds
         for i in range(len(batch)):
-            yield (int(batch.indices[i]), int(batch.pts[i]), float(seconds[i]), batch.frames[i]), faces[i]
+            image = None if batch.frames is None else batch.frames[i]
+            yield (int(batch.indices[i]), int(batch.pts[i]), float(seconds[i]), image), faces[i]
 
 
 def tracked_frame(index: int, pts: int, seconds: float, record: TrackRecord) -> FrameAlignment:
@@ -543,13 +555,35 @@ def iter_crops(video: Path, alignment: VideoAlignment, batch_size: int = 16, onl
     A crop is None where the subject is missing, or where `only` is given and excludes the frame.
     """
     by_index = {f.index: f for f in alignment.frames}
-    for batch in VideoReader(video, batch_size=batch_size, span=span):
+    info = probe(video)
+    # Crops are cut from the decoded pictures where the reader keeps them, as `rerender` cuts them.
+    pictures = yuv_kept(info)
+    for batch in VideoReader(video, batch_size=batch_size, span=span, info=info, keep_yuv=pictures, rgb=not pictures):
+        frames, yuv = (None if a is None else image_tensor(a) for a in (batch.frames, batch.yuv))
         crops = []
-        for i, frame in zip(batch.indices.tolist(), batch.frames, strict=True):
+        for j, i in enumerate(batch.indices.tolist()):
             record = by_index.get(i)
             wanted = record is not None and record.has_face and (only is None or i in only)
-            crops.append(apply_crop(frame, record.transform) if wanted else None)
+            crops.append(crop_face(crop_source(frames, yuv, j, info.colour), record.transform).numpy()
+                         if wanted else None)
         yield batch, crops
+
+
+def crop_source(frames: torch.Tensor | None, pictures: torch.Tensor | None, j: int, colour: Colour
+                ) -> torch.Tensor | YuvPlanes:
+    """Frame j of a batch as its crop is cut (`crop_face`): its decoded 4:2:0 picture where the reader kept the
+    pictures (`yuv_kept`), else its RGB frame. Every pipeline cuts a video's crops so: a crop, and the
+    inversion made from it, do not depend on the command that made them.
+
+    Args:
+        frames: the batch's RGB frames, uint8 [B, H, W, 3], or None.
+        pictures: its packed yuv420p pictures, uint8 [B, H·3/2, W], or None.
+        colour: the video's.
+    """
+    if pictures is not None:
+        return i420_planes(pictures[j], colour)
+    assert frames is not None
+    return frames[j]
 
 
 def align_images(paths: list[Path], backend: LandmarkBackend, config: AlignConfig

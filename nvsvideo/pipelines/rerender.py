@@ -48,6 +48,7 @@ from nvsvideo.pipelines.align import (
     HeadPoses,
     StreamAligner,
     VideoAlignment,
+    crop_source,
     detect_stream,
     record_settings,
     tracked_frame,
@@ -74,6 +75,7 @@ from nvsvideo.render import RenderId, RenderOptions, render_views
 from nvsvideo.runtime.batching import Batcher, BatchSpec
 from nvsvideo.temporal.tracking import FaceTracker, no_subject_error, track_stream
 from nvsvideo.video import FrameBatch, FrameSpan, VideoInfo, VideoReader, VideoWriter, probe
+from nvsvideo.video.colour import Colour
 from nvsvideo.video.reader import yuv_kept
 
 #: One rendered face: (novel view uint8 [S, S, 3] on the model's device, input crop, reconstruction at the
@@ -105,8 +107,9 @@ class WorkBatch:
     """One batch into the model stage: decoded frames and their faces."""
 
     batch: FrameBatch
-    pixels: torch.Tensor
-    """The decoded frames on the model's device, uint8 [B, H, W, 3]: uploaded once, cropped and composed there."""
+    pixels: torch.Tensor | None
+    """The decoded frames on the model's device, uint8 [B, H, W, 3]: uploaded once, cropped and composed there
+    (None when the pass needs no RGB: the faces are cut from and pasted into the `pictures`)."""
     faces: list[FaceWork]
     aligned: list[FrameAlignment] = field(default_factory=list)
     """The batch's frames as a first pass aligned them (stored with the batch); empty when read from tracks."""
@@ -378,10 +381,11 @@ def render_video(
                 aligned = [alignment.frames[i] for i in batch.indices.tolist()]
                 with cache_lock:
                     stored = [next(records)[1] for _ in aligned]
-                yield work_batch(batch, aligned, stored, cameras, device)
+                yield work_batch(batch, aligned, stored, cameras, device, info.colour)
 
         result = render_pass(video, output, cache, source, model, invert_config, config, device=device,
-                             reporter=reporter, info=info, span=span, invert=invert, expected=len(frames), mesh=mesh)
+                             reporter=reporter, info=info, span=span, invert=invert, expected=len(frames), mesh=mesh,
+                             rgb=not paste_in_pictures(config, info))
         if mesh is not None:
             mesh.export(model, config, device)
     return result
@@ -439,8 +443,11 @@ def render_first_pass(
                    cache_lock: threading.Lock) -> Iterator[WorkBatch]:
             return align.batches(reader, records, cache_lock, cameras, device)
 
+        # RGB frames only for what reads them: the landmarks (not a landmark file's), Deep3D, the RGB layouts.
+        rgb = (getattr(backend, "reads_pixels", True) or align_config.deep3d is not None
+               or not paste_in_pictures(config, info))
         result = render_pass(video, output, cache, source, model, invert_config, config, device=device,
-                             reporter=reporter, info=info, invert=True, expected=None, log=log, mesh=mesh)
+                             reporter=reporter, info=info, invert=True, expected=None, log=log, mesh=mesh, rgb=rgb)
         alignment = align.alignment(video, {"key": align_key})
         if len(alignment.frames) < info.frame_count:
             # The file ended early or broke: the frames it does not decode have no face to invert.
@@ -472,6 +479,7 @@ def render_pass(
     expected: int | None,
     log: TrackLog | None = None,
     mesh: MeshFrame | None = None,
+    rgb: bool = True,
 ) -> dict[str, Any]:
     """The pass shared by `render_video` and `render_first_pass`: `source` decodes (and aligns) into work
     batches on one thread, the calling thread inverts what the cache lacks, renders and composes on the
@@ -485,6 +493,7 @@ def render_pass(
             committed; None: a first pass, which takes the frames the file decodes.
         log: where a first pass stores the frames it aligned, before their inversions.
         mesh: the `--mesh` frame, whose tri-planes the pass keeps.
+        rgb: decode RGB frames (else only the pictures, where `paste_in_pictures`).
 
     Returns:
         as `render_video`; "frames" counts the frames written.
@@ -494,6 +503,7 @@ def render_pass(
     keeper = OodKeeper(config.keep_ood) if config.keep_ood is not None else None
     fps = float(info.fps)
     invert_config = replace(invert_config, store=cache.store)  # `auto`: what the existing cache keeps
+    into_pictures = paste_in_pictures(config, info)
     counts = {"faces": 0, "inverted": 0, "rendered": 0}
     invert_seconds = 0.0
     with contextlib.ExitStack() as stack:
@@ -521,7 +531,7 @@ def render_pass(
         batcher = Batcher(config.batch_size, device, warn=reporter.warn)
         invert_batcher = Batcher(invert_config.batch_size, device, warn=reporter.warn)
         reader = VideoReader(video, batch_size=batcher.gather, info=info, span=span,
-                             keep_yuv=paste_in_pictures(config, info))
+                             keep_yuv=yuv_kept(info), rgb=rgb)
 
         def render(work: WorkBatch) -> ComposedBatch:
             """Invert what the cache lacks, render, compose on the model's device (the calling thread)."""
@@ -544,16 +554,19 @@ def render_pass(
             if mesh is not None:
                 mesh.keep(model, work.faces, config, invert_config, device, fps)
             return ComposedBatch(work.batch, *compose(work, rendered), work.fresh, work.aligned,
-                                 pictures=work.pictures is not None)
+                                 pictures=into_pictures)
 
         def compose(work: WorkBatch, rendered: dict[int, RenderedFace]) -> tuple[np.ndarray, np.ndarray | None]:
             """The output frames and depth frames of a batch. On the model's stage: where the renders are, and
             off the encoder's thread, which is the host's slowest stage."""
             transforms = {face.index: face.transform for face in work.faces}
             frames_out, depth_out = [], []
-            targets: Sequence[torch.Tensor | YuvPlanes] = work.pixels
-            if work.pictures is not None:
-                targets = [i420_planes(picture, info.colour) for picture in work.pictures]
+            if into_pictures:
+                assert work.pictures is not None
+                targets: Sequence[torch.Tensor | YuvPlanes] = [i420_planes(p, info.colour) for p in work.pictures]
+            else:
+                assert work.pixels is not None
+                targets = work.pixels
             for i, frame in zip(work.batch.indices.tolist(), targets, strict=True):
                 got = rendered.get(i)
                 if got is None:
@@ -566,10 +579,12 @@ def render_pass(
                                                 size=config.size, input_crop=image_tensor(crop), reconstruction=recon))
                 depth_out.append(depth)
                 counts["rendered"] += 1
-            # The composed frames come back from the device once; paste composes into the frames in place.
-            composed = work.pixels if config.output is OutputMode.PASTE else torch.stack(frames_out)
-            if work.pictures is not None:
+            # The composed frames come back from the device once; paste composes into the frames (or the
+            # pictures) in place.
+            if into_pictures:
                 composed = work.pictures
+            else:
+                composed = work.pixels if config.output is OutputMode.PASTE else torch.stack(frames_out)
             return composed.cpu().numpy(), np.stack(depth_out) if depth_writer is not None else None
 
         def write(work: ComposedBatch) -> None:
@@ -633,12 +648,11 @@ class PathCameras:
 
 
 def work_batch(batch: FrameBatch, aligned: Sequence[FrameAlignment], records: Sequence[FrameRecord | None],
-               cameras: PathCameras, device: torch.device, *, first_pass: bool = False) -> WorkBatch:
-    """A decoded batch of aligned frames (with their cache records) for the model stage: the frames go to the
-    model's device once, and the faces are cut there."""
-    pixels = image_tensor(batch.frames, device)
-    pictures = image_tensor(batch.yuv, device) if batch.yuv is not None else None
-    return WorkBatch(batch, pixels, face_work(aligned, pixels, records, cameras),
+               cameras: PathCameras, device: torch.device, colour: Colour, *, first_pass: bool = False) -> WorkBatch:
+    """A decoded batch of aligned frames (with their cache records) for the model stage: the frames (RGB, or
+    the decoded pictures, or both) go to the model's device once, and the faces are cut there."""
+    pixels, pictures = (None if a is None else image_tensor(a, device) for a in (batch.frames, batch.yuv))
+    return WorkBatch(batch, pixels, face_work(aligned, pixels, pictures, colour, records, cameras),
                      list(aligned) if first_pass else [], pictures=pictures)
 
 
@@ -649,16 +663,18 @@ def paste_in_pictures(config: RerenderConfig, info: VideoInfo) -> bool:
     return config.output is OutputMode.PASTE and yuv_kept(info)
 
 
-def face_work(aligned: Sequence[FrameAlignment], frames: torch.Tensor, records: Sequence[FrameRecord | None],
-              cameras: PathCameras) -> list[FaceWork]:
-    """The faces of a batch of aligned frames (uint8 [B, H, W, 3] on the model's device) to render."""
+def face_work(aligned: Sequence[FrameAlignment], frames: torch.Tensor | None, pictures: torch.Tensor | None,
+              colour: Colour, records: Sequence[FrameRecord | None], cameras: PathCameras) -> list[FaceWork]:
+    """The faces of a batch of aligned frames (on the model's device: see `crop_source`) to render."""
     chosen = [j for j, frame in enumerate(aligned) if frame.has_face]
     if not chosen:
         return []
     labels = np.stack([aligned[j].label for j in chosen])
     novel = cameras(np.array([aligned[j].time for j in chosen]), labels)
-    return [FaceWork(aligned[j].index, crop_face(frames[j], aligned[j].transform).cpu().numpy(), records[j],
-                     aligned[j].label, novel[k], aligned[j].time, aligned[j].transform) for k, j in enumerate(chosen)]
+    return [FaceWork(aligned[j].index,
+                     crop_face(crop_source(frames, pictures, j, colour), aligned[j].transform).cpu().numpy(),
+                     records[j], aligned[j].label, novel[k], aligned[j].time, aligned[j].transform)
+            for k, j in enumerate(chosen)]
 
 
 #: Decoded frames the align stage keeps in memory while they wait for their alignment; more wait on disk.
@@ -746,8 +762,8 @@ class FirstPassAlign:
             poses = HeadPoses(self.config.deep3d, self.config.batch_size)
             for (index, pts, seconds, image), track in track_stream(detect_stream(self.backend, decoded()),
                                                                     self.tracker):
-                picture = pictures.pop(index, None)
-                pixels.put(index, pts, (image,) if picture is None else (image, picture))
+                # Held as (RGB frame, picture), either of which the reader may not make.
+                pixels.put(index, pts, tuple(a for a in (image, pictures.pop(index, None)) if a is not None))
                 for frame in poses.push(tracked_frame(index, pts, seconds, track), image):
                     yield from self.aligner.push(frame)
             for frame in poses.finish():
@@ -766,7 +782,7 @@ class FirstPassAlign:
                     self.frames.append(frame)
                     ready.append(frame)
                 if ready and (frame is None or len(ready) == reader.batch_size):
-                    yield self._work(ready, pixels, records, cache_lock, cameras, device)
+                    yield self._work(ready, pixels, (reader.rgb, reader.keep_yuv), records, cache_lock, cameras, device)
                     ready = []
                 if frame is None:
                     break
@@ -775,18 +791,21 @@ class FirstPassAlign:
             pixels.close()
             self.seconds -= decode[0]
 
-    def _work(self, aligned: list[FrameAlignment], pixels: HeldFrames,
+    def _work(self, aligned: list[FrameAlignment], pixels: HeldFrames, held_kinds: tuple[bool, bool],
               records: Iterator[tuple[int, FrameRecord | None]], cache_lock: threading.Lock,
               cameras: PathCameras, device: torch.device) -> WorkBatch:
+        """The work batch of frames now aligned; `held_kinds`: whether RGB frames and pictures are held."""
         held = [pixels.pop(frame.index) for frame in aligned]
-        batch = FrameBatch(np.stack([images[0] for _, images in held]), np.array([f.index for f in aligned], np.int64),
+        rgb, yuv = held_kinds
+        batch = FrameBatch(np.stack([images[0] for _, images in held]) if rgb else None,
+                           np.array([f.index for f in aligned], np.int64),
                            np.array([pts for pts, _ in held], np.int64), self.info.time_base,
-                           yuv=np.stack([images[1] for _, images in held]) if len(held[0][1]) > 1 else None)
+                           yuv=np.stack([images[-1] for _, images in held]) if yuv else None)
         with cache_lock:
             stored = [next(records)[1] for _ in aligned]
         # An inversion stored by an interrupted run is reused only if made from this very crop and camera.
         stored = [record if self.log.matches(frame) else None for frame, record in zip(aligned, stored, strict=True)]
-        return work_batch(batch, aligned, stored, cameras, device, first_pass=True)
+        return work_batch(batch, aligned, stored, cameras, device, self.info.colour, first_pass=True)
 
     def alignment(self, video: Path, settings: dict[str, Any]) -> VideoAlignment:
         """The whole track (call after the pass), as `track_video` would have made it."""

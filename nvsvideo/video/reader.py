@@ -93,8 +93,8 @@ class TruncatedVideoWarning(UserWarning):
 class FrameBatch:
     """Consecutive decoded frames of one video, upright, with their source timestamps."""
 
-    frames: np.ndarray
-    """uint8 [B, H, W, 3] RGB, rotation already applied."""
+    frames: np.ndarray | None
+    """uint8 [B, H, W, 3] RGB, rotation already applied; None when the reader made none (`rgb`)."""
     indices: np.ndarray
     """int64 [B]: position of each frame among all the frames the file shows (0-based)."""
     pts: np.ndarray
@@ -105,14 +105,20 @@ class FrameBatch:
     """uint8 [B, H·3/2, W]: the decoded 4:2:0 pictures in FFmpeg's packed yuv420p layout (`keep_yuv`), else None."""
 
     def __post_init__(self) -> None:
-        b = self.frames.shape[0]
-        assert self.frames.ndim == 4 and self.frames.shape[3] == 3 and self.frames.dtype == np.uint8, self.frames.shape
+        b = len(self.indices)
         assert self.indices.shape == (b,) and self.pts.shape == (b,), (self.indices.shape, self.pts.shape)
+        assert self.frames is not None or self.yuv is not None, "a batch holds RGB frames or pictures"
+        if self.frames is not None:
+            frames = self.frames
+            assert frames.shape[0] == b and frames.ndim == 4 and frames.shape[3] == 3, frames.shape
+            assert frames.dtype == np.uint8, frames.dtype
         if self.yuv is not None:
-            assert self.yuv.shape == (b, self.frames.shape[1] * 3 // 2, self.frames.shape[2]), self.yuv.shape
+            assert self.yuv.ndim == 3 and self.yuv.shape[0] == b and self.yuv.dtype == np.uint8, self.yuv.shape
+            if self.frames is not None:
+                assert self.yuv.shape[1:] == (self.frames.shape[1] * 3 // 2, self.frames.shape[2]), self.yuv.shape
 
     def __len__(self) -> int:
-        return int(self.frames.shape[0])
+        return len(self.indices)
 
     @property
     def pts_seconds(self) -> np.ndarray:
@@ -155,6 +161,7 @@ class VideoReader:
         info: VideoInfo | None = None,  # a probe result to reuse (saves a pass over the file)
         span: FrameSpan | None = None,  # frames by index (instead of start/end/every)
         keep_yuv: bool = False,  # also yield the decoded pictures (`FrameBatch.yuv`); see `yuv_kept`
+        rgb: bool = True,  # convert the pictures to RGB frames (`FrameBatch.frames`); False needs `keep_yuv`
     ) -> None:
         if batch_size < 1 or every < 1 or threads < 0:
             raise UsageError("batch size and --every must be at least 1, and threads at least 0")
@@ -172,7 +179,10 @@ class VideoReader:
         self.span = span
         if keep_yuv and not yuv_kept(self.info):
             raise ValueError(f"{self.info.pix_fmt} pictures turned by {self.info.rotation} degrees cannot be kept")
+        if not (rgb or keep_yuv):
+            raise ValueError("a reader yields RGB frames, pictures, or both")
         self.keep_yuv = keep_yuv
+        self.rgb = rgb
         self._first_kept: int | None = None  # index of the first frame at or after `start`; `every` counts from it
         self._last_index = -1  # index of the last frame decoded in this pass
         self.frames_decoded = 0
@@ -185,7 +195,7 @@ class VideoReader:
         self.warning = None
         rotation = self.info.rotation
         # Frames being converted to RGB, oldest first; at most two batches, so memory stays bounded.
-        window: deque[tuple[Future[tuple[np.ndarray, np.ndarray | None]], int, int]] = deque()
+        window: deque[tuple[Future[tuple[np.ndarray | None, np.ndarray | None]], int, int]] = deque()
         reached_end = False
         damage: str | None = None
         with open_video(self.path) as (container, stream), ThreadPoolExecutor(RGB_WORKERS) as pool:
@@ -203,7 +213,7 @@ class VideoReader:
                         break
                     if verdict is _Pick.SKIP:
                         continue
-                    window.append((pool.submit(_pixels, frame, rotation, self.info.colour, self.keep_yuv), index, pts))
+                    window.append((pool.submit(_pixels, frame, rotation, self.info.colour, self.rgb, self.keep_yuv), index, pts))
                     if len(window) == 2 * self.batch_size:
                         yield _take_batch(window, self.batch_size, time_base)
             except _DecodeStopped as stop:
@@ -305,26 +315,28 @@ def yuv_kept(info: VideoInfo) -> bool:
     return (info.pix_fmt in PLANAR_420 and info.rotation == 0 and info.width % 2 == 0 and info.height % 2 == 0)
 
 
-def _pixels(frame: av.VideoFrame, rotation: int, colour: Colour, keep_yuv: bool
-            ) -> tuple[np.ndarray, np.ndarray | None]:
-    """([H, W, 3] uint8 RGB of a decoded frame by the source's matrix and range, turned upright; with `keep_yuv`
-    its picture in the packed yuv420p layout, else None) (in a worker thread)."""
-    rgb = frame.to_ndarray(format="rgb24", src_colorspace=colour.matrix, src_color_range=colour.range,
-                           interpolation=DECODE_FLAGS)
+def _pixels(frame: av.VideoFrame, rotation: int, colour: Colour, rgb: bool, keep_yuv: bool
+            ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(with `rgb`, [H, W, 3] uint8 RGB of a decoded frame by the source's matrix and range, turned upright;
+    with `keep_yuv`, its picture in the packed yuv420p layout) (in a worker thread)."""
+    image = None
+    if rgb:
+        image = upright(frame.to_ndarray(format="rgb24", src_colorspace=colour.matrix, src_color_range=colour.range,
+                                         interpolation=DECODE_FLAGS), rotation)
     if not keep_yuv:
-        return upright(rgb, rotation), None
+        return image, None
     # A picture in another format than the stream's first (a mid-stream change) is converted to the kept one.
     picture = frame if frame.format.name in PLANAR_420 else frame.reformat(format="yuv420p")
-    return rgb, picture.to_ndarray()
+    return image, picture.to_ndarray()
 
 
-def _take_batch(window: deque[tuple[Future[tuple[np.ndarray, np.ndarray | None]], int, int]], size: int,
+def _take_batch(window: deque[tuple[Future[tuple[np.ndarray | None, np.ndarray | None]], int, int]], size: int,
                 time_base: Fraction) -> FrameBatch:
     """Pop up to `size` frames off the front of `window`, waiting for their conversion."""
     taken = [window.popleft() for _ in range(min(size, len(window)))]
     pixels = [future.result() for future, _, _ in taken]
     return FrameBatch(
-        frames=np.stack([rgb for rgb, _ in pixels]),
+        frames=None if pixels[0][0] is None else np.stack([rgb for rgb, _ in pixels]),
         indices=np.array([index for _, index, _ in taken], dtype=np.int64),
         pts=np.array([pts for _, _, pts in taken], dtype=np.int64),
         time_base=time_base,

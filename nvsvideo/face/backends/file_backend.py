@@ -98,14 +98,26 @@ class FileBackend:
     def __repr__(self) -> str:
         return f"FileBackend(frames={len(self._entries)})"
 
+    @property
+    def reads_pixels(self) -> bool:
+        """Whether `detect` looks at the frames: only to fit landmarks in boxes. Without boxes a pipeline
+        may leave the frames undecoded and ask `faces_at` instead."""
+        return self._fitter is not None
+
     def detect(self, frames: np.ndarray, *, start: int = 0) -> list[list[Face]]:
         """See `LandmarkBackend.detect`: faces of frames `start .. start + B - 1` from the file."""
         check_frames(frames)
         return [self._faces(start + i, frame) for i, frame in enumerate(frames)]
 
-    def _faces(self, index: int, frame: np.ndarray) -> list[Face]:
+    def faces_at(self, indices: list[int]) -> list[list[Face]]:
+        """The faces of the frames `indices` from a file that has only landmarks (`reads_pixels` is False)."""
+        assert not self.reads_pixels, "boxes need the frames' pixels: call detect"
+        return [self._faces(index, None) for index in indices]
+
+    def _faces(self, index: int, frame: np.ndarray | None) -> list[Face]:
         landmarks, boxes = self._entries.get(index, (np.zeros((0, NUM_LANDMARKS, 2)), np.zeros((0, 4))))
         faces = [Face(box=box_of_points(points), score=1.0, landmarks=points.copy()) for points in landmarks]
         if len(boxes):
+            assert self._fitter is not None and frame is not None
             faces += self._fitter.fit(frame, boxes)
         return faces
