@@ -17,7 +17,6 @@ from nvsvideo.temporal.smoothing import (
     sigma_frames,
     smooth_crop,
     smooth_labels,
-    smooth_rotations,
     smooth_series,
 )
 
@@ -101,7 +100,9 @@ def test_rotation_smoothing_across_the_quaternion_sign_flip():
     noisy = Rotation.from_rotvec(rng.normal(0, np.radians(1.0), (T, 3))) * truth
     quats = Rotation.from_matrix(noisy.as_matrix()).as_quat()
     assert np.sum(np.sum(quats[1:] * quats[:-1], axis=1) < 0) >= 1, "the test needs a sign flip"
-    smoothed = smooth_rotations(noisy.as_matrix(), 3.0)
+    cam2world = np.repeat(np.eye(4)[None], T, axis=0)
+    cam2world[:, :3, :3], cam2world[:, 2, 3] = noisy.as_matrix(), 2.7
+    smoothed = split_label(smooth_labels(make_label(cam2world, intrinsics()), 3.0))[0][:, :3, :3]
     error = (Rotation.from_matrix(smoothed) * truth.inv()).magnitude()
     noisy_error = (noisy * truth.inv()).magnitude()
     assert np.degrees(error.max()) < 3.0  # mixing q and -q gives ~11 degrees here

@@ -92,7 +92,7 @@ def project(points: np.ndarray, rotation: np.ndarray, translation: np.ndarray, c
 
 #: The Newton iteration stops with a step that moves no parameter (radians, mean-face units) by more than this:
 #: convergence is quadratic, so what is left after it is of the order of its square.
-FINAL_STEP = 1e-6
+FINAL_STEP = 1e-5
 #: At most this many trial steps (the fits seen take 3 to 5).
 MAX_STEPS = 50
 
