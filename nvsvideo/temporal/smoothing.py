@@ -338,6 +338,8 @@ def lag_frames(raw: np.ndarray, smoothed: np.ndarray, max_lag: int = 10) -> floa
 
 def _hold_invalid(intrinsics: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
     """[T, 3, 3] intrinsics; invalid frames take those of the nearest earlier valid frame (or the first)."""
+    if valid is None:
+        return intrinsics
     mask = _valid_mask(valid, len(intrinsics))
     if not mask.any():
         raise ValueError("no valid frame to smooth")
