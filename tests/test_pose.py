@@ -1,4 +1,5 @@
-"""Head pose from 68 landmarks: synthetic projections of the mean face, and the official example crop."""
+"""Head pose from 68 landmarks: synthetic projections of the mean face, the official example crop, the fit's
+derivatives against finite differences, and real landmarks against scipy's converged fit."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy_pose import scipy_head_pose
 
 from nvsvideo.cameras.eg3d import (
     euler_from_rotation,
@@ -24,7 +26,6 @@ from nvsvideo.face.pose import (
     project,
     rotation_from_vector,
     solve_head_pose,
-    weak_perspective_start,
 )
 
 
@@ -162,24 +163,6 @@ def test_fit_terms_match_finite_differences(crop_size):
     assert np.abs(terms.second_order).max() > 1e-3 * np.abs(hessian).max()
 
 
-def _reference_fit(landmarks: np.ndarray, crop_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """scipy's Levenberg-Marquardt with a finite-difference Jacobian run to convergence: the fit the pose
-    had before its analytic Newton solver (whose default tolerances stopped short of the optimum)."""
-    from scipy.optimize import least_squares
-    from scipy.spatial.transform import Rotation
-
-    model, target = mean_face()[POSE_POINTS], landmarks[POSE_POINTS]
-    start_rotation, start_translation = weak_perspective_start(model, target, crop_size)
-
-    def residuals(x: np.ndarray) -> np.ndarray:
-        return (project(model, Rotation.from_rotvec(x[:3]).as_matrix() @ start_rotation, x[3:], crop_size)
-                - target).ravel()
-
-    fit = least_squares(residuals, np.concatenate([np.zeros(3), start_translation]), method="lm", jac="3-point",
-                        xtol=1e-15, ftol=1e-15, gtol=1e-15)
-    return Rotation.from_rotvec(fit.x[:3]).as_matrix() @ start_rotation, fit.x[3:], fit.fun.reshape(-1, 2)
-
-
 @pytest.fixture(scope="module")
 def real_crop_landmarks(fixtures_dir) -> list[tuple[np.ndarray, int]]:
     """dlib's 68 points in the 512 crops of real faces: frames of the talking-face clip, the faces of the group
@@ -209,7 +192,7 @@ def test_pose_fit_of_real_landmarks_matches_scipys_converged_fit(real_crop_landm
     model = mean_face()[POSE_POINTS]
     for landmarks, crop_size in real_crop_landmarks:
         rotation, translation, rms = solve_head_pose(landmarks, crop_size)
-        ref_rotation, ref_translation, ref_residuals = _reference_fit(landmarks, crop_size)
+        ref_rotation, ref_translation, ref_residuals = scipy_head_pose(landmarks, crop_size, converged=True)
         residuals = project(model, rotation, translation, crop_size) - landmarks[POSE_POINTS]
         # scipy's method converges only linearly on residuals this large (several px) and stops ~1e-6 px short.
         np.testing.assert_allclose(residuals, ref_residuals, rtol=0, atol=2e-6)
