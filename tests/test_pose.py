@@ -203,3 +203,18 @@ def test_pose_fit_of_real_landmarks_matches_scipys_converged_fit(real_crop_landm
         gradient = fit_terms(model, landmarks[POSE_POINTS], rotation, translation, crop_size).gradient
         ref_gradient = fit_terms(model, landmarks[POSE_POINTS], ref_rotation, ref_translation, crop_size).gradient
         assert np.abs(gradient).max() <= max(np.abs(ref_gradient).max(), 1e-6)
+
+
+@pytest.mark.parametrize("case", ["eight times too large", "mirrored", "random points"])
+def test_pose_fit_of_unfacelike_landmarks_matches_scipys_converged_fit(case):
+    """Far from a normal crop the Newton steps need damping (the first case: the Hessian is not positive
+    definite at the start and steps get rejected); the fit must still reach scipy's optimum."""
+    face = project(mean_face(), np.eye(3), np.zeros(3))
+    landmarks = {"eight times too large": (face - 255.5) * 8 + 255.5,
+                 "mirrored": np.column_stack([511 - face[:, 0], face[:, 1]]),
+                 "random points": np.random.default_rng(5).uniform(0, 512, (68, 2))}[case]
+    rotation, translation, rms = solve_head_pose(landmarks)
+    ref_rotation, ref_translation, ref_residuals = scipy_head_pose(landmarks, converged=True)
+    np.testing.assert_allclose(label_from_pose(rotation, translation), label_from_pose(ref_rotation, ref_translation),
+                               rtol=0, atol=1e-6)
+    assert rms <= float(np.sqrt(np.mean(np.sum(ref_residuals**2, axis=1)))) * (1 + 1e-9)

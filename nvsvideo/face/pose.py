@@ -98,7 +98,7 @@ MAX_STEPS = 50
 
 
 @dataclass(frozen=True)
-class _FitTerms:
+class FitTerms:
     """What a Newton step needs at one pose: the cost and its first and second derivatives in the six
     parameters (rotation increment on the left of the current rotation, translation increment)."""
 
@@ -119,8 +119,9 @@ def solve_head_pose(
 
     A weak-perspective linear fit gives the start; Newton's method with the exact Hessian of the squared
     residuals then refines a rotation increment (axis-angle, applied on the left of the current rotation)
-    and the translation, damped (Levenberg-Marquardt) whenever a step would not lower the cost. Each fit
-    starts from its own landmarks only, so a frame's pose never depends on its neighbours.
+    and the translation, damped (Levenberg-Marquardt) where the Hessian is not positive definite or a step
+    would not lower the cost. Each fit starts from its own landmarks only, so a frame's pose never depends
+    on its neighbours.
 
     Args:
         landmarks: [68, 2] crop pixels (x right, y down).
@@ -164,7 +165,7 @@ def solve_head_pose(
 
 
 def fit_terms(model: np.ndarray, target: np.ndarray, rotation: np.ndarray, translation: np.ndarray,
-              crop_size: int) -> _FitTerms:
+              crop_size: int) -> FitTerms:
     """Cost, gradient and Hessian parts of the reprojection fit at (R, t), analytically.
 
     With q = R m a model point turned, the camera point is p = exp([d]) q + t + e for a rotation increment
@@ -207,7 +208,7 @@ def fit_terms(model: np.ndarray, target: np.ndarray, rotation: np.ndarray, trans
     turning = (residual_u[:, None] * vectors[0] + residual_v[:, None] * vectors[1]).T @ turned
     second_order = projection + projection.T
     second_order[:3, :3] += 0.5 * (turning + turning.T) - np.trace(turning) * np.eye(3)
-    return _FitTerms(cost=float(products[6, 6]), gradient=products[:6, 6], gauss_newton=products[:6, :6],
+    return FitTerms(cost=float(products[6, 6]), gradient=products[:6, 6], gauss_newton=products[:6, :6],
                      second_order=second_order)
 
 
