@@ -81,8 +81,8 @@ def smooth_series(values: np.ndarray, sigma: float, valid: np.ndarray | None = N
         return correlate1d(signal, weights, axis=0, mode="constant", cval=0.0)
 
     # The weights and the samples through each kernel in one call (columns are filtered independently).
-    sums0 = window_sum(np.column_stack([m, y]), kernel)
-    sums1 = window_sum(np.column_stack([m, y]), kernel * offsets)
+    both = np.column_stack([m, y])
+    sums0, sums1 = window_sum(both, kernel), window_sum(both, kernel * offsets)
     w0, y0 = sums0[:, 0], sums0[:, 1:]
     w1, y1 = sums1[:, 0], sums1[:, 1:]
     w2 = window_sum(m, kernel * offsets**2)
