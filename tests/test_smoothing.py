@@ -17,7 +17,6 @@ from nvsvideo.temporal.smoothing import (
     sigma_frames,
     smooth_crop,
     smooth_labels,
-    smooth_rotations,
     smooth_series,
 )
 
@@ -84,6 +83,18 @@ def test_invalid_frames_are_ignored_and_filled():
         smooth_series(corrupted, 2.0, np.zeros(T, dtype=bool))
 
 
+@pytest.mark.parametrize("with_gaps", [False, True])
+def test_columns_smoothed_together_equal_each_smoothed_alone(with_gaps):
+    """Exactly: the crop's and the camera's series are smoothed in one pass each, and the streamed track must
+    equal the whole one bit for bit."""
+    rng = np.random.default_rng(7)
+    values = rng.normal(0.0, 1.0, (40, 5)).cumsum(axis=0)
+    valid = rng.random(40) > 0.3 if with_gaps else None
+    together = smooth_series(values, 2.5, valid)
+    for d in range(values.shape[1]):
+        np.testing.assert_array_equal(together[:, d], smooth_series(values[:, d], 2.5, valid))
+
+
 def test_quaternion_sign_alignment():
     rng = np.random.default_rng(2)
     q = Rotation.from_euler("y", np.linspace(0, 1, 20)[:, None]).as_quat()
@@ -101,7 +112,9 @@ def test_rotation_smoothing_across_the_quaternion_sign_flip():
     noisy = Rotation.from_rotvec(rng.normal(0, np.radians(1.0), (T, 3))) * truth
     quats = Rotation.from_matrix(noisy.as_matrix()).as_quat()
     assert np.sum(np.sum(quats[1:] * quats[:-1], axis=1) < 0) >= 1, "the test needs a sign flip"
-    smoothed = smooth_rotations(noisy.as_matrix(), 3.0)
+    cam2world = np.repeat(np.eye(4)[None], T, axis=0)
+    cam2world[:, :3, :3], cam2world[:, 2, 3] = noisy.as_matrix(), 2.7
+    smoothed = split_label(smooth_labels(make_label(cam2world, intrinsics()), 3.0))[0][:, :3, :3]
     error = (Rotation.from_matrix(smoothed) * truth.inv()).magnitude()
     noisy_error = (noisy * truth.inv()).magnitude()
     assert np.degrees(error.max()) < 3.0  # mixing q and -q gives ~11 degrees here

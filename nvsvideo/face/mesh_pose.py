@@ -18,7 +18,7 @@ import numpy as np
 from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
-from nvsvideo.cameras.eg3d import DEEP3D_CAMERA_DISTANCE, FOCAL, label_from_pose, lookat_angles, split_label
+from nvsvideo.cameras.eg3d import DEEP3D_CAMERA_DISTANCE, FOCAL, label_from_pose
 from nvsvideo.face.crop import STANDARD_POINTS_3D, CropTransform, points_to_crop
 from nvsvideo.face.pose import HeadPose, project, weak_perspective_start
 
@@ -149,7 +149,4 @@ def mesh_in_crop(mesh: np.ndarray, tf: CropTransform) -> np.ndarray:
 def estimate_label_from_mesh(mesh: np.ndarray, crop_size: int = 512) -> tuple[np.ndarray, HeadPose]:
     """EG3D camera label of an aligned crop from its mesh (crop pixels); see `pose.estimate_label`."""
     rotation, translation, rms = solve_mesh_pose(mesh, crop_size)
-    label = label_from_pose(rotation, translation)
-    yaw, pitch, roll = lookat_angles(split_label(label)[0])
-    return label, HeadPose(rotation=rotation, translation=translation, yaw=float(yaw), pitch=float(pitch),
-                           roll=float(roll), residual=rms)
+    return label_from_pose(rotation, translation), HeadPose(rotation=rotation, translation=translation, residual=rms)

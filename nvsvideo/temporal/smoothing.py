@@ -80,11 +80,12 @@ def smooth_series(values: np.ndarray, sigma: float, valid: np.ndarray | None = N
         # Sum over u of weights[u] * signal[t + u]: correlation, so positive offsets look ahead.
         return correlate1d(signal, weights, axis=0, mode="constant", cval=0.0)
 
-    w0 = window_sum(m, kernel)
-    w1 = window_sum(m, kernel * offsets)
+    # The weights and the samples through each kernel in one call (columns are filtered independently).
+    both = np.column_stack([m, y])
+    sums0, sums1 = window_sum(both, kernel), window_sum(both, kernel * offsets)
+    w0, y0 = sums0[:, 0], sums0[:, 1:]
+    w1, y1 = sums1[:, 0], sums1[:, 1:]
     w2 = window_sum(m, kernel * offsets**2)
-    y0 = window_sum(y, kernel)
-    y1 = window_sum(y, kernel * offsets)
     det = w0 * w2 - w1**2
     # A line needs two distinct frames in the window; with one, the weighted mean is all there is.
     linear = det > 1e-9 * np.maximum(w0, 1e-300) ** 2
@@ -120,21 +121,6 @@ def align_quaternions(quaternions: np.ndarray, valid: np.ndarray | None = None) 
     return q
 
 
-def smooth_rotations(rotations: np.ndarray, sigma: float, valid: np.ndarray | None = None) -> np.ndarray:
-    """Zero-phase smoothing of rotations via sign-aligned, renormalised quaternions.
-
-    Args:
-        rotations: [T, 3, 3].
-        sigma: Gaussian sigma in frames.
-        valid: [T] bool.
-
-    Returns:
-        [T, 3, 3] rotations.
-    """
-    q = align_quaternions(Rotation.from_matrix(rotations).as_quat(), valid)
-    return Rotation.from_quat(smooth_series(q, sigma, valid)).as_matrix()
-
-
 def smooth_labels(labels: np.ndarray, sigma: float, valid: np.ndarray | None = None) -> np.ndarray:
     """Zero-phase smoothing of EG3D cameras: rotation on SO(3), position direction and radius.
 
@@ -147,9 +133,16 @@ def smooth_labels(labels: np.ndarray, sigma: float, valid: np.ndarray | None = N
         [T, 25] labels with the input's intrinsics (filled for invalid frames).
     """
     cam2world, K = split_label(labels)
+    # The rotation as sign-aligned quaternions (renormalised after smoothing); the position, which lives on
+    # a sphere, as its direction and its radius. One pass smooths them all: columns are independent.
+    quaternions = align_quaternions(Rotation.from_matrix(cam2world[:, :3, :3]).as_quat(), valid)
+    position = cam2world[:, :3, 3]
+    radius = np.linalg.norm(position, axis=1)
+    smoothed = smooth_series(np.column_stack([quaternions, position / radius[:, None], radius]), sigma, valid)
+    direction = smoothed[:, 4:7] / np.linalg.norm(smoothed[:, 4:7], axis=1, keepdims=True)
     out = np.repeat(np.eye(4)[None], len(labels), axis=0)
-    out[:, :3, :3] = smooth_rotations(cam2world[:, :3, :3], sigma, valid)
-    out[:, :3, 3] = _smooth_position(cam2world[:, :3, 3], sigma, valid)
+    out[:, :3, :3] = Rotation.from_quat(smoothed[:, :4]).as_matrix()
+    out[:, :3, 3] = direction * smoothed[:, 7:]
     return make_label(out, _hold_invalid(K, valid))
 
 
@@ -167,7 +160,8 @@ def smooth_crop(
     Returns:
         centers [T, 2] and sizes [T].
     """
-    return smooth_series(centers, sigma, valid), np.exp(smooth_series(np.log(sizes), sigma, valid))
+    smoothed = smooth_series(np.column_stack([centers, np.log(sizes)]), sigma, valid)  # one pass for all three
+    return smoothed[:, :2], np.exp(smoothed[:, 2])
 
 
 class OneEuroFilter:
@@ -342,16 +336,10 @@ def lag_frames(raw: np.ndarray, smoothed: np.ndarray, max_lag: int = 10) -> floa
     return float(lags[i])
 
 
-def _smooth_position(position: np.ndarray, sigma: float, valid: np.ndarray | None) -> np.ndarray:
-    """[T, 3] camera centres: smooth the direction and the radius separately (labels live on a sphere)."""
-    radius = np.linalg.norm(position, axis=1)
-    direction = smooth_series(position / radius[:, None], sigma, valid)
-    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
-    return direction * smooth_series(radius, sigma, valid)[:, None]
-
-
 def _hold_invalid(intrinsics: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
     """[T, 3, 3] intrinsics; invalid frames take those of the nearest earlier valid frame (or the first)."""
+    if valid is None:
+        return intrinsics
     mask = _valid_mask(valid, len(intrinsics))
     if not mask.any():
         raise ValueError("no valid frame to smooth")
