@@ -4,8 +4,17 @@ The crop out of the frame, the paste-back patch and the layout resizes all resam
 rectangle, so each axis is one matrix of filter weights and the image is multiplied by them, one axis
 after the other. The matrices are banded: an output pixel reads only the few source pixels under its
 filter. They are cut into blocks of `BLOCK` output pixels, each with the source window it reads, and
-applied as matrix products (per block on views on the CPU, gathered into one batched product on a GPU:
+applied as matrix products (one per block on the CPU, gathered into one batched product on a GPU:
 `nvsvideo.models.kernels`): dense-matrix speed at a few times the minimal work, not the source width times.
+
+Both passes read the image where it lies, without transposing it: the y pass multiplies the weights by
+rows of pixels (`pass_rows`), the x pass multiplies rows of one channel by the transposed weights
+(`pass_last`), so the intermediate is kept as rows of (y, channel) with x contiguous, in uint8 (its whole
+levels fit exactly). On the CPU the source is converted to float32 a few blocks' windows at a time: no
+temporary is larger than a megabyte or two, where whole-image float copies were fresh memory on every
+call and their page faults cost as much as the arithmetic. Every output pixel is the same sum of the
+same float32 products in the same order whatever the layout, so the results are bit-identical to the
+straightforward form (`tests/resample_reference.py`).
 
 The weights are Pillow's (`ImagingResample`), so results match `Image.resize(..., LANCZOS, box=...)`
 within one 8-bit level nearly everywhere: the same taps, window, normalisation and whole-level
