@@ -25,9 +25,8 @@ def reference_band(start: float, stop: float, n_out: int, n_in: int, *, black_ou
     window = int((hi - lo).max())
     lo = np.minimum(lo - first, n_read - window)
     dense = np.zeros((blocks * BLOCK, window))
-    for row in range(blocks * BLOCK):
-        for tap, weight in zip(taps[row], weights[row], strict=True):
-            dense[row, tap - first - lo[row // BLOCK]] += weight
+    rows = np.arange(blocks * BLOCK)[:, None].repeat(taps.shape[1], 1)
+    np.add.at(dense, (rows, taps - first - lo[rows // BLOCK]), weights)  # taps clipped onto one pixel add up
     return first, n_read, [int(v) for v in lo], torch.from_numpy(dense.astype(np.float32).reshape(blocks, BLOCK, -1))
 
 

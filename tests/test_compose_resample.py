@@ -114,7 +114,7 @@ def _random_resample_case(rng: np.random.Generator) -> tuple[torch.Tensor, tuple
         image = image[..., :1]
     if rng.random() < 0.25:
         image = image.float()
-    size = (int(rng.integers(1, 200)), int(rng.integers(1, 200)))
+    size = (int(rng.integers(6, 200)), int(rng.integers(6, 200)))
     if rng.random() < 0.3:
         return image, (0.0, 0.0, float(w), float(h)), size, False
     x0, y0, side = rng.uniform(-40, w), rng.uniform(-40, h), rng.uniform(2, 2.5 * max(h, w))
