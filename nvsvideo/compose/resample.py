@@ -203,11 +203,11 @@ def pass_rows(band: BandedWeights, src: torch.Tensor, dst: torch.Tensor) -> None
     # The windows are converted a run of blocks at a time into small temporaries: a float copy of the
     # whole source is fresh memory on every call, and its page faults cost more than the arithmetic.
     sums = torch.empty((GROUP * BLOCK, math.prod(trailing)), dtype=torch.float32, device=src.device)
+    sums_of_block = sums.split(BLOCK)
     for g, end, lo, hi in _groups(band):
         rows = _as_float(src[lo:hi]).view(hi - lo, -1)
         for b in range(g, end):
-            s = band.starts[b] - lo
-            torch.mm(weights[b], rows[s:s + window], out=sums[(b - g) * BLOCK:(b - g + 1) * BLOCK])
+            torch.mm(weights[b], rows.narrow(0, band.starts[b] - lo, window), out=sums_of_block[b - g])
         n = min(end * BLOCK, band.n_out) - g * BLOCK
         _round_into(sums[:n].view(n, *trailing), dst[g * BLOCK:g * BLOCK + n])
 
@@ -231,11 +231,11 @@ def pass_last(band: BandedWeights, src: torch.Tensor, dst: torch.Tensor) -> None
     # The blocks transposed and contiguous: measured faster than transposed views.
     weights = band.weights.transpose(1, 2).contiguous().unbind(0)
     sums = torch.empty((math.prod(leading), GROUP * BLOCK), dtype=torch.float32, device=src.device)
+    sums_of_block = sums.split(BLOCK, 1)
     for g, end, lo, hi in _groups(band):
         columns = _as_float(src[..., lo:hi]).view(-1, hi - lo)
         for b in range(g, end):
-            s = band.starts[b] - lo
-            torch.mm(columns[:, s:s + window], weights[b], out=sums[:, (b - g) * BLOCK:(b - g + 1) * BLOCK])
+            torch.mm(columns.narrow(1, band.starts[b] - lo, window), weights[b], out=sums_of_block[b - g])
         n = min(end * BLOCK, band.n_out) - g * BLOCK
         _round_into(sums[:, :n].view(*leading, n), dst[..., g * BLOCK:g * BLOCK + n])
 
