@@ -12,9 +12,10 @@ rows of pixels (`pass_rows`), the x pass multiplies rows of one channel by the t
 (`pass_last`), so the intermediate is kept as rows of (y, channel) with x contiguous, in uint8 (its whole
 levels fit exactly). On the CPU the source is converted to float32 a few blocks' windows at a time: no
 temporary is larger than a megabyte or two, where whole-image float copies were fresh memory on every
-call and their page faults cost as much as the arithmetic. Every output pixel is the same sum of the
-same float32 products in the same order whatever the layout, so the results are bit-identical to the
-straightforward form (`tests/resample_reference.py`).
+call and their page faults cost as much as the arithmetic. Each block keeps its window, so every output
+pixel is the same float32 sum of the same products, and the BLAS adds them in the same order whatever the
+operands' layout: the results are bit-identical to the straightforward form (whole-image copies and
+transposes, `tests/resample_reference.py`; tested on random rectangles).
 
 The weights are Pillow's (`ImagingResample`), so results match `Image.resize(..., LANCZOS, box=...)`
 within one 8-bit level nearly everywhere: the same taps, window, normalisation and whole-level
