@@ -16,18 +16,19 @@ from PIL import Image
 
 from nvsvideo.compose.resample import (
     BLOCK,
-    apply_banded,
     axis_band,
     axis_taps,
     image_tensor,
     lanczos,
+    pass_last,
+    pass_rows,
     resample,
-    to_uint8,
 )
 from nvsvideo.face.crop import CropSquare, apply_crop, crop_box, crop_transform_from_square, paste_back
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pil_compose import pil_crop, pil_paste_back, pil_resample  # noqa: E402
+from resample_reference import reference_band, reference_resample  # noqa: E402
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
@@ -71,31 +72,71 @@ def test_black_outside_drops_weights_without_renormalising():
 
 
 @pytest.mark.parametrize(("start", "stop", "n_out"), [(3.3, 250.7, 37), (-20.0, 140.5, 300), (0.0, 64.0, 64)])
-def test_banded_product_equals_the_dense_one(start, stop, n_out):
+def test_both_passes_round_the_dense_product(start, stop, n_out):
     n_in = 200
     taps, weights = axis_taps(start, stop, n_out, n_in)
     dense = np.zeros((n_out, n_in))
     for k in range(n_out):
         inside = (taps[k] >= 0) & (taps[k] < n_in)
         dense[k, taps[k][inside]] += weights[k][inside]
-    x = np.random.default_rng(0).normal(size=(n_in, 7))
+    x = np.random.default_rng(0).integers(0, 256, (n_in, 7, 3)).astype(np.float64)
+    want = np.floor(np.einsum("ki,icd->kcd", dense, x) + 0.5).clip(0, 255)
+    tie = np.abs(np.einsum("ki,icd->kcd", dense, x) % 1 - 0.5) < 1e-3  # float32 sums may round a near-tie either way
     band = axis_band(start, stop, n_out, n_in, torch.device("cpu"))
     assert band.weights.shape[1] == BLOCK
-    got = apply_banded(band, torch.from_numpy(x[band.first:band.first + band.n_read]).float())
-    np.testing.assert_allclose(got.numpy(), dense @ x, atol=1e-5)
+    source = torch.from_numpy(x[band.first:band.first + band.n_read]).to(torch.uint8)
+    rows = torch.empty((n_out, 7, 3))
+    pass_rows(band, source, rows)
+    last = torch.empty((7, 3, n_out), dtype=torch.uint8)  # along the last axis, of a permuted source
+    pass_last(band, source.permute(1, 2, 0), last)
+    for got in (rows.numpy(), last.permute(2, 0, 1).numpy()):
+        assert np.all((got == want) | tie) and np.abs(got - want).max() <= 1
 
 
-def test_both_kernels_compute_the_same_products():
+def test_bands_equal_the_straightforward_ones():
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        n_in, n_out = (int(v) for v in rng.integers(1, 300, 2))
+        start, span = rng.uniform(-50, n_in), rng.uniform(0.5, 3 * n_in)
+        band = axis_band(start, start + span, n_out, n_in, torch.device("cpu"))
+        first, n_read, starts, weights = reference_band(start, start + span, n_out, n_in, black_outside=True)
+        assert (band.first, band.n_read, list(band.starts)) == (first, n_read, starts)
+        assert torch.equal(band.weights, weights)
+
+
+def _random_resample_case(rng: np.random.Generator) -> tuple[torch.Tensor, tuple, tuple[int, int], bool]:
+    """A random image (uint8 or float, 1 or 3 channels, noise or smooth) and a random crop or whole resize."""
+    h, w = (int(v) for v in rng.integers(4, 160, 2))
+    small = rng.integers(0, 256, (max(2, h // 8), max(2, w // 8), 3), dtype=np.uint8)
+    smooth = np.asarray(Image.fromarray(small).resize((w, h), Image.Resampling.BICUBIC))
+    image = torch.from_numpy(smooth.copy() if rng.random() < 0.5 else rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    if rng.random() < 0.25:
+        image = image[..., :1]
+    if rng.random() < 0.25:
+        image = image.float()
+    size = (int(rng.integers(6, 200)), int(rng.integers(6, 200)))
+    if rng.random() < 0.3:
+        return image, (0.0, 0.0, float(w), float(h)), size, False
+    x0, y0, side = rng.uniform(-40, w), rng.uniform(-40, h), rng.uniform(2, 2.5 * max(h, w))
+    return image, (x0, y0, x0 + side * rng.uniform(0.6, 1.5), y0 + side), size, True
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_resample_equals_the_straightforward_reference_bit_for_bit(seed):
+    """Streamed in small pieces, the same products in the same order: not one level off, either kernel."""
     import dataclasses
 
     from nvsvideo.models.kernels import CPU_KERNELS, use_kernels
 
-    band = axis_band(-7.3, 401.9, 150, 300, torch.device("cpu"))
-    x = torch.randn(band.n_read, 11)
-    views = apply_banded(band, x)
-    with use_kernels(dataclasses.replace(CPU_KERNELS, resample="gathered")):
-        gathered = apply_banded(band, x)
-    torch.testing.assert_close(views, gathered, rtol=1e-5, atol=1e-4)
+    rng = np.random.default_rng(seed)
+    for _ in range(15):
+        image, box, size, black_outside = _random_resample_case(rng)
+        want = reference_resample(image, box, size, black_outside=black_outside)
+        assert torch.equal(resample(image, box, size, black_outside=black_outside), want)
+        assert torch.equal(resample(image, box, size, black_outside=black_outside, dtype=torch.uint8),
+                           want.to(torch.uint8))
+        with use_kernels(dataclasses.replace(CPU_KERNELS, resample="gathered")):
+            assert torch.equal(resample(image, box, size, black_outside=black_outside), want)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +159,7 @@ def test_resample_matches_pillow_within_one_level(seed):
     side = rng.uniform(10, 150)
     size = tuple(int(v) for v in rng.integers(8, 100, 2))
     box = (x0, y0, x0 + side * rng.uniform(0.7, 1.3), y0 + side)
-    got = to_uint8(resample(image_tensor(image), box, size)).numpy().astype(int)
+    got = resample(image_tensor(image), box, size, dtype=torch.uint8).numpy().astype(int)
     want = pil_resample(image, box, size)
     assert np.abs(got - want).max() <= 1
     assert (got == want).mean() > 0.95  # the same maths: only float vs fixed-point ties differ
@@ -138,6 +179,18 @@ def test_crop_and_paste_match_the_pillow_versions_within_one_level(frame_1080p, 
     render = np.ascontiguousarray(want[:, ::-1])  # any other image as the "render"
     pasted = paste_face_(frame, torch.from_numpy(render).to(device), tf).cpu().numpy()
     within_one(pasted, pil_paste_back(frame_1080p, render, tf))
+
+
+@pytest.mark.parametrize("side", [150.0, 808.0, 1300.0])  # upsampled, the bench's face, leaving the frame
+def test_1080p_crop_and_paste_patch_equal_the_reference_bit_for_bit(frame_1080p, side):
+    from nvsvideo.face.crop import crop_face
+
+    tf = crop_transform_from_square(CropSquare(cx=1010.3, cy=420.8, side=side))
+    frame = torch.from_numpy(frame_1080p.copy())
+    crop = crop_face(frame, tf)
+    assert torch.equal(crop, reference_resample(frame, crop_box(tf), (512, 512)).to(torch.uint8))
+    box, size = (-3.7, 10.2, 530.1, 515.0), (round(side * 1.04), round(side * 0.95))  # a paste-back patch
+    assert torch.equal(resample(crop, box, size), reference_resample(crop, box, size))
 
 
 def test_numpy_wrappers_leave_their_inputs_alone(frame_1080p):

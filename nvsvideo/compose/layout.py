@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from nvsvideo.compose.resample import image_tensor, resample, to_uint8
+from nvsvideo.compose.resample import image_tensor, resample
 from nvsvideo.compose.yuv import YuvPlanes
 from nvsvideo.face.crop import CropTransform, paste_face_, paste_face_yuv_
 from nvsvideo.limits import output_hw
@@ -91,7 +91,7 @@ def resize_square(image: torch.Tensor, size: int) -> torch.Tensor:
     side = image.shape[0]
     if side == size:
         return image
-    return to_uint8(resample(image, (0.0, 0.0, float(side), float(side)), (size, size), black_outside=False))
+    return resample(image, (0.0, 0.0, float(side), float(side)), (size, size), black_outside=False, dtype=torch.uint8)
 
 
 def letterbox(frame: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -110,8 +110,8 @@ def letterbox(frame: torch.Tensor, height: int, width: int) -> torch.Tensor:
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     out = torch.zeros((height, width, 3), dtype=torch.uint8, device=frame.device)
     top, left = (height - new_h) // 2, (width - new_w) // 2
-    whole = resample(frame, (0.0, 0.0, float(w), float(h)), (new_w, new_h), black_outside=False)
-    out[top:top + new_h, left:left + new_w] = to_uint8(whole)
+    out[top:top + new_h, left:left + new_w] = resample(frame, (0.0, 0.0, float(w), float(h)), (new_w, new_h),
+                                                       black_outside=False, dtype=torch.uint8)
     return out
 
 

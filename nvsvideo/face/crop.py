@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from nvsvideo.compose.resample import cpu_threads, image_tensor, resample, to_uint8
+from nvsvideo.compose.resample import cpu_threads, image_tensor, resample
 from nvsvideo.compose.yuv import (
     CHROMA_ZERO,
     YuvPlanes,
@@ -331,7 +331,7 @@ def crop_face(frame: torch.Tensor | YuvPlanes, tf: CropTransform) -> torch.Tenso
     assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == torch.uint8, (frame.shape, frame.dtype)
     size = tf.output_size
     with cpu_threads(frame.device):
-        return to_uint8(resample(frame, crop_box(tf), (size, size)))
+        return resample(frame, crop_box(tf), (size, size), dtype=torch.uint8)
 
 
 def apply_crop(image: np.ndarray, tf: CropTransform) -> np.ndarray:

@@ -45,8 +45,9 @@ class Kernels:
     independent of its batch (oneDNN and MKL pick batch-dependent kernels); 'batched': whole batch at once."""
     resample: ResampleKernel = "block_views"
     """The compositing's banded matrix products (`nvsvideo.compose.resample`): 'block_views': one matrix product
-    per block of outputs on a view of its source rows (no copy; a few dozen small calls); 'gathered': the
-    blocks' source rows gathered into one tensor and one batched product (two launches)."""
+    per block of outputs on a view of its source window, converted to float a few blocks at a time (a few
+    dozen small calls, small temporaries); 'gathered': the blocks' windows gathered into one tensor and one
+    batched product (a few launches per pass)."""
 
 
 #: Measured fastest on a 2-core CPU, and batch-invariant.
