@@ -114,9 +114,6 @@ class FitTerms:
     """[6, 6] J^T J."""
     second_order: np.ndarray
     """[6, 6] sum_i r_i Hess(r_i): needed for quadratic convergence, as the residuals are several px."""
-    majorizer: np.ndarray
-    """[6, 6] J^T diag(rho'(r) / 2r) J, the Gauss-Newton part of iteratively reweighted least squares: the
-    residuals beyond a robust loss's scale keep a curvature (`gauss_newton` gives them none); J^T J for squares."""
 
 
 @dataclass(frozen=True)
@@ -162,10 +159,7 @@ def newton_fit(terms_at: Callable[[np.ndarray, np.ndarray], FitTerms], rotation:
 
     The step is a rotation increment (axis-angle, applied on the left of the current rotation) and a
     translation increment, damped (Levenberg-Marquardt) where the Hessian is not positive definite or a
-    step would not lower the cost. The first step takes the curvature of iteratively reweighted least
-    squares (`FitTerms.majorizer`) in place of `gauss_newton`: from a start with most residuals beyond a
-    robust loss's scale, where the exact curvature is zero, Newton's step is far too long (on real meshes it
-    took a few rejected steps, this one step none); for least squares the two are the same.
+    step would not lower the cost.
 
     Args:
         terms_at: the cost's `FitTerms` at a pose (R [3, 3], t [3]).
@@ -177,8 +171,8 @@ def newton_fit(terms_at: Callable[[np.ndarray, np.ndarray], FitTerms], rotation:
     """
     terms = terms_at(rotation, translation)
     damping = 0.0
-    for count in range(MAX_STEPS):
-        hessian = (terms.majorizer if count == 0 else terms.gauss_newton) + terms.second_order
+    for _ in range(MAX_STEPS):
+        hessian = terms.gauss_newton + terms.second_order
         if damping:
             hessian = hessian + damping * np.diag(np.diag(terms.gauss_newton))
         try:
@@ -202,8 +196,7 @@ def newton_fit(terms_at: Callable[[np.ndarray, np.ndarray], FitTerms], rotation:
     return rotation, translation
 
 
-def robust_loss(residuals: np.ndarray,
-                scale: float | None) -> tuple[float, np.ndarray, np.ndarray | None, np.ndarray | None]:
+def robust_loss(residuals: np.ndarray, scale: float | None) -> tuple[float, np.ndarray, np.ndarray | None]:
     """Huber's loss of residuals and its derivatives, in the scaling of squares.
 
     Args:
@@ -213,15 +206,14 @@ def robust_loss(residuals: np.ndarray,
 
     Returns:
         the summed loss; rho'/2 per residual (r clipped to +-scale) [M]; rho''/2 per residual (1 within the
-        scale, 0 beyond) [M] and rho'/2r (1 within, scale / |r| beyond) [M], both None for squares (1 everywhere).
+        scale, 0 beyond) [M], or None for squares (1 everywhere).
     """
     if scale is None:
-        return float(residuals @ residuals), residuals, None, None
-    size = np.abs(residuals)
+        return float(residuals @ residuals), residuals, None
     influence = np.minimum(np.maximum(residuals, -scale), scale)  # np.clip's overhead is twice this
     # influence (2 r - influence) is r^2 within the scale and 2 scale |r| - scale^2 beyond.
     cost = float(influence @ (2.0 * residuals - influence))
-    return cost, influence, (size <= scale).astype(np.float64), scale / np.maximum(size, scale)
+    return cost, influence, (np.abs(residuals) <= scale).astype(np.float64)
 
 
 def fit_terms(model: np.ndarray, target: np.ndarray, rotation: np.ndarray, translation: np.ndarray,
@@ -242,17 +234,13 @@ def combined_terms(parts: list[Linearized], huber: float | None) -> FitTerms:
     else:
         residuals = np.concatenate([part.residuals for part in parts])
         jacobian = np.concatenate([part.jacobian for part in parts], axis=1)
-    cost, influence, curvature, reweighted = robust_loss(residuals, huber)
-    if curvature is None or reweighted is None:
-        gauss_newton = majorizer = jacobian @ jacobian.T
-    else:
-        gauss_newton, majorizer = (jacobian * curvature) @ jacobian.T, (jacobian * reweighted) @ jacobian.T
+    cost, influence, curvature = robust_loss(residuals, huber)
+    gauss_newton = (jacobian if curvature is None else jacobian * curvature) @ jacobian.T
     second_order, start = np.zeros((6, 6)), 0
     for part in parts:
         second_order += part.second_order(influence[start: start + len(part.residuals)])
         start += len(part.residuals)
-    return FitTerms(cost=cost, gradient=jacobian @ influence, gauss_newton=gauss_newton, second_order=second_order,
-                    majorizer=majorizer)
+    return FitTerms(cost=cost, gradient=jacobian @ influence, gauss_newton=gauss_newton, second_order=second_order)
 
 
 def linearized_projection(model: np.ndarray, target: np.ndarray, rotation: np.ndarray, translation: np.ndarray,
@@ -282,25 +270,24 @@ def linearized_projection(model: np.ndarray, target: np.ndarray, rotation: np.nd
     jacobian[3, 0], jacobian[5, 0] = scale, x_z
     jacobian[0, 1], jacobian[1, 1], jacobian[2, 1] = q_z * scale - q_y * y_z, q_x * y_z, -q_x * scale
     jacobian[4, 1], jacobian[5, 1] = -scale, -y_z
-    # Lifted e_z, for the projection's curvature below.
-    lifted_z = np.zeros((6, len(model)))
-    lifted_z[0], lifted_z[1], lifted_z[5] = q_y, -q_x, 1.0
+    flat = jacobian.reshape(6, -1)
+    # The weighted second derivatives of the projection, sum over u, v of w Hess_p, are c e_z^T + e_z c^T with
+    # c = (w_u du/dp + w_v dv/dp) / D; the rotation's own curvature is weighted by b = w_u du/dp + w_v dv/dp.
+    # Both sums over the points, of lifted c times lifted e_z = [q_y, -q_x, 0, 0, 0, 1] and of b q^T, are one
+    # product of the Jacobian with these columns per point: lifted e_z's nonzero entries / D, then q.
+    columns = np.empty((len(model), 6))
+    columns[:, 0], columns[:, 1], columns[:, 2] = q_y * inverse_depth, -q_x * inverse_depth, inverse_depth
+    columns[:, 3:] = turned.T
 
     def second_order(weights: np.ndarray) -> np.ndarray:
-        weight_u, weight_v = weights.reshape(2, -1)
-        # The weighted second derivatives of the projection, sum over u, v of w Hess_p, are c e_z^T + e_z c^T.
-        c = np.empty((3, len(model)))
-        c[0], c[1] = weight_u * scale * inverse_depth, -weight_v * scale * inverse_depth
-        c[2] = (weight_u * x_z - weight_v * y_z) * inverse_depth
-        projection = np.concatenate([np.stack([q_y * c[2] - q_z * c[1], q_z * c[0] - q_x * c[2],
-                                               q_x * c[1] - q_y * c[0]]), c]) @ lifted_z.T
-        # The rotation's own curvature, weighted by b = w_u du/dp + w_v dv/dp.
-        b = np.stack([weight_u * scale, -weight_v * scale, weight_u * x_z - weight_v * y_z])
-        total = projection + projection.T
-        total[:3, :3] += rotation_curvature(b @ turned.T)
+        sums = flat @ (weights.reshape(2, -1, 1) * columns).reshape(-1, 6)
+        total = np.zeros((6, 6))
+        total[:, 0], total[:, 1], total[:, 5] = sums[:, 0], sums[:, 1], sums[:, 2]
+        total += total.T
+        total[:3, :3] += rotation_curvature(sums[3:, 3:])
         return total
 
-    return Linearized(residuals=residuals.reshape(-1), jacobian=jacobian.reshape(6, -1), second_order=second_order)
+    return Linearized(residuals=residuals.reshape(-1), jacobian=flat, second_order=second_order)
 
 
 def rotation_curvature(outer: np.ndarray) -> np.ndarray:
