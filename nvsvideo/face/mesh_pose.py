@@ -5,8 +5,9 @@ official crop's reference points by a similarity fitted on five of its points (`
 then turned by one calibrated constant, `CANONICAL_TO_BFM_ROTATION` (see its comment). The pose
 (R, t) is fitted under the camera the official crop implies (focal 4.2647 x crop, Deep3D's camera
 at distance 10), to every mesh point's image position and to its depth relative to the others,
-with a Huber loss so a few misplaced points do not pull the fit. The result goes through the
-official conversion (`eg3d.label_from_pose`), like the 68-point pose in `nvsvideo.face.pose`.
+with a Huber loss so a few misplaced points do not pull the fit, by the Newton solver of the 68-point fit
+(`nvsvideo.face.pose`). The result goes through the official conversion (`eg3d.label_from_pose`), like the
+68-point pose.
 """
 
 from __future__ import annotations
@@ -122,8 +123,8 @@ def solve_mesh_pose(mesh: np.ndarray, crop_size: int = 512,
     """Fit (R, t) so that the model face, seen through the official camera, matches the mesh.
 
     The cost is Huber's loss (`HUBER_PX`) of every point's two image residuals and of its `DEPTH_WEIGHT`-weighted
-    relief residual (`linearized_relief`), minimised by `pose.newton_fit` from the weak-perspective start of the
-    mesh's own points: no state from other frames.
+    relief residual (`linearized_relief`), minimised by `pose.newton_fit` (the analytic derivatives, the exact
+    Hessian) from `orthographic_start`: the mesh's own points only, no state from other frames.
 
     Args:
         mesh: [468, 3] crop pixels: x right, y down, z on the x scale (smaller = nearer).
@@ -144,7 +145,7 @@ def solve_mesh_pose(mesh: np.ndarray, crop_size: int = 512,
 
     rotation, translation = newton_fit(terms_at, *orthographic_start(model, target, crop_size))
     image = project(model, rotation, translation, crop_size) - image_target
-    return rotation, translation, float(np.sqrt((image**2).sum(1).mean()))
+    return rotation, translation, float(np.sqrt(np.vdot(image, image) / len(image)))
 
 
 def orthographic_start(model: np.ndarray, mesh: np.ndarray, crop_size: int) -> tuple[np.ndarray, np.ndarray]:

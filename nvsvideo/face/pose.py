@@ -114,6 +114,10 @@ class FitTerms:
     """[6, 6] J^T J."""
     second_order: np.ndarray
     """[6, 6] sum_i r_i Hess(r_i): needed for quadratic convergence, as the residuals are several px."""
+    scaling: np.ndarray
+    """[6] diag(J^T J) of all residuals, the damping's scale per parameter (Marquardt's). Not `gauss_newton`'s
+    diagonal: with a robust loss that can be zero (every residual a parameter moves beyond the loss's scale),
+    and damping would then not make the Hessian positive definite."""
 
 
 @dataclass(frozen=True)
@@ -174,7 +178,7 @@ def newton_fit(terms_at: Callable[[np.ndarray, np.ndarray], FitTerms], rotation:
     for _ in range(MAX_STEPS):
         hessian = terms.gauss_newton + terms.second_order
         if damping:
-            hessian = hessian + damping * np.diag(np.diag(terms.gauss_newton))
+            hessian = hessian + damping * np.diag(terms.scaling)
         try:
             np.linalg.cholesky(hessian)  # Newton's step only where the model has a minimum
         except np.linalg.LinAlgError:
@@ -235,12 +239,17 @@ def combined_terms(parts: list[Linearized], huber: float | None) -> FitTerms:
         residuals = np.concatenate([part.residuals for part in parts])
         jacobian = np.concatenate([part.jacobian for part in parts], axis=1)
     cost, influence, curvature = robust_loss(residuals, huber)
-    gauss_newton = (jacobian if curvature is None else jacobian * curvature) @ jacobian.T
+    if curvature is None:
+        gauss_newton = jacobian @ jacobian.T
+        scaling = np.diag(gauss_newton)
+    else:
+        gauss_newton, scaling = (jacobian * curvature) @ jacobian.T, (jacobian * jacobian).sum(1)
     second_order, start = np.zeros((6, 6)), 0
     for part in parts:
         second_order += part.second_order(influence[start: start + len(part.residuals)])
         start += len(part.residuals)
-    return FitTerms(cost=cost, gradient=jacobian @ influence, gauss_newton=gauss_newton, second_order=second_order)
+    return FitTerms(cost=cost, gradient=jacobian @ influence, gauss_newton=gauss_newton, second_order=second_order,
+                    scaling=scaling)
 
 
 def linearized_projection(model: np.ndarray, target: np.ndarray, rotation: np.ndarray, translation: np.ndarray,
@@ -274,13 +283,13 @@ def linearized_projection(model: np.ndarray, target: np.ndarray, rotation: np.nd
     # The weighted second derivatives of the projection, sum over u, v of w Hess_p, are c e_z^T + e_z c^T with
     # c = (w_u du/dp + w_v dv/dp) / D; the rotation's own curvature is weighted by b = w_u du/dp + w_v dv/dp.
     # Both sums over the points, of lifted c times lifted e_z = [q_y, -q_x, 0, 0, 0, 1] and of b q^T, are one
-    # product of the Jacobian with these columns per point: lifted e_z's nonzero entries / D, then q.
+    # product of the weighted Jacobian with these columns per point: lifted e_z's nonzero entries / D, then q.
     columns = np.empty((len(model), 6))
     columns[:, 0], columns[:, 1], columns[:, 2] = q_y * inverse_depth, -q_x * inverse_depth, inverse_depth
     columns[:, 3:] = turned.T
 
     def second_order(weights: np.ndarray) -> np.ndarray:
-        sums = flat @ (weights.reshape(2, -1, 1) * columns).reshape(-1, 6)
+        sums = (jacobian * weights.reshape(2, -1)).sum(1) @ columns
         total = np.zeros((6, 6))
         total[:, 0], total[:, 1], total[:, 5] = sums[:, 0], sums[:, 1], sums[:, 2]
         total += total.T
