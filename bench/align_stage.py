@@ -1,4 +1,4 @@
-"""The align stage of `rerender`'s first pass alone, at 1080p, and the head-pose fit inside it.
+"""The align stage of `rerender`'s first pass alone, at 1080p, and the head-pose fits inside it.
 
     python bench/align_stage.py [--repeats 5] [--json]
 
@@ -11,6 +11,11 @@ the landmark cameras read no pixels, so the frames carry none here and decoding 
 Baseline in the same run: the same stage with the head-pose fit the package had before (scipy's
 Levenberg-Marquardt with a finite-difference Jacobian, tests/scipy_pose.py); and the fit alone, ours
 against that one, on the crop landmarks of every frame. Best of `--repeats` (other jobs share the machine).
+
+The mesh backend's fit (the default backend's): ours against the one the package had before (scipy's trust-region
+method with a Huber loss and a finite-difference Jacobian, tests/scipy_pose.py), on the meshes of the first
+`MESH_FRAMES` frames of the shared clip (640x360) in their official crops; needs the mesh model files
+(`nvsvideo weights fetch mesh`), left out without them.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+#: Frames of the shared clip whose meshes the mesh fit is timed on (the landmark model runs once on each).
+MESH_FRAMES = 24
 
 
 def run_stage(landmarks: Path, fps: float, height: int) -> list[Any]:
@@ -58,6 +65,50 @@ def run_stage(landmarks: Path, fps: float, height: int) -> list[Any]:
     return done
 
 
+def clip_meshes(clip: Path, count: int) -> list[np.ndarray] | None:
+    """The meshes [468, 3] of the first `count` frames' faces, in their official crops (crop pixels), as the
+    pose fit gets them; None without the mesh backend's files."""
+    import torch
+
+    from nvsvideo.face.backends.mesh_backend import MeshBackend, mesh_ready
+    from nvsvideo.face.crop import crop_five_points, crop_transform_from_points
+    from nvsvideo.face.mesh_pose import mesh_in_crop
+    from nvsvideo.video import VideoReader
+    from nvsvideo.weights.registry import resolve_weights_dir
+
+    folder = resolve_weights_dir(None, os.environ)
+    if not mesh_ready(folder):
+        return None
+    backend, meshes = MeshBackend(folder, torch.device("cpu")), []
+    for batch in VideoReader(clip, batch_size=8):
+        assert batch.frames is not None
+        for image, found in zip(batch.frames, backend.detect(batch.frames, start=int(batch.indices[0])), strict=True):
+            for face in found:
+                tf = crop_transform_from_points(crop_five_points(face.landmarks, face.crop_points), image.shape[:2])
+                meshes.append(mesh_in_crop(face.mesh, tf))
+        if batch.indices[-1] + 1 >= count:
+            break
+    return meshes
+
+
+def mesh_fit_numbers(clip: Path, repeats: int, log: Callable[[str], None], scipy_pose: Any) -> dict[str, float]:
+    """ms per fit of the mesh pose, ours and scipy's (the fit before), and their largest label difference."""
+    from nvsvideo.face.mesh_pose import estimate_label_from_mesh
+
+    meshes = clip_meshes(clip, MESH_FRAMES)
+    if not meshes:
+        log("  mesh fit: skipped, the mesh model files are missing (`nvsvideo weights fetch mesh`)")
+        return {}
+    fit = best_ms(lambda: [estimate_label_from_mesh(m) for m in meshes], repeats, len(meshes))
+    before = best_ms(lambda: [scipy_pose.scipy_estimate_label_from_mesh(m) for m in meshes], repeats, len(meshes))
+    labels = max(float(np.abs(estimate_label_from_mesh(m)[0] - scipy_pose.scipy_estimate_label_from_mesh(m)[0]).max())
+                 for m in meshes)
+    log(f"  mesh fit ours {fit:7.3f}   before {before:7.3f}   {before / fit:5.1f}x faster "
+        f"({len(meshes)} meshes of the 640x360 clip; labels differ by <= {labels:.1e}, scipy's default tolerances)")
+    return {"mesh_fits": len(meshes), "mesh_fit_ms": fit, "mesh_fit_before_ms": before,
+            "mesh_label_difference_max": labels}
+
+
 def best_ms(fn: Callable[[], Any], repeats: int, per: int) -> float:
     """Fastest of `repeats` calls (after a warm-up), in ms per item of `per`."""
     fn()
@@ -82,8 +133,12 @@ def main(argv: list[str] | None = None) -> None:
     if not host["CLIP"].is_file():
         log(f"align_stage: skipped, the shared face clip is not at {host['CLIP']}")
         return
+    scipy_pose = host["load_module"](HERE.parent / "tests" / "scipy_pose.py")
     made = host["make_data"](log)
     if made is None:
+        numbers = mesh_fit_numbers(host["CLIP"], args.repeats, log, scipy_pose)
+        if args.json:
+            print(json.dumps(numbers, indent=2))
         return
     clip, landmarks = made
     from nvsvideo.face import pose
@@ -91,7 +146,6 @@ def main(argv: list[str] | None = None) -> None:
     from nvsvideo.pipelines import align
     from nvsvideo.video import probe
 
-    scipy_pose = host["load_module"](HERE.parent / "tests" / "scipy_pose.py")
     info = probe(clip)
     fps, height = float(info.fps), info.height
     frames = run_stage(landmarks, fps, height)
@@ -112,11 +166,12 @@ def main(argv: list[str] | None = None) -> None:
     log(f"  stage    ours {stage:7.3f}   before {stage_before:7.3f}   {stage_before / stage:5.1f}x faster")
     log(f"  pose fit ours {fit:7.3f}   before {fit_before:7.3f}   {fit_before / fit:5.1f}x faster "
         f"(labels differ by <= {labels.max():.1e}: scipy's default tolerances stop short of the optimum)")
+    numbers = mesh_fit_numbers(host["CLIP"], args.repeats, log, scipy_pose)
     log(f"  load average {', '.join(f'{x:.1f}' for x in load)} (other jobs on the machine inflate every number)")
     if args.json:
         print(json.dumps({"frames": len(frames), "stage_ms": stage, "stage_before_ms": stage_before,
                           "pose_fit_ms": fit, "pose_fit_before_ms": fit_before,
-                          "label_difference_max": float(labels.max()), "load_average": load}, indent=2))
+                          "label_difference_max": float(labels.max()), **numbers, "load_average": load}, indent=2))
 
 
 if __name__ == "__main__":

@@ -321,6 +321,32 @@ def test_mesh_ready_needs_all_files(tmp_path, mesh_dir):
     assert not mesh_backend.mesh_ready(tmp_path)
 
 
+def test_pose_fit_of_real_meshes_matches_scipys_converged_fit(backend, fixtures_dir):
+    """The Newton fit against the Huber fit it replaced, scipy's, run to float tolerances: the meshes of the
+    official crops of the development set, the example crop and the photos, in their official crops."""
+    from scipy_pose import scipy_mesh_pose
+
+    from nvsvideo.cameras.eg3d import label_from_pose
+    from nvsvideo.face.crop import crop_five_points, crop_transform_from_points
+    from nvsvideo.face.mesh_pose import mesh_in_crop
+
+    paths = [fixtures_dir / name for name in ("eg3d_example.png", "multi_face.jpg", "single_face.jpg")]
+    paths += sorted((fixtures_dir / "pose_labels").glob("*.[jp][pn]g"))
+    meshes = []
+    for path in paths:
+        image = np.asarray(Image.open(path).convert("RGB"))
+        for face in backend.detect(image[None])[0]:
+            tf = crop_transform_from_points(crop_five_points(face.landmarks, face.crop_points), image.shape[:2])
+            meshes.append(mesh_in_crop(face.mesh, tf))
+    assert len(meshes) >= 10
+    for mesh in meshes:
+        rotation, translation, rms = solve_mesh_pose(mesh)
+        ref_rotation, ref_translation, ref_rms = scipy_mesh_pose(mesh, converged=True)
+        np.testing.assert_allclose(label_from_pose(rotation, translation), label_from_pose(ref_rotation, ref_translation),
+                                   rtol=0, atol=1e-7)
+        assert rms == pytest.approx(ref_rms, abs=1e-7)
+
+
 # ------------------------------------------------------------------------------------------------ align
 
 def test_align_with_mesh_fills_short_gaps_and_reports_scores(mesh_dir, fixtures_dir, tmp_path):

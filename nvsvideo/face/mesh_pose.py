@@ -5,8 +5,9 @@ official crop's reference points by a similarity fitted on five of its points (`
 then turned by one calibrated constant, `CANONICAL_TO_BFM_ROTATION` (see its comment). The pose
 (R, t) is fitted under the camera the official crop implies (focal 4.2647 x crop, Deep3D's camera
 at distance 10), to every mesh point's image position and to its depth relative to the others,
-with a Huber loss so a few misplaced points do not pull the fit. The result goes through the
-official conversion (`eg3d.label_from_pose`), like the 68-point pose in `nvsvideo.face.pose`.
+with a Huber loss so a few misplaced points do not pull the fit, by the Newton solver of the 68-point fit
+(`nvsvideo.face.pose`). The result goes through the official conversion (`eg3d.label_from_pose`), like the
+68-point pose.
 """
 
 from __future__ import annotations
@@ -15,12 +16,20 @@ import functools
 from importlib.resources import files
 
 import numpy as np
-from scipy.optimize import least_squares
 from scipy.spatial.transform import Rotation
 
 from nvsvideo.cameras.eg3d import DEEP3D_CAMERA_DISTANCE, FOCAL, label_from_pose
 from nvsvideo.face.crop import STANDARD_POINTS_3D, CropTransform, points_to_crop
-from nvsvideo.face.pose import HeadPose, project, weak_perspective_start
+from nvsvideo.face.pose import (
+    FitTerms,
+    HeadPose,
+    Linearized,
+    combined_terms,
+    linearized_projection,
+    newton_fit,
+    project,
+    rotation_curvature,
+)
 
 #: Mesh vertices behind the five official points: the eye contours (averaged into eye centres), the
 #: nose tip and the mouth corners; eyes and mouth corners in image order (subject's right first).
@@ -59,12 +68,12 @@ def umeyama(source: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray, 
     Returns:
         scale s, rotation R [3, 3], translation t [3].
     """
-    mu_s, mu_t = source.mean(0), target.mean(0)
+    mu_s, mu_t = source.sum(0) / len(source), target.sum(0) / len(target)  # np.mean's overhead is twice this
     a, b = source - mu_s, target - mu_t
     u, d, vt = np.linalg.svd(b.T @ a / len(a))
-    sign = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
-    rotation = u @ sign @ vt
-    scale = float(np.trace(np.diag(d) @ sign) / (a**2).sum(1).mean())
+    sign = np.sign(np.linalg.det(u @ vt))  # -1: the best orthogonal map is a reflection; flip the weakest axis
+    rotation = (u * [1.0, 1.0, sign]) @ vt
+    scale = float((d[0] + d[1] + sign * d[2]) / (np.vdot(a, a) / len(a)))
     return scale, rotation, mu_t - scale * rotation @ mu_s
 
 
@@ -113,6 +122,10 @@ def solve_mesh_pose(mesh: np.ndarray, crop_size: int = 512,
                     model: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """Fit (R, t) so that the model face, seen through the official camera, matches the mesh.
 
+    The cost is Huber's loss (`HUBER_PX`) of every point's two image residuals and of its `DEPTH_WEIGHT`-weighted
+    relief residual (`linearized_relief`), minimised by `pose.newton_fit` (the analytic derivatives, the exact
+    Hessian) from `orthographic_start`: the mesh's own points only, no state from other frames.
+
     Args:
         mesh: [468, 3] crop pixels: x right, y down, z on the x scale (smaller = nearer).
         crop_size: crop side in pixels.
@@ -123,22 +136,79 @@ def solve_mesh_pose(mesh: np.ndarray, crop_size: int = 512,
     """
     model = canonical_in_bfm() if model is None else model
     target = np.asarray(mesh, np.float64)
-    start_rotation, start_translation = weak_perspective_start(model, target[:, :2], crop_size)
+    image_target = target[:, :2]
     depth = -(target[:, 2] - target[:, 2].mean())  # nearer = larger, as the camera frame's z
-    focal = FOCAL * crop_size
 
-    def residuals(x: np.ndarray) -> np.ndarray:
-        rotation = Rotation.from_rotvec(x[:3]).as_matrix() @ start_rotation
-        image = project(model, rotation, x[3:], crop_size) - target[:, :2]
-        camera_z = model @ rotation[2] + x[5]
-        pixels_per_unit = focal / (DEEP3D_CAMERA_DISTANCE - camera_z.mean())
-        relief = pixels_per_unit * (camera_z - camera_z.mean()) - depth
-        return np.concatenate([image.ravel(), DEPTH_WEIGHT * relief])
+    def terms_at(rotation: np.ndarray, translation: np.ndarray) -> FitTerms:
+        return combined_terms([linearized_projection(model, image_target, rotation, translation, crop_size),
+                               linearized_relief(model, depth, rotation, translation, crop_size)], HUBER_PX)
 
-    fit = least_squares(residuals, np.concatenate([np.zeros(3), start_translation]), loss="huber", f_scale=HUBER_PX)
-    rotation = Rotation.from_rotvec(fit.x[:3]).as_matrix() @ start_rotation
-    image = fit.fun[: 2 * len(model)].reshape(-1, 2)
-    return rotation, fit.x[3:], float(np.sqrt((image**2).sum(1).mean()))
+    rotation, translation = newton_fit(terms_at, *orthographic_start(model, target, crop_size))
+    image = project(model, rotation, translation, crop_size) - image_target
+    return rotation, translation, float(np.sqrt(np.vdot(image, image) / len(image)))
+
+
+def orthographic_start(model: np.ndarray, mesh: np.ndarray, crop_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Closed-form start: the similarity that best maps the model onto the mesh in 3D (`umeyama`), made a pose.
+
+    The mesh's depths pin the head's pitch, which the image positions alone leave loose (the 2D
+    `pose.weak_perspective_start` is 3-5 degrees off the optimum on real meshes, this one under 1).
+
+    Args:
+        model: [N, 3] face points.
+        mesh: [N, 3] crop pixels: x right, y down, z on the x scale (smaller = nearer).
+        crop_size: crop side in pixels.
+
+    Returns:
+        rotation [3, 3] and translation [3].
+    """
+    center = (crop_size - 1) / 2.0
+    camera = np.column_stack([mesh[:, 0] - center, center - mesh[:, 1], mesh[:, 2].mean() - mesh[:, 2]])
+    scale, rotation, shift = umeyama(model, camera)  # scale: pixels per model unit, f / depth of the centroid
+    # camera ~ scale (R m + t): t = shift / scale in x and y; in z the centroid's depth 10 - (R mean(m) + t)_z is
+    # f / scale, and (R mean(m))_z = -shift_z / scale as the mesh's depths have mean 0.
+    translation = shift / scale
+    translation[2] += DEEP3D_CAMERA_DISTANCE - FOCAL * crop_size / scale
+    return rotation, translation
+
+
+def linearized_relief(model: np.ndarray, depth: np.ndarray, rotation: np.ndarray, translation: np.ndarray,
+                      crop_size: int) -> Linearized:
+    """Each point's relief residual [N] at (R, t): its camera depth relative to the points' mean, in crop pixels
+    at the face's mean depth, minus the mesh's `depth` (relative to its mean, nearer = larger), x DEPTH_WEIGHT.
+
+    With q_i = R m_i, u_i = q_i - mean(q) and a_i = u_i . e_z, the residual is w (k a_i - depth_i), where
+    k = f / (10 - Z) is the scale at the mean camera depth Z = mean(q) . e_z + t_z. Derivatives in the rotation
+    increment d and translation increment e (as in `pose.linearized_projection`): da_i = [u_i x e_z, 0],
+    dZ = g = [mean(q) x e_z, e_z], dk = k g / (10 - Z); second derivatives of a_i and Z through the rotation
+    (`pose.rotation_curvature`), and of k: 2 k g g^T / (10 - Z)^2 + k Hess(Z) / (10 - Z).
+    """
+    turned = rotation @ model.T  # [3, N]
+    centre = turned.sum(1) / len(model)  # np.mean's overhead is twice this
+    centred = turned - centre[:, None]
+    distance = DEEP3D_CAMERA_DISTANCE - centre[2] - translation[2]
+    k = FOCAL * crop_size / distance
+    relief = centred[2]
+    mean_row = np.array([centre[1], -centre[0], 0.0, 0.0, 0.0, 1.0])  # g
+    k_row = (k / distance) * mean_row  # dk
+    jacobian = np.outer(k_row, relief)  # a_i dk + k da_i
+    jacobian[0] += k * centred[1]
+    jacobian[1] -= k * centred[0]
+
+    def second_order(weights: np.ndarray) -> np.ndarray:
+        # sum_i w_i Hess(k a_i) = k sum_i w_i Hess(a_i) + A dk^T + dk A^T + (sum_i w_i a_i) Hess(k), with
+        # A = sum_i w_i da_i; both rotation curvatures are about e_z, so they add up before `rotation_curvature`.
+        summed = centred @ weights  # sum_i w_i u_i
+        summed_relief = summed[2]
+        rows = np.zeros(6)
+        rows[0], rows[1] = summed[1], -summed[0]
+        total = np.outer(rows, k_row)
+        total += total.T + (summed_relief * 2.0 * k / distance**2) * np.outer(mean_row, mean_row)
+        total[:3, :3] += rotation_curvature(np.outer([0.0, 0.0, 1.0], k * summed + (summed_relief * k / distance) * centre))
+        return DEPTH_WEIGHT * total
+
+    return Linearized(residuals=DEPTH_WEIGHT * (k * relief - depth), jacobian=DEPTH_WEIGHT * jacobian,
+                      second_order=second_order)
 
 
 def mesh_in_crop(mesh: np.ndarray, tf: CropTransform) -> np.ndarray:

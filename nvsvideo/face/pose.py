@@ -14,6 +14,7 @@ cheek as the head turns, so no fixed 3D point matches it.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 
@@ -100,16 +101,35 @@ MAX_STEPS = 50
 @dataclass(frozen=True)
 class FitTerms:
     """What a Newton step needs at one pose: the cost and its first and second derivatives in the six
-    parameters (rotation increment on the left of the current rotation, translation increment)."""
+    parameters (rotation increment on the left of the current rotation, translation increment).
+
+    With a robust loss the cost is the sum of rho(r) (r^2 within the loss's scale), `gradient` and the
+    Hessian parts are half its derivatives: rho'(r)/2 takes the place of r, rho''(r)/2 weighs J^T J."""
 
     cost: float
-    """Sum of squared residuals, px^2."""
+    """Sum of squared residuals (or their robust loss), px^2."""
     gradient: np.ndarray
     """[6] J^T r."""
     gauss_newton: np.ndarray
     """[6, 6] J^T J."""
     second_order: np.ndarray
     """[6, 6] sum_i r_i Hess(r_i): needed for quadratic convergence, as the residuals are several px."""
+    scaling: np.ndarray
+    """[6] diag(J^T J) of all residuals, the damping's scale per parameter (Marquardt's). Not `gauss_newton`'s
+    diagonal: with a robust loss that can be zero (every residual a parameter moves beyond the loss's scale),
+    and damping would then not make the Hessian positive definite."""
+
+
+@dataclass(frozen=True)
+class Linearized:
+    """Residuals of a pose fit at one pose, with what their derivatives in the six parameters need."""
+
+    residuals: np.ndarray
+    """[M] px."""
+    jacobian: np.ndarray
+    """[6, M] d residual / d parameter, transposed (rows: the parameters)."""
+    second_order: Callable[[np.ndarray], np.ndarray]
+    """Weights w [M] -> sum_i w_i Hess(r_i) [6, 6]."""
 
 
 def solve_head_pose(
@@ -117,11 +137,8 @@ def solve_head_pose(
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Fit (R, t) so that the projected mean face matches the landmarks (least squares in crop pixels).
 
-    A weak-perspective linear fit gives the start; Newton's method with the exact Hessian of the squared
-    residuals then refines a rotation increment (axis-angle, applied on the left of the current rotation)
-    and the translation, damped (Levenberg-Marquardt) where the Hessian is not positive definite or a step
-    would not lower the cost. Each fit starts from its own landmarks only, so a frame's pose never depends
-    on its neighbours.
+    A weak-perspective linear fit gives the start, `newton_fit` refines it. Each fit starts from its own
+    landmarks only, so a frame's pose never depends on its neighbours.
 
     Args:
         landmarks: [68, 2] crop pixels (x right, y down).
@@ -134,13 +151,34 @@ def solve_head_pose(
     assert landmarks.shape == (68, 2), landmarks.shape
     model = (mean_face() if points is None else points)[POSE_POINTS]
     target = np.asarray(landmarks, dtype=np.float64)[POSE_POINTS]
-    rotation, translation = weak_perspective_start(model, target, crop_size)
-    terms = fit_terms(model, target, rotation, translation, crop_size)
+    rotation, translation = newton_fit(lambda r, t: fit_terms(model, target, r, t, crop_size),
+                                       *weak_perspective_start(model, target, crop_size))
+    residuals = project(model, rotation, translation, crop_size) - target
+    return rotation, translation, float(np.sqrt(np.mean(np.sum(residuals**2, axis=1))))
+
+
+def newton_fit(terms_at: Callable[[np.ndarray, np.ndarray], FitTerms], rotation: np.ndarray,
+               translation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Minimise a cost of the pose from (R, t) by Newton's method with its exact Hessian.
+
+    The step is a rotation increment (axis-angle, applied on the left of the current rotation) and a
+    translation increment, damped (Levenberg-Marquardt) where the Hessian is not positive definite or a
+    step would not lower the cost.
+
+    Args:
+        terms_at: the cost's `FitTerms` at a pose (R [3, 3], t [3]).
+        rotation: [3, 3] start.
+        translation: [3] start.
+
+    Returns:
+        rotation [3, 3] and translation [3] at the minimum.
+    """
+    terms = terms_at(rotation, translation)
     damping = 0.0
     for _ in range(MAX_STEPS):
         hessian = terms.gauss_newton + terms.second_order
         if damping:
-            hessian = hessian + damping * np.diag(np.diag(terms.gauss_newton))
+            hessian = hessian + damping * np.diag(terms.scaling)
         try:
             np.linalg.cholesky(hessian)  # Newton's step only where the model has a minimum
         except np.linalg.LinAlgError:
@@ -150,9 +188,8 @@ def solve_head_pose(
         size = float(np.abs(step).max())
         moved = rotation_from_vector(step[:3]) @ rotation, translation + step[3:]
         if damping == 0.0 and size <= FINAL_STEP:
-            rotation, translation = moved
-            break
-        trial = fit_terms(model, target, *moved, crop_size)
+            return moved
+        trial = terms_at(*moved)
         if trial.cost <= terms.cost:
             (rotation, translation), terms = moved, trial
             damping = damping / 10.0 if damping > 1e-6 else 0.0
@@ -160,56 +197,117 @@ def solve_head_pose(
             break
         else:
             damping = max(10.0 * damping, 1e-3)
-    residuals = project(model, rotation, translation, crop_size) - target
-    return rotation, translation, float(np.sqrt(np.mean(np.sum(residuals**2, axis=1))))
+    return rotation, translation
+
+
+def robust_loss(residuals: np.ndarray, scale: float | None) -> tuple[float, np.ndarray, np.ndarray | None]:
+    """Huber's loss of residuals and its derivatives, in the scaling of squares.
+
+    Args:
+        residuals: [M].
+        scale: beyond it a residual counts linearly (rho = 2 scale |r| - scale^2), within it as r^2;
+            None: squares everywhere.
+
+    Returns:
+        the summed loss; rho'/2 per residual (r clipped to +-scale) [M]; rho''/2 per residual (1 within the
+        scale, 0 beyond) [M], or None for squares (1 everywhere).
+    """
+    if scale is None:
+        return float(residuals @ residuals), residuals, None
+    influence = np.minimum(np.maximum(residuals, -scale), scale)  # np.clip's overhead is twice this
+    # influence (2 r - influence) is r^2 within the scale and 2 scale |r| - scale^2 beyond.
+    cost = float(influence @ (2.0 * residuals - influence))
+    return cost, influence, (np.abs(residuals) <= scale).astype(np.float64)
 
 
 def fit_terms(model: np.ndarray, target: np.ndarray, rotation: np.ndarray, translation: np.ndarray,
               crop_size: int) -> FitTerms:
-    """Cost, gradient and Hessian parts of the reprojection fit at (R, t), analytically.
+    """Cost, gradient and Hessian parts of the least-squares reprojection fit at (R, t), analytically."""
+    return combined_terms([linearized_projection(model, target, rotation, translation, crop_size)], None)
+
+
+def combined_terms(parts: list[Linearized], huber: float | None) -> FitTerms:
+    """`FitTerms` of the sum of the loss of all the parts' residuals.
+
+    Args:
+        parts: residuals at one pose, with their derivatives.
+        huber: the scale of a Huber loss on each residual (`robust_loss`); None for least squares.
+    """
+    if len(parts) == 1:
+        residuals, jacobian = parts[0].residuals, parts[0].jacobian
+    else:
+        residuals = np.concatenate([part.residuals for part in parts])
+        jacobian = np.concatenate([part.jacobian for part in parts], axis=1)
+    cost, influence, curvature = robust_loss(residuals, huber)
+    if curvature is None:
+        gauss_newton = jacobian @ jacobian.T
+        scaling = np.diag(gauss_newton)
+    else:
+        gauss_newton, scaling = (jacobian * curvature) @ jacobian.T, (jacobian * jacobian).sum(1)
+    second_order, start = np.zeros((6, 6)), 0
+    for part in parts:
+        second_order += part.second_order(influence[start: start + len(part.residuals)])
+        start += len(part.residuals)
+    return FitTerms(cost=cost, gradient=jacobian @ influence, gauss_newton=gauss_newton, second_order=second_order,
+                    scaling=scaling)
+
+
+def linearized_projection(model: np.ndarray, target: np.ndarray, rotation: np.ndarray, translation: np.ndarray,
+                          crop_size: int) -> Linearized:
+    """The reprojection residuals [2N] (all u, then all v) of model points [N, 3] against target [N, 2] at (R, t).
 
     With q = R m a model point turned, the camera point is p = exp([d]) q + t + e for a rotation increment
     d and a translation increment e; at d = e = 0, dp = d x q + e, so the derivative of any a . p is the
-    row [q x a, a] ("lifted" a). A residual is u - target with u = c + f X / (10 - Z), or c - f Y / (10 - Z)
-    for v. Its second derivative has a part through the projection (u is curved in X and Z) and one
-    through the rotation (exp([d]) q = q + d x q + d x (d x q) / 2 + ...).
+    row [q x a, a] ("lifted" a). A residual is u - target with u = c + f X / D, or c - f Y / D for v
+    (D = 10 - Z): du/dp = (f / D, 0, f X / D^2), dv/dp = (0, -f / D, -f Y / D^2). Its second derivative has a
+    part through the projection (u is curved in X and Z) and one through the rotation
+    (exp([d]) q = q + d x q + d x (d x q) / 2 + ...).
     """
     focal, center = FOCAL * crop_size, (crop_size - 1) / 2.0
-    turned = model @ rotation.T
-    camera = turned + translation
-    inverse_depth = 1.0 / (DEEP3D_CAMERA_DISTANCE - camera[:, 2])
+    turned = rotation @ model.T  # [3, N]
+    q_x, q_y, q_z = turned
+    camera_x, camera_y = q_x + translation[0], q_y + translation[1]
+    inverse_depth = 1.0 / (DEEP3D_CAMERA_DISTANCE - translation[2] - q_z)
     scale = focal * inverse_depth  # f / D
-    x_z = scale * camera[:, 0] * inverse_depth  # du/dZ = f X / D^2
-    y_z = scale * camera[:, 1] * inverse_depth  # -dv/dZ
-    residual_u = center + scale * camera[:, 0] - target[:, 0]
-    residual_v = center - scale * camera[:, 1] - target[:, 1]
-    # Per point, the 3-vectors to lift: du/dp, dv/dp, then c and e_z such that the residual-weighted
-    # second derivatives of the projection, sum over u, v of r Hess_p, are c e_z^T + e_z c^T.
-    vectors = np.zeros((4, len(model), 3))
-    vectors[0, :, 0], vectors[0, :, 2] = scale, x_z
-    vectors[1, :, 1], vectors[1, :, 2] = -scale, -y_z
-    vectors[2, :, 0] = residual_u * scale * inverse_depth
-    vectors[2, :, 1] = -residual_v * scale * inverse_depth
-    vectors[2, :, 2] = (residual_u * x_z - residual_v * y_z) * inverse_depth
-    vectors[3, :, 2] = 1.0
-    # Lifted rows [q x a, a], with the residual appended to the Jacobian's rows: one product then gives
-    # J^T J, J^T r and r^T r.
-    rows = np.zeros((4, len(model), 7))
-    rows[..., 3:6] = vectors
-    q_x, q_y, q_z = turned[:, 0], turned[:, 1], turned[:, 2]
-    rows[..., 0] = q_y * vectors[..., 2] - q_z * vectors[..., 1]
-    rows[..., 1] = q_z * vectors[..., 0] - q_x * vectors[..., 2]
-    rows[..., 2] = q_x * vectors[..., 1] - q_y * vectors[..., 0]
-    rows[0, :, 6], rows[1, :, 6] = residual_u, residual_v
-    jacobian = rows[:2].reshape(-1, 7)
-    products = jacobian.T @ jacobian
-    projection = rows[2, :, :6].T @ rows[3, :, :6]
-    # The rotation's own curvature, weighted by b = r_u du/dp + r_v dv/dp: sum (b q^T + q b^T) / 2 - (b . q) I.
-    turning = (residual_u[:, None] * vectors[0] + residual_v[:, None] * vectors[1]).T @ turned
-    second_order = projection + projection.T
-    second_order[:3, :3] += 0.5 * (turning + turning.T) - np.trace(turning) * np.eye(3)
-    return FitTerms(cost=float(products[6, 6]), gradient=products[:6, 6], gauss_newton=products[:6, :6],
-                     second_order=second_order)
+    x_z = scale * camera_x * inverse_depth  # du/dZ
+    y_z = scale * camera_y * inverse_depth  # -dv/dZ
+    residuals = np.empty((2, len(model)))
+    residuals[0] = center + scale * camera_x - target[:, 0]
+    residuals[1] = center - scale * camera_y - target[:, 1]
+    jacobian = np.zeros((6, 2, len(model)))  # lifted du/dp, dv/dp
+    jacobian[0, 0], jacobian[1, 0], jacobian[2, 0] = q_y * x_z, q_z * scale - q_x * x_z, -q_y * scale
+    jacobian[3, 0], jacobian[5, 0] = scale, x_z
+    jacobian[0, 1], jacobian[1, 1], jacobian[2, 1] = q_z * scale - q_y * y_z, q_x * y_z, -q_x * scale
+    jacobian[4, 1], jacobian[5, 1] = -scale, -y_z
+    flat = jacobian.reshape(6, -1)
+    # The weighted second derivatives of the projection, sum over u, v of w Hess_p, are c e_z^T + e_z c^T with
+    # c = (w_u du/dp + w_v dv/dp) / D; the rotation's own curvature is weighted by b = w_u du/dp + w_v dv/dp.
+    # Both sums over the points, of lifted c times lifted e_z = [q_y, -q_x, 0, 0, 0, 1] and of b q^T, are one
+    # product of the weighted Jacobian with these columns per point: lifted e_z's nonzero entries / D, then q.
+    columns = np.empty((len(model), 6))
+    columns[:, 0], columns[:, 1], columns[:, 2] = q_y * inverse_depth, -q_x * inverse_depth, inverse_depth
+    columns[:, 3:] = turned.T
+
+    def second_order(weights: np.ndarray) -> np.ndarray:
+        sums = (jacobian * weights.reshape(2, -1)).sum(1) @ columns
+        total = np.zeros((6, 6))
+        total[:, 0], total[:, 1], total[:, 5] = sums[:, 0], sums[:, 1], sums[:, 2]
+        total += total.T
+        total[:3, :3] += rotation_curvature(sums[3:, 3:])
+        return total
+
+    return Linearized(residuals=residuals.reshape(-1), jacobian=flat, second_order=second_order)
+
+
+def rotation_curvature(outer: np.ndarray) -> np.ndarray:
+    """Second derivative in a left rotation increment d of sum_i a_i . exp([d]) q_i at d = 0, from the sum of
+    outer products sum_i a_i q_i^T [3, 3]: (A + A^T) / 2 - trace(A) I, as d x (d x q) = d (d . q) - q |d|^2."""
+    curvature = 0.5 * (outer + outer.T)
+    trace = outer[0, 0] + outer[1, 1] + outer[2, 2]  # scalar indexing: a third of np.trace's and np.eye's cost
+    curvature[0, 0] -= trace
+    curvature[1, 1] -= trace
+    curvature[2, 2] -= trace
+    return curvature
 
 
 def rotation_from_vector(vector: np.ndarray) -> np.ndarray:
