@@ -496,7 +496,11 @@ def bench_overlap(frames: int, repeats: int, log: Callable[[str], None]) -> dict
             f"{r['encode']:7.2f} {r['wall']:7.2f} {r['overlap_ratio']:13.2f}")
     for run in ("first run", "re-run"):
         seq, default, ovl = (results[f"{run}, {mode}"] for mode in ("sequential", "default", "overlapped"))
-        verdict = "meets" if default["wall"] <= seq["wall"] else "MISSES"
+        if default["mode"] == "sequential":
+            # The same pass as the reference: their ratio is the noise between two runs, not a verdict.
+            verdict = "meets: it is the sequential pass"
+        else:
+            verdict = "meets" if default["wall"] <= seq["wall"] else "MISSES"
         log(f"  {run}: default {default['wall'] / seq['wall']:.2f}x the sequential wall time ({verdict} the "
             f"<= 1.0 target; runs as {default['mode']}); forced overlap {ovl['wall'] / seq['wall']:.2f}x, "
             f"wall / slowest stage {ovl['overlap_ratio']:.2f}")
