@@ -441,7 +441,8 @@ def render_first_pass(
 
         def source(reader: VideoReader, records: Iterator[tuple[int, FrameRecord | None]],
                    cache_lock: threading.Lock) -> Iterator[WorkBatch]:
-            return align.batches(reader, records, cache_lock, cameras, device)
+            return align.batches(reader, records, cache_lock, cameras, device,
+                                 keep_rgb=not paste_in_pictures(config, info))
 
         # RGB frames only for what reads them: the landmarks (not a landmark file's), Deep3D, the RGB layouts.
         rgb = (getattr(backend, "reads_pixels", True) or align_config.deep3d is not None
@@ -740,8 +741,13 @@ class FirstPassAlign:
         """Busy seconds of landmarks, tracking and smoothing (the source thread's time less decoding and crops)."""
 
     def batches(self, reader: VideoReader, records: Iterator[tuple[int, FrameRecord | None]],
-                cache_lock: threading.Lock, cameras: PathCameras, device: torch.device) -> Iterator[WorkBatch]:
-        """Work batches of `reader.batch_size` frames, in order, each as soon as its frames are aligned."""
+                cache_lock: threading.Lock, cameras: PathCameras, device: torch.device, *,
+                keep_rgb: bool = True) -> Iterator[WorkBatch]:
+        """Work batches of `reader.batch_size` frames, in order, each as soon as its frames are aligned.
+
+        keep_rgb: the RGB frames go on to the model stage (else they serve the alignment only, and only the
+        pictures are held and uploaded)."""
+        held_kinds = (reader.rgb and keep_rgb, reader.keep_yuv)
         pixels = HeldFrames(HELD_IN_MEMORY)
         decode = [0.0]
         pictures: dict[int, np.ndarray] = {}  # the kept 4:2:0 pictures of decoded frames not yet held
@@ -762,8 +768,9 @@ class FirstPassAlign:
             poses = HeadPoses(self.config.deep3d, self.config.batch_size)
             for (index, pts, seconds, image), track in track_stream(detect_stream(self.backend, decoded()),
                                                                     self.tracker):
-                # Held as (RGB frame, picture), either of which the reader may not make.
-                pixels.put(index, pts, tuple(a for a in (image, pictures.pop(index, None)) if a is not None))
+                # Held as (RGB frame, picture), either of which may not be made or needed (`held_kinds`).
+                kept = (image if held_kinds[0] else None, pictures.pop(index, None))
+                pixels.put(index, pts, tuple(a for a in kept if a is not None))
                 for frame in poses.push(tracked_frame(index, pts, seconds, track), image):
                     yield from self.aligner.push(frame)
             for frame in poses.finish():
@@ -782,7 +789,7 @@ class FirstPassAlign:
                     self.frames.append(frame)
                     ready.append(frame)
                 if ready and (frame is None or len(ready) == reader.batch_size):
-                    yield self._work(ready, pixels, (reader.rgb, reader.keep_yuv), records, cache_lock, cameras, device)
+                    yield self._work(ready, pixels, held_kinds, records, cache_lock, cameras, device)
                     ready = []
                 if frame is None:
                     break
