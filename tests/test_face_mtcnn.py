@@ -30,7 +30,6 @@ from nvsvideo.face.types import Face
 from nvsvideo.temporal.tracking import FaceTracker, TrackerConfig
 from nvsvideo.weights.registry import expected_path, get_weight, resolve_weights_dir
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 CPU = torch.device("cpu")
 
 
@@ -116,8 +115,8 @@ def test_relations_are_averaged_over_runs() -> None:
     np.testing.assert_allclose(blend_relation(first, second, MTCNN_MEMORY + 5), 1 / MTCNN_MEMORY)
 
 
-def test_mtcnn_runs_on_detections_and_every_few_frames(weights: Path) -> None:
-    image = np.asarray(Image.open(FIXTURES / "single_face.jpg").convert("RGB"))
+def test_mtcnn_runs_on_detections_and_every_few_frames(weights: Path, fixtures_dir: Path) -> None:
+    image = np.asarray(Image.open(fixtures_dir / "single_face.jpg").convert("RGB"))
     backend = MeshBackend(weights, CPU)
     batches = []
     run = backend._mtcnn
@@ -132,8 +131,8 @@ def test_mtcnn_runs_on_detections_and_every_few_frames(weights: Path) -> None:
     assert batches == [2, 1]
 
 
-def test_the_cascade_finds_the_face_and_its_points(mtcnn: Mtcnn, weights: Path) -> None:
-    image = np.asarray(Image.open(FIXTURES / "single_face.jpg").convert("RGB"))
+def test_the_cascade_finds_the_face_and_its_points(mtcnn: Mtcnn, weights: Path, fixtures_dir: Path) -> None:
+    image = np.asarray(Image.open(fixtures_dir / "single_face.jpg").convert("RGB"))
     found = mtcnn(torch.from_numpy(image.copy())[None])[0]
     assert len(found.scores) >= 1 and float(found.scores.max()) > 0.95
     points = found.points[int(found.scores.argmax())].numpy()
@@ -147,8 +146,8 @@ def test_the_cascade_finds_the_face_and_its_points(mtcnn: Mtcnn, weights: Path) 
     assert torch.allclose(twice[1].points, found.points, atol=1e-3)
 
 
-def test_the_mesh_backend_gives_mtcnn_points_and_the_crop_uses_them(weights: Path) -> None:
-    image = np.asarray(Image.open(FIXTURES / "single_face.jpg").convert("RGB"))
+def test_the_mesh_backend_gives_mtcnn_points_and_the_crop_uses_them(weights: Path, fixtures_dir: Path) -> None:
+    image = np.asarray(Image.open(fixtures_dir / "single_face.jpg").convert("RGB"))
     face = MeshBackend(weights, CPU).detect(image[None])[0][0]
     assert face.crop_points is not None and face.crop_points.shape == (5, 2)
     assert not np.allclose(face.crop_points, five_points(face.landmarks))
