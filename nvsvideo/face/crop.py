@@ -392,8 +392,9 @@ def paste_face_yuv_(planes: YuvPlanes, crop_image: torch.Tensor, tf: CropTransfo
 
     A sample takes the feather weight at its own site (chroma: on the even columns, halfway between two
     rows, as `crop_picture` reads them), so samples where the mask is 0 keep their decoded values exactly;
-    elsewhere the result is within a level or two of converting `paste_face_`'s frame to 4:2:0. Resampling
-    chroma straight to its quarter-size grid does a third of the work of resampling RGB.
+    elsewhere the result is within a level or two of converting `paste_face_`'s frame to 4:2:0 (a few more
+    at strong colour edges, `tests/test_compose_yuv.py`). One full-size plane and two quarter-size ones are
+    resampled, against three full-size channels in RGB.
 
     Args:
         planes: the picture (`i420_planes`), changed in place.
