@@ -1,4 +1,5 @@
-"""Streaming decode: batches of upright RGB frames with their exact timestamps.
+"""Streaming decode: batches of upright RGB frames, or of the decoded 4:2:0 pictures, or both, with their
+exact timestamps.
 
 At most two batches are in flight at a time, so memory does not grow with the video's length.
 FFmpeg decodes on one thread per usable CPU and one more (`codec_threads`; frame or slice threading,

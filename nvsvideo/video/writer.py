@@ -1,7 +1,8 @@
 """Streaming H.264 encode with the source's timestamps and its audio copied packet for packet.
 
 A pipeline opens a `VideoReader` and a `VideoWriter`, pushes each processed batch with the batch's
-`pts`, and the writer interleaves the source's audio packets as the video advances. The audio is
+`pts` (RGB frames, or 4:2:0 pictures encoded as they are: `write_yuv`), and the writer interleaves the
+source's audio packets as the video advances. The audio is
 never re-encoded unless the output container cannot hold its codec (then it becomes AAC). The file
 appears under its final name only when the writer closes without error.
 """
