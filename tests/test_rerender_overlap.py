@@ -16,6 +16,7 @@ from nvsvideo.cli import app
 from nvsvideo.console import Reporter
 from nvsvideo.errors import InputError, Terminated
 from nvsvideo.face.backends.dlib_backend import DlibBackend
+from nvsvideo.pipelines import first_pass as first_pass_module
 from nvsvideo.pipelines import rerender as rerender_module
 from nvsvideo.pipelines.align import AlignConfig, VideoAlignment, track_video
 from nvsvideo.pipelines.invert import PARTIAL_TRACKS_FILE, TRACKS_FILE
@@ -142,7 +143,7 @@ def test_an_interrupted_first_run_keeps_its_work_and_resumes_identically(
     assert len((cache / PARTIAL_TRACKS_FILE).read_text().splitlines()) >= 4
     assert chunk_bytes(cache)
     with monkeypatch.context() as patch:
-        patch.setattr(rerender_module, "HELD_IN_MEMORY", 1)  # the frames waiting for their alignment go to disk
+        patch.setattr(first_pass_module, "HELD_IN_MEMORY", 1)  # the frames waiting for their alignment go to disk
         resumed = invoke(rerender_args(setup, out, cache))
     assert resumed["cache_hits"] >= 3 and resumed["inverted"] == FRAMES - len(BLANK) - resumed["cache_hits"]
     np.testing.assert_array_equal(frames_of(out), frames_of(setup["root"] / "overlapped.mp4"))
@@ -182,7 +183,7 @@ def test_a_file_damaged_mid_way_renders_what_it_holds_in_one_pass(setup: dict[st
 
 
 def test_frames_held_beyond_the_memory_limit_wait_on_disk() -> None:
-    held = rerender_module.HeldFrames(limit=2)
+    held = first_pass_module.HeldFrames(limit=2)
     images = {i: np.full((4, 6, 3), i, np.uint8) for i in range(5)}
     for i, image in images.items():
         held.put(i, 10 * i, (image, image[::2]))

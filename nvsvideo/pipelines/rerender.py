@@ -9,7 +9,6 @@ time. Frames without a face are passed through (or letterboxed).
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -45,14 +44,10 @@ from nvsvideo.models.triplanenet.model import TriPlaneNet
 from nvsvideo.pipelines.align import (
     AlignConfig,
     FrameAlignment,
-    HeadPoses,
-    StreamAligner,
     VideoAlignment,
     crop_source,
-    detect_stream,
-    record_settings,
-    tracked_frame,
 )
+from nvsvideo.pipelines.first_pass import FirstPassAlign
 from nvsvideo.pipelines.invert import (
     CACHE_FRAMES,
     PARTIAL_TRACKS_FILE,
@@ -73,7 +68,7 @@ from nvsvideo.pipelines.invert import (
 from nvsvideo.pipelines.stream import prefer_sequential, run_stages
 from nvsvideo.render import RenderId, RenderOptions, render_views
 from nvsvideo.runtime.batching import Batcher, BatchSpec
-from nvsvideo.temporal.tracking import FaceTracker, no_subject_error, track_stream
+from nvsvideo.temporal.tracking import no_subject_error
 from nvsvideo.video import FrameBatch, FrameSpan, VideoInfo, VideoReader, VideoWriter, probe
 from nvsvideo.video.colour import Colour
 from nvsvideo.video.reader import yuv_kept
@@ -441,8 +436,11 @@ def render_first_pass(
 
         def source(reader: VideoReader, records: Iterator[tuple[int, FrameRecord | None]],
                    cache_lock: threading.Lock) -> Iterator[WorkBatch]:
-            return align.batches(reader, records, cache_lock, cameras, device,
-                                 keep_rgb=not paste_in_pictures(config, info))
+            """Decode, align and crop the faces (the source thread)."""
+            aligned_batches = align.batches(reader, records, cache_lock, keep_rgb=not paste_in_pictures(config, info))
+            with contextlib.closing(aligned_batches):  # a pass stopped early closes the decoder now
+                for batch, aligned, stored in aligned_batches:
+                    yield work_batch(batch, aligned, stored, cameras, device, info.colour, first_pass=True)
 
         # RGB frames only for what reads them: the landmarks (not a landmark file's), Deep3D, the RGB layouts.
         rgb = (getattr(backend, "reads_pixels", True) or align_config.deep3d is not None
@@ -676,151 +674,6 @@ def face_work(aligned: Sequence[FrameAlignment], frames: torch.Tensor | None, pi
                      crop_face(crop_source(frames, pictures, j, colour), aligned[j].transform).cpu().numpy(),
                      records[j], aligned[j].label, novel[k], aligned[j].time, aligned[j].transform)
             for k, j in enumerate(chosen)]
-
-
-#: Decoded frames the align stage keeps in memory while they wait for their alignment; more wait on disk.
-#: The default smoothing holds 24 frames (plus the tracker's gap and one batch), so only frames beside a
-#: long stretch without the subject (its frames wait for the next ones with it) ever go to disk.
-HELD_IN_MEMORY = 64
-
-
-class HeldFrames:
-    """Decoded frames waiting for their alignment, by frame: in memory up to `limit`, beyond that in a
-    temporary folder, so memory stays bounded whatever the video (a whole-track smoothing bridges any
-    stretch without the subject, and so does the streamed one)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._memory: dict[int, tuple[int, tuple[np.ndarray, ...]]] = {}
-        self._disk: dict[int, int] = {}  # frame -> pts of the frames in the folder
-        self._folder: tempfile.TemporaryDirectory[str] | None = None
-
-    def put(self, index: int, pts: int, images: tuple[np.ndarray, ...]) -> None:
-        """Hold a frame's images (its RGB frame, and its 4:2:0 picture where one is kept)."""
-        if len(self._memory) < self.limit:
-            self._memory[index] = (pts, images)
-            return
-        if self._folder is None:
-            self._folder = tempfile.TemporaryDirectory(prefix="nvsvideo-held-")
-        np.savez(Path(self._folder.name) / f"{index}.npz", *images)
-        self._disk[index] = pts
-
-    def pop(self, index: int) -> tuple[int, tuple[np.ndarray, ...]]:
-        """(pts, images) of a held frame, which is no longer held."""
-        if index in self._memory:
-            return self._memory.pop(index)
-        assert self._folder is not None
-        path = Path(self._folder.name) / f"{index}.npz"
-        with np.load(path) as stored:
-            images = tuple(stored[f"arr_{k}"] for k in range(len(stored.files)))
-        path.unlink()
-        return self._disk.pop(index), images
-
-    def close(self) -> None:
-        if self._folder is not None:
-            self._folder.cleanup()
-
-
-class FirstPassAlign:
-    """The align stage of a first pass: decoded frames -> landmarks -> tracker -> `StreamAligner` -> work batches.
-
-    Frames are held only while the tracker bridges a gap (`max_gap`) and the smoothing looks ahead, so
-    memory does not grow with the video. The aligned frames are kept (a few numbers each) to save the
-    whole track at the end.
-    """
-
-    def __init__(self, backend: LandmarkBackend, config: AlignConfig, info: VideoInfo, log: TrackLog) -> None:
-        self.backend = backend
-        self.config = config
-        self.info = info
-        self.log = log
-        self.tracker = FaceTracker(config.tracker)
-        self.aligner = StreamAligner(config, float(info.fps), info.height)
-        self.frames: list[FrameAlignment] = []
-        self.seconds = 0.0
-        """Busy seconds of landmarks, tracking and smoothing (the source thread's time less decoding and crops)."""
-
-    def batches(self, reader: VideoReader, records: Iterator[tuple[int, FrameRecord | None]],
-                cache_lock: threading.Lock, cameras: PathCameras, device: torch.device, *,
-                keep_rgb: bool = True) -> Iterator[WorkBatch]:
-        """Work batches of `reader.batch_size` frames, in order, each as soon as its frames are aligned.
-
-        keep_rgb: the RGB frames go on to the model stage (else they serve the alignment only, and only the
-        pictures are held and uploaded)."""
-        held_kinds = (reader.rgb and keep_rgb, reader.keep_yuv)
-        pixels = HeldFrames(HELD_IN_MEMORY)
-        decode = [0.0]
-        pictures: dict[int, np.ndarray] = {}  # the kept 4:2:0 pictures of decoded frames not yet held
-
-        def decoded() -> Iterator[FrameBatch]:
-            batches = iter(reader)
-            while True:
-                started = time.perf_counter()
-                batch = next(batches, None)
-                decode[0] += time.perf_counter() - started
-                if batch is None:
-                    return
-                if batch.yuv is not None:
-                    pictures.update(zip(batch.indices.tolist(), batch.yuv, strict=True))
-                yield batch
-
-        def final() -> Iterator[FrameAlignment]:
-            poses = HeadPoses(self.config.deep3d, self.config.batch_size)
-            for (index, pts, seconds, image), track in track_stream(detect_stream(self.backend, decoded()),
-                                                                    self.tracker):
-                # Held as (RGB frame, picture), either of which may not be made or needed (`held_kinds`).
-                kept = (image if held_kinds[0] else None, pictures.pop(index, None))
-                pixels.put(index, pts, tuple(a for a in kept if a is not None))
-                for frame in poses.push(tracked_frame(index, pts, seconds, track), image):
-                    yield from self.aligner.push(frame)
-            for frame in poses.finish():
-                yield from self.aligner.push(frame)
-            yield from self.aligner.finish()
-            self.tracker.check_found(str(reader.path))
-
-        ready: list[FrameAlignment] = []
-        frames = final()
-        try:
-            while True:
-                started = time.perf_counter()
-                frame = next(frames, None)
-                self.seconds += time.perf_counter() - started
-                if frame is not None:
-                    self.frames.append(frame)
-                    ready.append(frame)
-                if ready and (frame is None or len(ready) == reader.batch_size):
-                    yield self._work(ready, pixels, held_kinds, records, cache_lock, cameras, device)
-                    ready = []
-                if frame is None:
-                    break
-        finally:
-            frames.close()  # a pass stopped early closes the decoder now
-            pixels.close()
-            self.seconds -= decode[0]
-
-    def _work(self, aligned: list[FrameAlignment], pixels: HeldFrames, held_kinds: tuple[bool, bool],
-              records: Iterator[tuple[int, FrameRecord | None]], cache_lock: threading.Lock,
-              cameras: PathCameras, device: torch.device) -> WorkBatch:
-        """The work batch of frames now aligned; `held_kinds`: whether RGB frames and pictures are held."""
-        held = [pixels.pop(frame.index) for frame in aligned]
-        rgb, yuv = held_kinds
-        batch = FrameBatch(np.stack([images[0] for _, images in held]) if rgb else None,
-                           np.array([f.index for f in aligned], np.int64),
-                           np.array([pts for pts, _ in held], np.int64), self.info.time_base,
-                           yuv=np.stack([images[-1] for _, images in held]) if yuv else None)
-        with cache_lock:
-            stored = [next(records)[1] for _ in aligned]
-        # An inversion stored by an interrupted run is reused only if made from this very crop and camera.
-        stored = [record if self.log.matches(frame) else None for frame, record in zip(aligned, stored, strict=True)]
-        return work_batch(batch, aligned, stored, cameras, device, self.info.colour, first_pass=True)
-
-    def alignment(self, video: Path, settings: dict[str, Any]) -> VideoAlignment:
-        """The whole track (call after the pass), as `track_video` would have made it."""
-        alignment = VideoAlignment(source=str(video), width=self.info.width, height=self.info.height,
-                                   fps=self.info.fps, time_base=self.info.time_base, frames=self.frames,
-                                   settings=dict(settings), metrics=self.aligner.metrics())
-        record_settings(alignment, self.config)
-        return alignment
 
 
 def invert_missing(model: TriPlaneNet, faces: list[FaceWork], batcher: Batcher, config: InvertConfig,
