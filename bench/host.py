@@ -108,7 +108,6 @@ class PixelReadingFile:
     """A landmark file's faces, with the frames decoded to RGB for them, as a landmark model needs them."""
 
     name = "file"
-    reads_pixels = True
 
     def __init__(self, backend: Any) -> None:
         self.backend = backend

@@ -14,7 +14,7 @@ from PIL import Image
 from nvsvideo.errors import InputError, UsageError, WeightsError
 from nvsvideo.face.backends import fan_backend
 from nvsvideo.face.backends.file_backend import FileBackend
-from nvsvideo.face.landmarks import LandmarkConfig, create_backend
+from nvsvideo.face.landmarks import LandmarkConfig, create_backend, pixel_free
 from nvsvideo.face.types import faces_by_size
 
 CPU = torch.device("cpu")
@@ -191,3 +191,24 @@ def test_fan_adapter_builds_offline_and_reads_the_batch_api(tmp_path, monkeypatc
     assert none == [] and len(faces) == 2
     assert faces[1].box.tolist() == [20, 20, 40, 40] and faces[1].score == pytest.approx(0.8)
     np.testing.assert_array_equal(faces[1].landmarks, np.arange(68 * 2, 2 * 68 * 2).reshape(68, 2))
+
+
+def test_a_landmark_file_without_boxes_needs_no_pixels() -> None:
+    points = np.random.default_rng(0).uniform(0, 50, (1, 68, 2))
+    landmarks_only = FileBackend({3: (points, np.zeros((0, 4)))})
+    assert pixel_free(landmarks_only) is landmarks_only
+    faces = landmarks_only.faces_at([2, 3])
+    assert faces[0] == [] and np.array_equal(faces[1][0].landmarks, points[0])
+    # The same faces as `detect` gives with the pixels.
+    via_pixels = landmarks_only.detect(np.zeros((2, 8, 8, 3), np.uint8), start=2)
+    assert np.array_equal(via_pixels[1][0].landmarks, faces[1][0].landmarks)
+
+
+def test_backends_that_read_pixels_are_not_pixel_free() -> None:
+    class Detector:
+        name = "detector"
+
+        def detect(self, frames: np.ndarray, *, start: int = 0) -> list:
+            return [[] for _ in frames]
+
+    assert pixel_free(Detector()) is None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -44,6 +44,24 @@ class LandmarkBackend(Protocol):
             B lists of faces, in no particular order; an empty list for a frame without a face.
         """
         ...
+
+
+@runtime_checkable
+class IndexedFaces(Protocol):
+    """A backend that may give frames' faces without their pixels (a landmark file without boxes)."""
+
+    reads_pixels: bool
+    """Whether it needs the frames after all (`detect`); else `faces_at` serves."""
+
+    def faces_at(self, indices: list[int]) -> list[list[Face]]:
+        """The faces of the frames `indices` (0-based in the video), without their pixels."""
+        ...
+
+
+def pixel_free(backend: LandmarkBackend) -> IndexedFaces | None:
+    """`backend` as an `IndexedFaces` when it needs no pixels (a pipeline may then decode no RGB frames for it),
+    else None."""
+    return backend if isinstance(backend, IndexedFaces) and not backend.reads_pixels else None
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ from nvsvideo.face.crop import (
     points_to_crop,
 )
 from nvsvideo.face.deep3d import Deep3DCameras, label_from_coeffs, recon_crop, translation_in_square
-from nvsvideo.face.landmarks import LandmarkBackend
+from nvsvideo.face.landmarks import LandmarkBackend, pixel_free
 from nvsvideo.face.mesh_pose import estimate_label_from_mesh, mesh_in_crop
 from nvsvideo.face.pose import HeadPose, estimate_label, project
 from nvsvideo.face.types import Face
@@ -252,9 +252,11 @@ def detect_stream(backend: LandmarkBackend, batches: Iterable[FrameBatch]) -> It
     """Each decoded frame with its faces, batch by batch. A batch without RGB frames (its reader made none,
     as for a landmark file without boxes: `reads_pixels`) takes its faces by index, and its frames carry
     no pixels (None)."""
+    indexed = pixel_free(backend)
     for batch in batches:
         if batch.frames is None:
-            faces = backend.faces_at(batch.indices.tolist())  # type: ignore[attr-defined]
+            assert indexed is not None, "a backend that reads pixels needs RGB frames"
+            faces = indexed.faces_at(batch.indices.tolist())
         else:
             faces = backend.detect(batch.frames, start=int(batch.indices[0]))
         seconds = batch.pts_seconds

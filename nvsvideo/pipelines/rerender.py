@@ -39,7 +39,7 @@ from nvsvideo.console import Reporter
 from nvsvideo.edits import Edit, OffsetPolicy, apply_edits, edited_frames, offset_weights
 from nvsvideo.errors import InputError, NoFaceError, UsageError
 from nvsvideo.face.crop import CropTransform, crop_face
-from nvsvideo.face.landmarks import LandmarkBackend
+from nvsvideo.face.landmarks import LandmarkBackend, pixel_free
 from nvsvideo.models.triplanenet.model import TriPlaneNet
 from nvsvideo.pipelines.align import (
     AlignConfig,
@@ -443,8 +443,7 @@ def render_first_pass(
                     yield work_batch(batch, aligned, stored, cameras, device, info.colour, first_pass=True)
 
         # RGB frames only for what reads them: the landmarks (not a landmark file's), Deep3D, the RGB layouts.
-        rgb = (getattr(backend, "reads_pixels", True) or align_config.deep3d is not None
-               or not paste_in_pictures(config, info))
+        rgb = pixel_free(backend) is None or align_config.deep3d is not None or not paste_in_pictures(config, info)
         result = render_pass(video, output, cache, source, model, invert_config, config, device=device,
                              reporter=reporter, info=info, invert=True, expected=None, log=log, mesh=mesh, rgb=rgb)
         alignment = align.alignment(video, {"key": align_key})
