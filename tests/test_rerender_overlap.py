@@ -212,3 +212,46 @@ def test_an_error_in_any_stage_fails_cleanly(setup: dict[str, Path], first_run: 
     assert result.exit_code == 3 and "boom" in result.output
     assert not out.exists() and not [p for p in setup["root"].iterdir() if out.name in p.name]
     assert not [t for t in threading.enumerate() if t.name.startswith("nvsvideo-")]
+
+
+def pictures_of(path: Path) -> np.ndarray:
+    """The decoded 4:2:0 pictures of a video, packed yuv420p [N, H·3/2, W]."""
+    import av
+
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray() for frame in container.decode(video=0)])
+
+
+def test_the_paste_into_the_pictures_overlaps_resumes_and_keeps_faceless_frames(
+        setup: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--output paste` of a 4:2:0 clip (the renders go into the decoded pictures): overlapped equals sequential
+    with `--crf 0`, face-less frames come out as decoded, and a SIGTERM'd first run resumes identically."""
+    def paste_args(name: str) -> list[str]:
+        args = rerender_args(setup, setup["root"] / f"{name}.mp4", setup["root"] / f"{name}.nvs")
+        args[args.index("compare")] = "paste"
+        return args
+
+    monkeypatch.setenv(SEQUENTIAL_ENV, "0")
+    invoke(paste_args("paste_overlapped"))
+    monkeypatch.setenv(SEQUENTIAL_ENV, "1")
+    invoke(paste_args("paste_sequential"))
+    overlapped = pictures_of(setup["root"] / "paste_overlapped.mp4")
+    np.testing.assert_array_equal(overlapped, pictures_of(setup["root"] / "paste_sequential.mp4"))
+    source = pictures_of(setup["clip"])
+    for frame in range(FRAMES):
+        assert np.array_equal(overlapped[frame], source[frame]) == (frame in BLANK), frame
+    render, calls = rerender_module.render_faces, []
+
+    def terminated(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 3:
+            raise Terminated()
+        return render(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(rerender_module, "render_faces", terminated)
+        result = runner.invoke(app, paste_args("paste_resumed"))
+    assert result.exit_code == 143, result.output
+    assert not (setup["root"] / "paste_resumed.mp4").exists()
+    invoke(paste_args("paste_resumed"))
+    np.testing.assert_array_equal(pictures_of(setup["root"] / "paste_resumed.mp4"), overlapped)
